@@ -1,0 +1,104 @@
+"""Per-item records and their aggregation into M3-Bench scores (pure: no lmms-eval import).
+
+An item record (what `--log_samples` shows under `sds`) identifies the item itself, because lmms-eval 0.7.3 drops
+the doc from the logs. Aggregation follows the reference: SDS = mean p over scored items; acc counts skipped and
+unscorable items as wrong; a subset's score is the unweighted mean of its categories, and a group's score the
+unweighted mean of its subsets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from radar_tasks.metrics import sds as S
+
+SKIP_TOO_MANY_IMAGES = "more than 12 images"
+SKIP_NON_FINITE = "non-finite model score"
+
+
+def score_item(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
+    """The per-item record of one scored (or skipped) item. `results` are per candidate, correct first."""
+    record = {
+        "id": doc["id"], "subset": doc["subset"], "category": doc["category"], "ability": doc["ability"],
+        "p": None, "scores": None, "correct": False, "skipped": None, "n_candidates": len(doc["choices"]),
+        "convention": convention,
+    }
+    if doc.get("skipped"):
+        record["skipped"] = SKIP_TOO_MANY_IMAGES
+        return record
+    if len(results) != len(doc["choices"]):
+        raise ValueError(f"item {doc['id']!r}: {len(results)} results for {len(doc['choices'])} candidates")
+    scores = S.to_scores(results, convention)
+    record["scores"] = scores
+    if not all(math.isfinite(s) for s in scores):
+        record["skipped"] = SKIP_NON_FINITE
+        return record
+    record["p"] = S.item_sds(scores, 0)
+    record["correct"] = S.item_correct(scores, 0)
+    return record
+
+
+def compact(record: dict) -> dict:
+    """What the ability-split metrics need of a record (keeps --log_samples small)."""
+    return {k: record[k] for k in ("id", "subset", "category", "p", "correct", "skipped")}
+
+
+def sds_values(records: Sequence[dict]) -> list[float]:
+    return [r["p"] for r in records if r["p"] is not None]
+
+
+def acc_values(records: Sequence[dict]) -> list[float]:
+    return [float(bool(r["correct"])) for r in records]
+
+
+class Score(float):
+    """A leaf task's score that remembers which (subset, category) it measures.
+
+    lmms-eval hands a group's aggregation only the leaf values (not their task names), so the value carries
+    its place in M3-Bench; that is how groups average subsets instead of leaf tasks. Serializes as a float.
+    """
+
+    parts: tuple[tuple[str, str], ...]
+
+    def __new__(cls, value: float, parts):
+        obj = super().__new__(cls, value)
+        obj.parts = tuple(parts)
+        return obj
+
+
+def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> Score:
+    parts = sorted({(r["subset"], r["category"]) for r in records})
+    return Score(statistic(values), parts)
+
+
+def _by_subset(values: Sequence[float]) -> dict[str, list[float]] | None:
+    """Group tagged leaf values by subset; None when a value carries no single (subset, category) tag."""
+    grouped: dict[str, list[float]] = {}
+    for v in values:
+        parts = getattr(v, "parts", None)
+        if not parts or len({s for s, _ in parts}) != 1:
+            return None
+        if not math.isnan(v):  # a category with no scored item has no score: it cannot enter a mean
+            grouped.setdefault(parts[0][0], []).append(float(v))
+    return grouped
+
+
+def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
+    """A group's score: unweighted mean over subsets of the unweighted mean over each subset's categories.
+
+    Values without M3-Bench tags (other tasks in a user's group) fall back to lmms-eval's plain mean.
+    """
+    grouped = _by_subset(values)
+    if grouped is None:
+        weights = sizes if weight_by_size else [1] * len(values)
+        return sum(float(v) * w for v, w in zip(values, weights)) / sum(weights)
+    return S.balanced_mean(grouped)
+
+
+def group_stderr(stderrs: Sequence[float]) -> float | None:
+    """Standard error of `group_mean` from the leaves' standard errors; None when they carry no tags."""
+    grouped = _by_subset(stderrs)
+    if grouped is None:
+        return None
+    return S.balanced_stderr([S.balanced_stderr(v) for v in grouped.values()])

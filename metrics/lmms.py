@@ -1,0 +1,117 @@
+"""SDS for lmms-eval: per-doc scoring, aggregations (usable by name from any task YAML) and bootstrap stderrs.
+
+Any wrapper that follows lmms-eval's loglikelihood convention (per choice `(mean NLL, is_greedy)`, stringified or
+not) works: `process_results` turns the per-choice losses into an item record, SDS = softmax over -loss.
+
+Names registered with lmms-eval's aggregation registry (see `register`): `radar_sds`, `radar_acc`, `radar_count`.
+A task YAML of anyone's can use them with `process_results: !function radar_tasks.metrics.lmms.process_results`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from radar_tasks.metrics import items as I
+from radar_tasks.metrics import sds as S
+
+# lmms-eval asks for 100000 bootstrap resamples by default: far more than a stderr needs, and slow on 60 tasks.
+MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
+
+
+def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
+    """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
+    record = I.score_item(doc, results, convention)
+    if record["skipped"] == I.SKIP_NON_FINITE:
+        from loguru import logger
+
+        logger.warning(f"{doc['source_file']}: item {doc['id']!r}: model returned a non-finite score "
+                       f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)")
+    small = I.compact(record)
+    return {
+        "sds": record,
+        "acc": small,
+        "skipped": int(record["skipped"] is not None),
+        f"sds_{doc['ability']}": small,
+        f"acc_{doc['ability']}": small,
+        f"items_{doc['ability']}": 1,
+    }
+
+
+def _bootstrappable(values_of):
+    """An aggregation over item records, carrying its own bootstrap stderr (see `install_stderr_hooks`)."""
+
+    def aggregate(records: Sequence[dict]) -> float:
+        return I.leaf_score(records, values_of(records), S.mean)
+
+    def stderr(records: Sequence[dict], iters: int) -> float:
+        boot = lambda v: S.bootstrap_stderr(v, iters=min(iters, MAX_BOOTSTRAP_ITERS), seed=0)  # noqa: E731
+        return I.leaf_score(records, values_of(records), boot)
+
+    aggregate.radar_stderr = stderr
+    return aggregate
+
+
+sds_aggregate = _bootstrappable(I.sds_values)
+sds_aggregate.__name__ = "sds_aggregate"
+acc_aggregate = _bootstrappable(I.acc_values)
+acc_aggregate.__name__ = "acc_aggregate"
+
+
+def count_aggregate(values: Sequence[int]) -> int:
+    return int(sum(values))
+
+
+def group_mean(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
+    """Group aggregation (`aggregate_metric_list`): unweighted mean over M3-Bench subsets."""
+    return I.group_mean(metrics, sizes, weight_by_size)
+
+
+def group_sum(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> int:
+    return int(sum(metrics))
+
+
+AGGREGATIONS = {"radar_sds": sds_aggregate, "radar_acc": acc_aggregate, "radar_count": count_aggregate}
+
+
+def register() -> None:
+    """Register the aggregations by name with lmms-eval (idempotent: its registry refuses a name twice)."""
+    from lmms_eval.api import registry
+
+    for name, fn in AGGREGATIONS.items():
+        if name not in registry.AGGREGATION_REGISTRY:
+            registry.register_aggregation(name)(fn)
+    install_stderr_hooks()
+
+
+def install_stderr_hooks() -> None:
+    """Give our aggregations bootstrap stderrs, and M3-Bench groups the stderr of their unweighted mean.
+
+    lmms-eval 0.7.3 computes stderrs only for a fixed list of built-in aggregations, and pools group stderrs as
+    if groups were size-weighted. Both hooks wrap the original and change nothing for other aggregations/tasks.
+    """
+    from lmms_eval import evaluator_utils as eu
+
+    if getattr(eu.stderr_for_metric, "radar_hook", False):
+        return
+    original_stderr, original_pooled = eu.stderr_for_metric, eu.pooled_sample_stderr
+
+    def stderr_for_metric(metric, bootstrap_iters: int):
+        own = getattr(metric, "radar_stderr", None)
+        if own is not None and bootstrap_iters > 0:
+            return lambda items: own(items, bootstrap_iters)
+        return original_stderr(metric, bootstrap_iters)
+
+    def pooled_sample_stderr(stderrs, sizes):
+        combined = I.group_stderr(stderrs)
+        return original_pooled(stderrs, sizes) if combined is None else combined
+
+    stderr_for_metric.radar_hook = True
+    eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
+
+
+# Importing this module (as every `!function radar_tasks.metrics.lmms...` in a YAML does) turns the hooks on.
+try:
+    install_stderr_hooks()
+except ImportError:  # lmms-eval not installed: the pure parts of this module still work
+    pass

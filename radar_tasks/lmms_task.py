@@ -1,0 +1,47 @@
+"""lmms-eval glue of the M3-Bench tasks: the `!function` hooks named by task_yamls/_default_template_yaml.
+
+How a task gets its data: the YAML loads one row of the checked-in task index (`_task_index.json`, json builder,
+`field: <task name>`), which names the subset and category; `process_docs` swaps it for that category's records
+read from $RADAR_M3BENCH_DIR (radar_tasks.m3bench). This keeps lmms-eval's own loading path, model-specific
+prompt kwargs and caching, with no conversion step.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from radar_tasks import m3bench, prompts
+from radar_tasks.metrics import lmms as lmms_metrics
+
+
+def process_docs(index_rows):
+    rows = list(index_rows)
+    if len(rows) != 1:
+        raise ValueError(f"task index: expected one row naming subset and category, got {len(rows)}")
+    return m3bench.load_category(rows[0]["subset"], rows[0]["category"])
+
+
+def doc_to_visual(doc: dict) -> list:
+    if doc["skipped"]:
+        return []
+    images = []
+    for path in doc["images"]:
+        with Image.open(path) as im:
+            # Grayscale, palette and RGBA files exist in the data: every wrapper expects RGB.
+            images.append(im.convert("RGB"))
+    return images
+
+
+def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    template = kwargs.get("prompt_template", "{{ question }}{{ options_text }}")
+    return prompts.render(template, doc)
+
+
+def doc_to_choice(doc: dict) -> list[str]:
+    # A skipped item is never scored: one candidate keeps its (text-only) request as cheap as possible.
+    return list(doc["choices"][:1] if doc["skipped"] else doc["choices"])
+
+
+def process_results(doc: dict, results) -> dict:
+    return lmms_metrics.process_results(doc, results, convention="loss")

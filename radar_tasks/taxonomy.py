@@ -1,0 +1,107 @@
+"""M3-Bench's subsets, categories and perception/reasoning split: the one place this mapping lives.
+
+Everything else (the data reader, the YAML generator, the group YAMLs, the README table) is derived from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PERCEPTION = "perception"
+REASONING = "reasoning"
+ABILITIES = (PERCEPTION, REASONING)
+
+# MMBench dev (EN) L3 categories by MMBench's own L1 ability (the category is the name in the file name).
+MMBENCH_CATEGORIES: dict[str, str] = {
+    **{
+        c: PERCEPTION
+        for c in (
+            "image_style", "image_scene", "image_emotion", "image_quality", "image_topic",  # coarse perception
+            "object_localization", "attribute_recognition", "celebrity_recognition", "ocr",  # fine-grained, instance
+            "spatial_relationship", "attribute_comparison", "action_recognition",  # fine-grained, cross-instance
+        )
+    },
+    **{
+        c: REASONING
+        for c in (
+            "physical_property_reasoning", "function_reasoning", "identity_reasoning",  # attribute reasoning
+            "social_relation", "physical_relation", "nature_relation",  # relation reasoning
+            "future_prediction", "structuralized_imagetext_understanding",  # logic reasoning
+        )
+    },
+}
+
+MMMU_PRO_SUBJECTS: tuple[str, ...] = (
+    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
+    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
+    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
+    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
+    "Public_Health", "Sociology",
+)
+
+
+@dataclass(frozen=True)
+class Subset:
+    name: str  # our short name; task `radar_<name>`
+    folder: str  # folder under the M3-Bench root
+    ability: str | None  # None: per category (MMBench)
+    file_pattern: str | None  # regex capturing the category from a json file stem; None: one file, category = name
+    image_rule: str  # how item images are found, see m3bench.image_paths
+    source: str
+
+
+SUBSETS: tuple[Subset, ...] = (
+    Subset("mmbench", "general_visual_question_answering", None,
+           r"MMBench_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmbench", "MMBench dev (EN)"),
+    Subset("mmmu_pro", "multiple_discipline_reasoning", REASONING,
+           r"MMMU_Pro_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmmu_pro", "MMMU-Pro (standard)"),
+    Subset("mathvista", "mathematical_reasoning", REASONING, None, "base_id", "MathVista testmini"),
+    Subset("seephys", "physical_reasoning", REASONING, None, "seephys", "SeePhys"),
+    Subset("spatial", "spatial_reasoning", REASONING, None, "base_id", "spatial reasoning"),
+    Subset("wiki_animal", "Wiki_animal_identification", PERCEPTION, None, "base_id", "new: Wikipedia animals"),
+    Subset("wiki_plant", "Wiki_plant_identification", PERCEPTION, None, "base_id", "new: Wikipedia plants"),
+    Subset("wiki_attraction", "Wiki_attraction_identification", PERCEPTION, None, "base_id",
+           "new: Wikipedia attractions"),
+    Subset("wiki_celebrity", "Wiki_celebrity_identification", PERCEPTION, None, "base_id",
+           "new: Wikipedia celebrities"),
+)
+SUBSETS_BY_NAME = {s.name: s for s in SUBSETS}
+
+# The reference skips (and counts as wrong) items with more images than this.
+MAX_IMAGES = 12
+
+
+def categories(subset: str) -> tuple[str, ...]:
+    """The categories the task list knows for a subset (single-file subsets: the subset itself)."""
+    if subset == "mmbench":
+        return tuple(MMBENCH_CATEGORIES)
+    if subset == "mmmu_pro":
+        return MMMU_PRO_SUBJECTS
+    return (subset,)
+
+
+def ability_of(subset: str, category: str) -> str:
+    spec = SUBSETS_BY_NAME[subset]
+    return spec.ability or MMBENCH_CATEGORIES[category]
+
+
+def category_of_file(subset: str, stem: str) -> str | None:
+    """Category named by a json file stem, or None when the stem does not follow the subset's pattern."""
+    spec = SUBSETS_BY_NAME[subset]
+    if spec.file_pattern is None:
+        return subset
+    m = re.fullmatch(spec.file_pattern, stem)
+    return m.group("category") if m else None
+
+
+def task_name(subset: str, category: str | None = None) -> str:
+    """lmms-eval task name of a category leaf (or of a single-file subset)."""
+    if category is None or SUBSETS_BY_NAME[subset].file_pattern is None:
+        return f"radar_{subset}"
+    return f"radar_{subset}_{category.lower()}"
+
+
+def leaf_tasks() -> list[tuple[str, str]]:
+    """(subset, category) of every leaf task, in a stable order."""
+    return [(s.name, c) for s in SUBSETS for c in categories(s.name)]

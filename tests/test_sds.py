@@ -1,0 +1,128 @@
+"""SDS math against hand-computed values (metrics/sds.py, metrics/items.py)."""
+
+import math
+
+import pytest
+
+from radar_tasks.metrics import items as I
+from radar_tasks.metrics import sds as S
+
+
+def test_softmax_and_item_sds_by_hand():
+    # scores (1, 0): p0 = e / (e + 1)
+    assert S.item_sds([1.0, 0.0]) == pytest.approx(math.e / (math.e + 1), abs=1e-12)
+    # three equal scores: 1/3 each
+    assert S.item_sds([2.0, 2.0, 2.0]) == pytest.approx(1 / 3)
+    # shift invariance: adding a constant changes nothing; huge values do not overflow
+    assert S.item_sds([1001.0, 1000.0]) == pytest.approx(S.item_sds([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("convention,raw,expected_scores", [
+    ("loss", [0.5, 1.5], [-0.5, -1.5]),          # lmms-eval: mean NLL, lower is better
+    ("loglik", [-3.0, -1.0], [-3.0, -1.0]),      # lm-eval: summed log-likelihood
+    ("score", [2.0, 4.0], [2.0, 4.0]),           # the paper's mean raw logit
+])
+def test_conventions(convention, raw, expected_scores):
+    assert S.to_scores(raw, convention) == expected_scores
+
+
+def test_loss_convention_probability_by_hand():
+    # losses 0.2 and 1.2 -> scores -0.2, -1.2 -> p0 = 1 / (1 + e^-1)
+    p = S.item_sds(S.to_scores([0.2, 1.2], "loss"))
+    assert p == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-12)
+
+
+def test_parse_result_accepts_tuples_and_their_string_form():
+    assert S.parse_result((0.73, False)) == 0.73
+    assert S.parse_result("(0.73, False)") == 0.73
+    assert S.parse_result("[1.5, true]") == 1.5
+    assert S.parse_result(2) == 2.0
+    assert math.isnan(S.parse_result("(nan, False)"))
+    assert S.parse_result("(inf, False)") == math.inf
+
+    class Wrapped:  # lmms-eval GenerationResult that reached process_results as an object
+        text = (0.25, True)
+    assert S.parse_result(Wrapped()) == 0.25
+
+
+def test_ties_count_as_correct():
+    assert S.item_correct([1.0, 1.0, 0.0])
+    assert not S.item_correct([0.9, 1.0])
+
+
+def test_non_finite_is_an_error_not_a_number():
+    with pytest.raises(S.NonFiniteScoreError):
+        S.item_sds([float("nan"), 0.0])
+    with pytest.raises(S.NonFiniteScoreError):
+        S.item_correct([float("inf"), 0.0])
+
+
+def test_unknown_convention():
+    with pytest.raises(ValueError, match="unknown score convention"):
+        S.to_scores([1.0], "prob")
+
+
+def test_bootstrap_stderr_close_to_analytic_and_seeded():
+    values = [0.0, 1.0] * 200
+    se = S.bootstrap_stderr(values, iters=2000, seed=0)
+    analytic = 0.5 / math.sqrt(400)
+    assert se == pytest.approx(analytic, rel=0.1)
+    assert se == S.bootstrap_stderr(values, iters=2000, seed=0)
+    assert math.isnan(S.bootstrap_stderr([1.0]))
+
+
+def test_balanced_mean_and_stderr():
+    assert S.balanced_mean({"a": [1.0, 0.0], "b": [1.0]}) == pytest.approx(0.75)
+    assert S.balanced_stderr([0.3, 0.4]) == pytest.approx(0.25)
+
+
+def _doc(qid="q1", subset="mmbench", category="ocr", ability="perception", n=3, skipped=False):
+    return {"id": qid, "subset": subset, "category": category, "ability": ability,
+            "choices": [f"c{i}" for i in range(n)], "skipped": skipped}
+
+
+def test_score_item_record():
+    rec = I.score_item(_doc(), ["(0.1, True)", "(0.1, False)", "(2.0, False)"])
+    assert rec["scores"] == [-0.1, -0.1, -2.0]
+    assert rec["p"] == pytest.approx(1 / (2 + math.exp(-1.9)))
+    assert rec["correct"] is True and rec["skipped"] is None
+    assert rec["id"] == "q1" and rec["category"] == "ocr"
+
+
+def test_score_item_skipped_and_non_finite():
+    assert I.score_item(_doc(skipped=True), [(0.0, False)])["skipped"] == I.SKIP_TOO_MANY_IMAGES
+    rec = I.score_item(_doc(n=2), [(float("nan"), False), (1.0, False)])
+    assert rec["skipped"] == I.SKIP_NON_FINITE and rec["p"] is None and rec["correct"] is False
+    with pytest.raises(ValueError, match="2 results for 3 candidates"):
+        I.score_item(_doc(n=3), [(0.0, False), (1.0, False)])
+
+
+def test_group_mean_averages_subsets_not_leaves():
+    # mmbench: two categories (0.2, 0.4) -> 0.3; wiki_animal: 0.9 -> total 0.6 (a leaf mean would give 0.5)
+    leaves = [I.Score(0.2, [("mmbench", "a")]), I.Score(0.4, [("mmbench", "b")]),
+              I.Score(0.9, [("wiki_animal", "wiki_animal")])]
+    assert I.group_mean(leaves, [10, 10, 10]) == pytest.approx(0.6)
+    ses = [I.Score(0.1, [("mmbench", "a")]), I.Score(0.1, [("mmbench", "b")]),
+           I.Score(0.2, [("wiki_animal", "wiki_animal")])]
+    # mmbench se = sqrt(0.01+0.01)/2; total = sqrt(mmbench_se^2 + 0.04)/2
+    mmb = math.sqrt(0.02) / 2
+    assert I.group_stderr(ses) == pytest.approx(math.sqrt(mmb**2 + 0.04) / 2)
+    # untagged values (someone else's tasks) fall back to lmms-eval's mean
+    assert I.group_mean([0.2, 0.6], [1, 3], weight_by_size=True) == pytest.approx(0.5)
+    assert I.group_stderr([0.1, 0.2]) is None
+
+
+def test_leaf_aggregation_excludes_unscored_from_sds_but_counts_them_wrong_in_acc():
+    from radar_tasks.metrics import lmms as M
+
+    docs = [_doc("a", n=2), _doc("b", n=2), _doc("c", n=2, skipped=True)]
+    results = [[(0.0, True), (1.0, False)], [(1.0, False), (0.0, True)], [(0.0, False)]]
+    per_doc = [M.process_results(d, r) for d, r in zip(docs, results)]
+    sds = M.sds_aggregate([x["sds"] for x in per_doc])
+    acc = M.acc_aggregate([x["acc"] for x in per_doc])
+    p_a = 1 / (1 + math.exp(-1.0))
+    assert sds == pytest.approx((p_a + (1 - p_a)) / 2)  # the skipped item is out of SDS
+    assert acc == pytest.approx(1 / 3)  # ... and wrong in acc
+    assert sds.parts == (("mmbench", "ocr"),)
+    assert M.count_aggregate([x["skipped"] for x in per_doc]) == 1
+    assert all("sds_perception" in x and "sds_reasoning" not in x for x in per_doc)
