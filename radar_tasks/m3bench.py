@@ -186,13 +186,14 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
     }
 
 
-def iter_records(root: str, subset: str, category: str, files: list[str], stamp=None) -> Iterator[dict]:
-    """Records of one category (generator for datasets.Dataset.from_generator; arguments are plain strings).
+def iter_records(root: str, subset: str, category: str, files: str, stamp: str = "") -> Iterator[dict]:
+    """Records of one category (generator for datasets.Dataset.from_generator).
 
-    `stamp` is unused here: datasets hashes the arguments, so it makes file edits invalidate the cache.
+    Arguments are strings: datasets would shard over list arguments. `files` is a JSON list of paths; `stamp` is
+    unused here, but datasets hashes the arguments into the cache key, so edited files are read again.
     """
     root_path, draw, seen = Path(root), _Draw(), {}
-    for file in files:
+    for file in json.loads(files):
         path = Path(file)
         for qid, item in read_json(path, root_path).items():
             if qid in seen:
@@ -216,12 +217,12 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
     root_path = resolve_root(root)
     files = category_files(root_path, subset, category)
     # The cache fingerprint covers the json files' state, so an edited file is read again.
-    stamp = [RECORD_VERSION] + [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stamp = json.dumps([RECORD_VERSION] + [(f.stat().st_size, f.stat().st_mtime_ns) for f in files])
     try:
         return datasets.Dataset.from_generator(
             iter_records,
             gen_kwargs={"root": str(root_path), "subset": subset, "category": category,
-                        "files": [str(f) for f in files], "stamp": stamp},
+                        "files": json.dumps([str(f) for f in files]), "stamp": stamp},
             features=record_features(),
         )
     except Exception as exc:

@@ -1,0 +1,138 @@
+"""The `radar-tasks` command: fixtures, tiny models, data checks, the offline demo and the analysis reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEMO_ARCH = "qwen2_vl"
+
+
+def _make_fixture(args) -> int:
+    from radar_tasks.fixture import make_fixture
+
+    print(make_fixture(args.out, seed=args.seed))
+    return 0
+
+
+def _tiny_model(args) -> int:
+    from radar_tasks.tiny_models import build_tiny_model
+
+    print(build_tiny_model(args.out, args.arch, seed=args.seed))
+    return 0
+
+
+def _check_data(args) -> int:
+    from radar_tasks import m3bench, taxonomy
+    from radar_tasks.errors import M3BenchError
+
+    try:
+        report = m3bench.check_root(args.root, args.subset or None)
+    except M3BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for spec in taxonomy.SUBSETS:
+        cats = {c: n for (s, c), n in report.counts.items() if s == spec.name}
+        if not cats:
+            continue
+        skipped = sum(n for (s, _), n in report.skipped.items() if s == spec.name)
+        print(f"{spec.name:16s} {spec.folder:36s} {sum(cats.values()):6d} items in {len(cats)} categories"
+              + (f", {skipped} skipped (> {taxonomy.MAX_IMAGES} images)" if skipped else ""))
+        if args.verbose and spec.file_pattern:
+            for c, n in cats.items():
+                print(f"    {c:40s} {n:6d}")
+    for problem in report.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"{len(report.problems)} problem(s) in {report.root}")
+    return 0 if report.ok else 1
+
+
+def _task_dir(_args) -> int:
+    from radar_tasks.lmms_plugin import TASK_DIR
+
+    print(TASK_DIR)
+    return 0
+
+
+def run_lmms_eval(model_args: str, tasks: str, output_path: Path, data_dir: Path, extra: list[str] = ()) -> Path:
+    """Run the lmms-eval CLI in a subprocess and return its results JSON (the CLI exits 0 even on failure)."""
+    from radar_tasks.summary import find_results
+
+    cmd = [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", model_args, "--tasks", tasks,
+           "--output_path", str(output_path), "--log_samples", *extra]
+    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=env, check=True)
+    return find_results(output_path)
+
+
+def _demo(args) -> int:
+    from radar_tasks.fixture import make_fixture
+    from radar_tasks.summary import format_table, load
+    from radar_tasks.tiny_models import build_tiny_model
+
+    work = Path(args.out or tempfile.mkdtemp(prefix="radar-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "M3-Bench"
+    if not data.exists():
+        make_fixture(data)
+    model = work / f"tiny-{args.arch}"
+    if not model.exists():
+        build_tiny_model(model, args.arch)
+    print(f"fixture: {data}\nmodel:   {model} (random weights: scores sit near chance)")
+    results = run_lmms_eval(f"pretrained={model},device=cpu,dtype=float32", args.tasks, work / "results", data)
+    print(f"\nresults: {results}\n")
+    print(format_table(load(results)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radar-tasks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-fixture", help="write a miniature M3-Bench in the released layout")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_make_fixture)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (no download)")
+    p.add_argument("out")
+    p.add_argument("--arch", default=DEMO_ARCH)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_tiny_model)
+
+    p = sub.add_parser("check-data", help="validate an M3-Bench root: counts and every problem (exit 1 on any)")
+    p.add_argument("root", nargs="?", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
+    p.add_argument("--subset", action="append", help="only this subset (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list per-category counts")
+    p.set_defaults(fn=_check_data)
+
+    p = sub.add_parser("task-dir", help="print the lmms-eval task folder (for --include_path)")
+    p.set_defaults(fn=_task_dir)
+
+    p = sub.add_parser("demo", help="offline demo: fixture + tiny model + lmms-eval run + table")
+    p.add_argument("--out", help="working folder (default: a new temporary folder)")
+    p.add_argument("--arch", default=DEMO_ARCH)
+    p.add_argument("--tasks", default="radar_mmm")
+    p.set_defaults(fn=_demo)
+
+    try:
+        from radar_tasks.analysis.cli import add_parsers
+    except ImportError:
+        pass
+    else:
+        add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

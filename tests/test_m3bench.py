@@ -1,0 +1,203 @@
+"""Reading the released layout, and every kind of bad input named in one line (radar_tasks/m3bench.py)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from radar_tasks import m3bench, taxonomy
+from radar_tasks.errors import M3BenchError
+from radar_tasks.fixture import make_fixture
+from radar_tasks.lmms_task import doc_to_choice, doc_to_text, doc_to_visual
+
+WIKI = "Wiki_animal_identification"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return make_fixture(tmp_path_factory.mktemp("fx") / "M3-Bench")
+
+
+@pytest.fixture
+def root(pristine, tmp_path, monkeypatch):
+    """A private copy of the fixture (tests corrupt it), with a private datasets cache."""
+    copy = tmp_path / "M3-Bench"
+    shutil.copytree(pristine, copy)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv(m3bench.ENV_VAR, str(copy))
+    return copy
+
+
+def _json_of(root, folder):
+    return next((root / folder).glob("*.json"))
+
+
+def _edit(path, fn):
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_every_fixture_category_loads_with_normalized_records(root):
+    for subset, category in taxonomy.leaf_tasks():
+        ds = m3bench.load_category(subset, category)
+        assert len(ds) >= 2, (subset, category)
+        rec = ds[0]
+        assert rec["subset"] == subset and rec["category"] == category
+        assert rec["ability"] == taxonomy.ability_of(subset, category)
+        assert rec["choices"][0] in (rec["answer"], "A", "B", "C", "D", "E")
+        assert all(Path(p).is_file() for p in rec["images"]) or rec["skipped"]
+
+
+def test_categories_with_underscores_parse_from_file_names(root):
+    ds = m3bench.load_category("mmbench", "structuralized_imagetext_understanding")
+    assert set(ds["category"]) == {"structuralized_imagetext_understanding"}
+    ds = m3bench.load_category("mmmu_pro", "Diagnostics_and_Laboratory_Medicine")
+    assert all(p.split("/")[-2] == "Diagnostics_and_Laboratory_Medicine" for r in ds for p in r["images"])
+
+
+def test_shared_images_for_dash_ids_and_seephys_multi_image(root):
+    recs = [r for s in ("spatial", "wiki_animal", "wiki_plant", "wiki_attraction", "wiki_celebrity")
+            for r in m3bench.load_category(s, s)]
+    shared = [r for r in recs if "--" in r["id"]]
+    assert shared and all(Path(r["images"][0]).stem == r["id"].split("--")[0] for r in shared)
+    seephys = m3bench.load_category("seephys", "seephys")
+    multi = [r for r in seephys if len(r["images"]) > 1 and not r["skipped"]]
+    assert multi and all(Path(p).name == f"{r['id']}_{i}.png" for r in multi for i, p in enumerate(r["images"]))
+    skipped = [r for r in seephys if r["skipped"]]
+    assert len(skipped) == 1 and len(skipped[0]["images"]) > taxonomy.MAX_IMAGES
+    assert doc_to_visual(skipped[0]) == [] and len(doc_to_choice(skipped[0])) == 1
+
+
+def test_mmmu_pro_inline_images_and_image_options(root):
+    recs = [r for c in taxonomy.MMMU_PRO_SUBJECTS for r in m3bench.load_category("mmmu_pro", c)]
+    inline = [r for r in recs if "<image" in r["question"] and not r["options_text"]]
+    assert inline
+    r = inline[0]
+    prompt = doc_to_text(r, {"prompt_template": "{{ inline(question ~ options_text) }}"})
+    assert prompt.count("<image>") == len(r["images"]) and "<image 1>" not in prompt
+    lettered = [r for r in recs if r["options_text"]]
+    assert lettered
+    for r in lettered:
+        assert r["options_text"].endswith(m3bench.SELECT_PROMPT)
+        correct = r["choices"][0]
+        assert f"{correct}. {r['answer']}" in r["options_text"]  # the correct letter names the answer
+        assert sorted(r["choices"]) == list("ABCDEFGH"[: len(r["choices"])])
+        assert len(r["images"]) == len(m3bench.IMAGE_REF.findall(r["question"] + r["options_text"]))
+
+
+def test_non_rgb_images_are_converted(root):
+    modes = set()
+    for subset, category in taxonomy.leaf_tasks():
+        for r in m3bench.load_category(subset, category):
+            for path in r["images"][:1] if not r["skipped"] else []:
+                from PIL import Image
+                with Image.open(path) as im:
+                    modes.add(im.mode)
+                assert all(im.mode == "RGB" for im in doc_to_visual(r))
+    assert modes - {"RGB"}, "the fixture should hold non-RGB files"
+
+
+def test_results_are_cached_and_edits_invalidate_the_cache(root):
+    first = m3bench.load_category("wiki_animal", "wiki_animal")
+    again = m3bench.load_category("wiki_animal", "wiki_animal")
+    assert again.cache_files and again.cache_files[0]["filename"] == first.cache_files[0]["filename"]
+    path = _json_of(root, WIKI)
+    data = _edit(path, lambda d: d[next(iter(d))].__setitem__("question", "Edited question?"))
+    edited = m3bench.load_category("wiki_animal", "wiki_animal")
+    assert "Edited question?" in edited["question"] and len(edited) == len(data)
+
+
+def test_env_var_unset_or_wrong(monkeypatch, tmp_path):
+    monkeypatch.delenv(m3bench.ENV_VAR, raising=False)
+    with pytest.raises(M3BenchError, match="RADAR_M3BENCH_DIR is not set"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+    monkeypatch.setenv(m3bench.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(M3BenchError, match="is not a folder"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+
+
+def test_only_requested_subsets_need_their_folder(root):
+    shutil.rmtree(root / "physical_reasoning")
+    assert len(m3bench.load_category("wiki_animal", "wiki_animal")) > 0
+    with pytest.raises(M3BenchError, match=r"subset folder physical_reasoning/ is missing .* radar_seephys"):
+        m3bench.load_category("seephys", "seephys")
+
+
+def _first_id(path):
+    return next(iter(json.loads(path.read_text())))
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda it: it.__setitem__("answer", 3), "'answer' is not a string"),
+    (lambda it: it.pop("distraction"), "'distraction' is missing"),
+    (lambda it: it.__setitem__("distraction", []), "'distraction' must be a non-empty list"),
+    (lambda it: it.__setitem__("distraction", [it["answer"], "x"]), "repeated among the distractors"),
+])
+def test_bad_items_are_named_with_file_and_id(root, mutate, message):
+    path = _json_of(root, WIKI)
+    qid = _first_id(path)
+    _edit(path, lambda d: mutate(d[qid]))
+    with pytest.raises(M3BenchError) as err:
+        m3bench.load_category("wiki_animal", "wiki_animal")
+    text = str(err.value)
+    assert message in text and f"item {qid!r}" in text and path.name in text and "\n" not in text
+
+
+def test_malformed_json(root):
+    path = _json_of(root, WIKI)
+    path.write_text(path.read_text()[:-5])
+    with pytest.raises(M3BenchError, match=rf"{path.name}: malformed JSON at line \d+"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+
+
+def test_duplicate_ids(root):
+    path = _json_of(root, WIKI)
+    text = path.read_text()
+    qid = _first_id(path)
+    item = json.dumps(json.loads(text)[qid])
+    path.write_text(text.rstrip().rstrip("}") + f', "{qid}": {item}}}')
+    with pytest.raises(M3BenchError, match=rf"item '{qid}': duplicate id"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+
+
+def test_missing_and_truncated_images(root):
+    path = _json_of(root, WIKI)
+    qid = _first_id(path)
+    image = root / WIKI / "images" / f"{qid.split('--')[0]}.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    with pytest.raises(M3BenchError, match=rf"item '{qid}': image .*{image.name} is unreadable or truncated"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+    image.unlink()
+    with pytest.raises(M3BenchError, match=rf"item '{qid}': image .*{image.name} is missing"):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+
+
+def test_failed_read_leaves_no_cache_behind(root, tmp_path):
+    path = _json_of(root, WIKI)
+    qid = _first_id(path)
+    _edit(path, lambda d: d[qid].__setitem__("answer", None))
+    with pytest.raises(M3BenchError):
+        m3bench.load_category("wiki_animal", "wiki_animal")
+    assert not list((tmp_path / "hf-cache").rglob("*.arrow"))
+
+
+def test_check_data_reports_every_problem(root, capsys):
+    from radar_tasks.cli import main
+
+    assert main(["check-data", str(root)]) == 0
+    wiki = _json_of(root, WIKI)
+    ids = list(json.loads(wiki.read_text()))
+    _edit(wiki, lambda d: (d[ids[0]].__setitem__("answer", 1), d[ids[1]].pop("distraction")))
+    (root / "general_visual_question_answering" / "MMBench_made_up_category_3_pretrained_mllm_eval.json").write_text("{}")
+    (_json_of(root, "mathematical_reasoning")).write_text("{not json")
+    capsys.readouterr()
+    assert main(["check-data", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"item {ids[0]!r}: 'answer' is not a string" in err
+    assert f"item {ids[1]!r}: 'distraction' is missing" in err
+    assert "MMBench_made_up_category_3_pretrained_mllm_eval.json: file name matches no category" in err
+    assert "malformed JSON" in err
