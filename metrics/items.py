@@ -17,25 +17,28 @@ SKIP_TOO_MANY_IMAGES = "more than 12 images"
 SKIP_NON_FINITE = "non-finite model score"
 
 
-def score_item(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
-    """The per-item record of one scored (or skipped) item. `results` are per candidate, correct first."""
+def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
+    """The per-item record of one scored (or skipped) item; `results` has one entry per candidate.
+
+    M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
+    """
     record = {
-        "id": doc["id"], "subset": doc["subset"], "category": doc["category"], "ability": doc["ability"],
-        "p": None, "scores": None, "correct": False, "skipped": None, "n_candidates": len(doc["choices"]),
-        "convention": convention,
+        "id": doc.get("id", doc.get("doc_id")), "subset": doc.get("subset"), "category": doc.get("category"),
+        "ability": doc.get("ability"), "p": None, "scores": None, "correct": False, "skipped": None,
+        "n_candidates": len(doc.get("choices", results)), "gold": gold, "convention": convention,
     }
     if doc.get("skipped"):
         record["skipped"] = SKIP_TOO_MANY_IMAGES
         return record
-    if len(results) != len(doc["choices"]):
-        raise ValueError(f"item {doc['id']!r}: {len(results)} results for {len(doc['choices'])} candidates")
+    if len(results) != record["n_candidates"]:
+        raise ValueError(f"item {record['id']!r}: {len(results)} results for {record['n_candidates']} candidates")
     scores = S.to_scores(results, convention)
     record["scores"] = scores
     if not all(math.isfinite(s) for s in scores):
         record["skipped"] = SKIP_NON_FINITE
         return record
-    record["p"] = S.item_sds(scores, 0)
-    record["correct"] = S.item_correct(scores, 0)
+    record["p"] = S.item_sds(scores, gold)
+    record["correct"] = S.item_correct(scores, gold)
     return record
 
 
@@ -68,7 +71,7 @@ class Score(float):
 
 
 def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> Score:
-    parts = sorted({(r["subset"], r["category"]) for r in records})
+    parts = sorted({(r.get("subset") or "", r.get("category") or "") for r in records})
     return Score(statistic(values), parts)
 
 

@@ -19,14 +19,18 @@ from radar_tasks.metrics import sds as S
 MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
 
 
-def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
-    """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
-    record = I.score_item(doc, results, convention)
+def _warn_non_finite(doc: dict, record: dict) -> None:
     if record["skipped"] == I.SKIP_NON_FINITE:
         from loguru import logger
 
-        logger.warning(f"{doc['source_file']}: item {doc['id']!r}: model returned a non-finite score "
+        logger.warning(f"{doc.get('source_file', 'doc')}: item {record['id']!r}: model returned a non-finite score "
                        f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)")
+
+
+def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
+    """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
+    record = I.score_item(doc, results, convention)
+    _warn_non_finite(doc, record)
     small = I.compact(record)
     return {
         "sds": record,
@@ -36,6 +40,16 @@ def process_results(doc: dict, results: Sequence[Any], convention: str = "loss")
         f"acc_{doc['ability']}": small,
         f"items_{doc['ability']}": 1,
     }
+
+
+def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
+    """`process_results` for anyone's lmms-eval multiple_choice task whose doc holds the correct index in `gold`.
+
+    Returns `sds` and `acc` item records, for the `radar_sds` and `radar_acc` aggregations.
+    """
+    record = I.score_item(doc, results, "loss", gold=int(doc["gold"]))
+    _warn_non_finite(doc, record)
+    return {"sds": record, "acc": I.compact(record)}
 
 
 def _bootstrappable(values_of):

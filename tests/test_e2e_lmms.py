@@ -1,0 +1,163 @@
+"""End to end through the `lmms-eval` CLI, as a user runs it: discovery, every score level, per-item logs.
+
+The CLI exits 0 even when the evaluation fails, so every test reads the result files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radar_tasks import taxonomy
+from radar_tasks.fixture import make_fixture
+from radar_tasks.metrics.sds import softmax
+from radar_tasks.summary import find_results, format_table
+from radar_tasks.tiny_models import build_tiny_model
+
+pytestmark = pytest.mark.slow
+SUBSET_TASKS = [taxonomy.task_name(s.name) for s in taxonomy.SUBSETS]
+
+
+def run_lmms_eval(tasks, out, data, model, extra=(), env=None, launcher=(sys.executable, "-m", "lmms_eval")):
+    cmd = [*launcher, "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu,dtype=float32",
+           "--tasks", tasks, "--output_path", str(out), "--log_samples", *extra]
+    full_env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    try:
+        return json.loads(find_results(out).read_text()), log
+    except FileNotFoundError:
+        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
+
+
+def samples(out: Path, task: str) -> list[dict]:
+    [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    os.environ.setdefault("HF_DATASETS_CACHE", str(root / "hf-cache"))
+    return make_fixture(root / "M3-Bench"), build_tiny_model(root / "tiny-qwen2_vl", "qwen2_vl"), root
+
+
+@pytest.fixture(scope="module")
+def full_run(setup):
+    data, model, root = setup
+    out = root / "out-mmm"
+    results, log = run_lmms_eval("radar_mmm", out, data, model)
+    return results, out, log
+
+
+def test_every_level_has_sds_and_acc(full_run):
+    results, _, _ = full_run
+    res = results["results"]
+    leaves = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
+    groups = ["radar_mmbench", "radar_mmbench_perception", "radar_mmbench_reasoning", "radar_mmmu_pro", "radar_mmm"]
+    for task in leaves + groups + SUBSET_TASKS:
+        assert task in res, task
+        for key in ("sds,none", "acc,none", "sds_stderr,none", "acc_stderr,none", "skipped,none"):
+            assert key in res[task], (task, key)
+        assert 0.0 <= res[task]["sds,none"] <= 1.0 and res[task]["samples"] > 0
+    for ability in taxonomy.ABILITIES:
+        assert 0.0 < res["radar_mmm"][f"sds_{ability},none"] < 1.0
+        assert res["radar_mmm"][f"items_{ability},none"] > 0
+    assert res["radar_seephys"]["skipped,none"] == 1  # the 13-image item
+
+
+def test_totals_are_unweighted_means_of_subsets(full_run):
+    res = full_run[0]["results"]
+    for metric in ("sds", "acc"):
+        subset_scores = [res[t][f"{metric},none"] for t in SUBSET_TASKS]
+        assert res["radar_mmm"][f"{metric},none"] == pytest.approx(sum(subset_scores) / 9, abs=1e-9)
+        cats = [res[taxonomy.task_name("mmbench", c)][f"{metric},none"] for c in taxonomy.MMBENCH_CATEGORIES]
+        assert res["radar_mmbench"][f"{metric},none"] == pytest.approx(sum(cats) / len(cats), abs=1e-9)
+    # perception = mean(mmbench perception part, four wiki sets)
+    mmb_p = [res[taxonomy.task_name("mmbench", c)]["sds,none"]
+             for c, a in taxonomy.MMBENCH_CATEGORIES.items() if a == "perception"]
+    parts = [sum(mmb_p) / len(mmb_p)] + [res[f"radar_wiki_{k}"]["sds,none"]
+                                        for k in ("animal", "plant", "attraction", "celebrity")]
+    assert res["radar_mmm"]["sds_perception,none"] == pytest.approx(sum(parts) / 5, abs=1e-9)
+    # counts
+    assert res["radar_mmm"]["samples"] == sum(res[t]["samples"] for t in SUBSET_TASKS)
+    assert (res["radar_mmm"]["items_perception,none"] + res["radar_mmm"]["items_reasoning,none"]
+            == res["radar_mmm"]["samples"])
+
+
+def test_stderrs_are_bootstrap_and_group_stderr_combines_subsets(full_run):
+    res = full_run[0]["results"]
+    leaf = res["radar_wiki_animal"]
+    assert isinstance(leaf["sds_stderr,none"], float) and leaf["sds_stderr,none"] > 0
+    ses = [res[t]["sds_stderr,none"] for t in SUBSET_TASKS]
+    assert res["radar_mmm"]["sds_stderr,none"] == pytest.approx(math.sqrt(sum(s * s for s in ses)) / 9, rel=1e-6)
+
+
+def test_item_logs_identify_items_and_match_softmax(full_run):
+    results, out, _ = full_run
+    n_checked = 0
+    for task in ("radar_wiki_animal", "radar_mmmu_pro_math", "radar_seephys"):
+        rows = samples(out, task)
+        assert len(rows) == results["results"][task]["samples"]
+        for row in rows:
+            rec = row["sds"]
+            assert {"id", "category", "p", "scores", "subset"} <= set(rec)
+            if rec["skipped"]:
+                assert rec["p"] is None
+                continue
+            assert rec["p"] == pytest.approx(softmax(rec["scores"])[0], abs=1e-12)
+            n_checked += 1
+        mean_p = [r["sds"]["p"] for r in rows if r["sds"]["p"] is not None]
+        assert results["results"][task]["sds,none"] == pytest.approx(sum(mean_p) / len(mean_p), abs=1e-12)
+    assert n_checked >= 10
+
+
+def test_demo_table_shows_subsets_abilities_and_total(full_run):
+    table = format_table(full_run[0])
+    for label in [*[s.name for s in taxonomy.SUBSETS], "perception", "reasoning", "radar_mmm (all)"]:
+        assert label in table
+
+
+def test_mixed_with_another_suite_and_include_path(setup, tmp_path):
+    """Our task next to a task of another folder (given with --include_path), in one run."""
+    data, model, _ = setup
+    other = tmp_path / "other_tasks"
+    other.mkdir()
+    (other / "toy.jsonl").write_text("".join(
+        json.dumps({"q": f"Is {i} even?", "choices": ["yes", "no"], "gold": i % 2}) + "\n" for i in range(3)))
+    (other / "toy_mc.yaml").write_text(
+        "task: toy_text_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: toy.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{ q }}'\ndoc_to_choice: choices\n"
+        "doc_to_target: gold\n"
+        "process_results: !function radar_tasks.metrics.lmms.process_results_gold\n"
+        "metric_list:\n  - metric: sds\n    aggregation: radar_sds\n    higher_is_better: true\n")
+    results, log = run_lmms_eval("radar_wiki_animal,toy_text_mc", tmp_path / "out", data, model,
+                                 extra=["--include_path", str(other)])
+    res = results["results"]
+    assert "sds,none" in res["radar_wiki_animal"], log[-3000:]
+    assert "sds,none" in res["toy_text_mc"], log[-3000:]
+
+
+def test_include_path_without_automatic_discovery(setup, tmp_path):
+    data, model, _ = setup
+    task_dir = subprocess.run([sys.executable, "-m", "radar_tasks.cli", "task-dir"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    results, log = run_lmms_eval("radar_wiki_plant", tmp_path / "out", data, model,
+                                 extra=["--include_path", task_dir], env={"RADAR_TASKS_NO_DISCOVERY": "1"})
+    assert "sds,none" in results["results"]["radar_wiki_plant"], log[-3000:]
+
+
+def test_missing_subset_folder_fails_loudly(setup, tmp_path):
+    data, model, _ = setup
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu",
+         "--tasks", "radar_wiki_plant", "--output_path", str(tmp_path / "out")],
+        env={**os.environ, "RADAR_M3BENCH_DIR": str(tmp_path / "nowhere")}, capture_output=True, text=True)
+    assert "is not a folder" in proc.stdout + proc.stderr
+    assert not list((tmp_path / "out").rglob("*_results.json"))
