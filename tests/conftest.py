@@ -1,0 +1,54 @@
+"""Shared pytest fixtures, grouped by the module that needs them."""
+
+from __future__ import annotations
+
+import pytest
+
+# ------------------------------------------------------------------------------------------------------------------
+# Tiny models (radar_tasks.tiny_models; used by test_tiny_models, test_likelihood, test_radar_hf)
+# Built once per session: a checkpoint takes ~0.1-0.5 s, a load ~0.1 s.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """arch -> folder of a tiny random-weight checkpoint (built on first use, seed 0)."""
+    from radar_tasks.tiny_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    built = {}
+
+    def get(arch: str):
+        if arch not in built:
+            built[arch] = build_tiny_model(root / arch, arch, seed=0)
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_checkpoint):
+    """arch -> (model, processor) loaded on CPU in float32 with the Auto* classes, as a user would."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    loaded = {}
+
+    def get(arch: str):
+        if arch not in loaded:
+            folder = tiny_checkpoint(arch)
+            model = AutoModelForImageTextToText.from_pretrained(folder, dtype="float32").eval()
+            loaded[arch] = (model, AutoProcessor.from_pretrained(folder))
+        return loaded[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    """Three deterministic RGB images of different sizes and aspect ratios (noise, so that no two are alike)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(96, 64), (40, 72), (50, 50)]  # (width, height)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB") for w, h in sizes]
