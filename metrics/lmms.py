@@ -36,6 +36,7 @@ def process_results(doc: dict, results: Sequence[Any], convention: str = "loss")
         "sds": record,
         "acc": small,
         "skipped": int(record["skipped"] is not None),
+        "items": 1,
         f"sds_{doc['ability']}": small,
         f"acc_{doc['ability']}": small,
         f"items_{doc['ability']}": 1,

@@ -25,13 +25,13 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
     res = results["results"]
     rows = []
 
-    def add(label, task, key="", count=None):
+    def add(label, task, key=""):
         entry = res.get(task)
         if entry is None or f"sds{key},none" not in entry:
             return
-        n = entry.get(f"items{key},none") if key else entry.get("samples")
+        n = entry.get(f"items{key},none")
         rows.append((label, _fmt(entry[f"sds{key},none"]), _fmt(entry.get(f"sds{key}_stderr,none")),
-                     _fmt(entry[f"acc{key},none"]), str(n if count is None else count),
+                     _fmt(entry[f"acc{key},none"]), str(n),
                      str(entry.get("skipped,none", "-") if not key else "")))
 
     for spec in taxonomy.SUBSETS:

@@ -65,7 +65,7 @@ def test_every_level_has_sds_and_acc(full_run):
         assert task in res, task
         for key in ("sds,none", "acc,none", "sds_stderr,none", "acc_stderr,none", "skipped,none"):
             assert key in res[task], (task, key)
-        assert 0.0 <= res[task]["sds,none"] <= 1.0 and res[task]["samples"] > 0
+        assert 0.0 <= res[task]["sds,none"] <= 1.0 and res[task]["items,none"] > 0
     for ability in taxonomy.ABILITIES:
         assert 0.0 < res["radar_mmm"][f"sds_{ability},none"] < 1.0
         assert res["radar_mmm"][f"items_{ability},none"] > 0
@@ -86,9 +86,9 @@ def test_totals_are_unweighted_means_of_subsets(full_run):
                                         for k in ("animal", "plant", "attraction", "celebrity")]
     assert res["radar_mmm"]["sds_perception,none"] == pytest.approx(sum(parts) / 5, abs=1e-9)
     # counts
-    assert res["radar_mmm"]["samples"] == sum(res[t]["samples"] for t in SUBSET_TASKS)
+    assert res["radar_mmm"]["items,none"] == sum(res[t]["items,none"] for t in SUBSET_TASKS) == 132
     assert (res["radar_mmm"]["items_perception,none"] + res["radar_mmm"]["items_reasoning,none"]
-            == res["radar_mmm"]["samples"])
+            == res["radar_mmm"]["items,none"])
 
 
 def test_stderrs_are_bootstrap_and_group_stderr_combines_subsets(full_run):
@@ -104,7 +104,7 @@ def test_item_logs_identify_items_and_match_softmax(full_run):
     n_checked = 0
     for task in ("radar_wiki_animal", "radar_mmmu_pro_math", "radar_seephys"):
         rows = samples(out, task)
-        assert len(rows) == results["results"][task]["samples"]
+        assert len(rows) == results["results"][task]["items,none"] == results["n-samples"][task]["effective"]
         for row in rows:
             rec = row["sds"]
             assert {"id", "category", "p", "scores", "subset"} <= set(rec)
