@@ -126,3 +126,23 @@ def test_leaf_aggregation_excludes_unscored_from_sds_but_counts_them_wrong_in_ac
     assert sds.parts == (("mmbench", "ocr"),)
     assert M.count_aggregate([x["skipped"] for x in per_doc]) == 1
     assert all("sds_perception" in x and "sds_reasoning" not in x for x in per_doc)
+
+
+def test_non_finite_model_output_is_reported_and_kept_out_of_sds(caplog):
+    from radar_tasks.metrics import lmms as M
+
+    docs = [_doc("ok", n=2), _doc("bad", n=2)]
+    per_doc = [M.process_results(docs[0], ["(0.5, False)", "(1.5, False)"]),
+               M.process_results(docs[1], ["(nan, False)", "(1.0, False)"])]
+    assert per_doc[1]["sds"]["skipped"] == I.SKIP_NON_FINITE and per_doc[1]["skipped"] == 1
+    sds = M.sds_aggregate([x["sds"] for x in per_doc])
+    assert sds == pytest.approx(1 / (1 + math.exp(-1.0)))  # only the finite item
+    assert M.acc_aggregate([x["acc"] for x in per_doc]) == pytest.approx(0.5)
+
+
+def test_generic_process_results_reads_gold_index():
+    from radar_tasks.metrics import lmms as M
+
+    out = M.process_results_gold({"gold": 1, "choices": ["a", "b"]}, [(2.0, False), (0.0, True)])
+    assert out["sds"]["p"] == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert out["acc"]["correct"] is True
