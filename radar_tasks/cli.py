@@ -42,7 +42,7 @@ def _check_data(args) -> int:
         skipped = sum(n for (s, _), n in report.skipped.items() if s == spec.name)
         print(f"{spec.name:16s} {spec.folder:36s} {sum(cats.values()):6d} items in {len(cats)} categories"
               + (f", {skipped} skipped (> {taxonomy.MAX_IMAGES} images)" if skipped else ""))
-        if args.verbose and spec.file_pattern:
+        if spec.file_pattern:
             for c, n in cats.items():
                 print(f"    {c:40s} {n:6d}")
     for problem in report.problems:
@@ -108,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="validate an M3-Bench root: counts and every problem (exit 1 on any)")
     p.add_argument("root", nargs="?", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
     p.add_argument("--subset", action="append", help="only this subset (repeatable)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list per-category counts")
     p.set_defaults(fn=_check_data)
 
     p = sub.add_parser("task-dir", help="print the lmms-eval task folder (for --include_path)")
@@ -120,12 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="radar_mmm")
     p.set_defaults(fn=_demo)
 
-    try:
-        from radar_tasks.analysis.cli import add_parsers
-    except ImportError:
-        pass
-    else:
-        add_parsers(sub)
+    from radar_tasks.analysis.cli import add_parsers as add_analysis_parsers
+
+    add_analysis_parsers(sub)
     return parser
 
 

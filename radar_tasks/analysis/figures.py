@@ -1,0 +1,328 @@
+"""Figures of a report (matplotlib, no pyplot: figures are plain `Figure` objects drawn with the Agg canvas, so
+nothing touches the caller's backend or global state).
+
+Every function returns a `Figure`, or raises `FigureSkipped(reason)` when the labels it needs are absent
+(no sizes, no strategies, a single run...): a figure is never drawn from made-up values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from radar_tasks import taxonomy
+from radar_tasks.analysis.runs import Run, format_number, progress, series_of
+from radar_tasks.analysis.tables import lookup
+
+ABILITY_COLORS = {taxonomy.PERCEPTION: "tab:blue", taxonomy.REASONING: "tab:red", "overall": "tab:gray"}
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+class FigureSkipped(Exception):
+    """The figure cannot be drawn honestly from the runs given (the message says why)."""
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _cell(summary, run: str, level: str, name: str, metric: str) -> tuple[float, float, float, float]:
+    c = lookup(summary, run, level, name, metric)
+    if c is None:
+        return (math.nan,) * 4
+    return c["value"], c["ci_low"], c["ci_high"], c["chance"]
+
+
+def _subsets(summary) -> list[str]:
+    order = [s.name for s in taxonomy.SUBSETS]
+    names = {r["name"] for r in summary if r["level"] == "subset"}
+    return sorted(names, key=lambda s: (order.index(s) if s in order else 99, s))
+
+
+def _log_if_wide(ax, xs: Sequence[float], axis: str = "x") -> None:
+    pos = [x for x in xs if _finite(x) and x > 0]
+    if len(pos) >= 2 and max(pos) / min(pos) >= 50:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _count_axis(ax, xs: Sequence[float], field: str) -> None:
+    """Large counts on the x axis (tokens, steps) as 2M / 1.5B instead of an offset exponent."""
+    from matplotlib.ticker import FuncFormatter
+
+    if field in ("tokens", "step") and any(_finite(x) and abs(x) >= 1e4 for x in xs):
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_number(v)))
+
+
+def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
+    """Spider chart of the per-subset score of every run (dashed grey: chance, when per-item logs give it)."""
+    subsets = _subsets(summary)
+    if len(subsets) < 3:
+        raise FigureSkipped(f"a radar chart needs at least 3 subsets; the runs hold {len(subsets)} "
+                            f"({', '.join(subsets) or 'none'})")
+    angles = np.linspace(0, 2 * np.pi, len(subsets), endpoint=False).tolist()
+    fig = Figure(figsize=(7.5, 6.5), dpi=110)
+    ax = fig.add_subplot(projection="polar")
+    closed = angles + angles[:1]
+    for i, r in enumerate(runs):
+        vals = [_cell(summary, r.label, "subset", s, metric)[0] for s in subsets]
+        if not any(_finite(v) for v in vals):
+            continue
+        vals = [v if _finite(v) else 0.0 for v in vals]
+        ax.plot(closed, vals + vals[:1], marker=MARKERS[i % len(MARKERS)], linewidth=1.4, label=r.label)
+        ax.fill(closed, vals + vals[:1], alpha=0.06)
+    chance = [_cell(summary, runs[0].label, "subset", s, metric)[3] for s in subsets] if runs else []
+    if chance and all(_finite(c) for c in chance):
+        ax.plot(closed, chance + chance[:1], color="grey", linestyle="--", linewidth=1, label="chance (1/K)")
+    ax.set_xticks(angles)
+    ax.set_xticklabels(subsets, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("M3-Bench subset")
+    ax.set_ylabel(metric.upper(), labelpad=28)
+    ax.set_title(f"Per-subset {metric.upper()} by run", pad=18)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.05), fontsize=7)
+    fig.subplots_adjust(left=0.08, right=0.68)
+    return fig
+
+
+def development_curves(runs: Sequence[Run], summary: list[dict]) -> Figure:
+    """SDS and acc of perception and reasoning against training progress: one row of panels per series.
+
+    Bands: bootstrap 95% intervals from per-item logs when present, else ±1.96 results-JSON stderr.
+    Dotted lines: chance (mean 1/K), when the per-item logs give it.
+    """
+    groups = {k: v for k, v in series_of(runs).items() if len(v) >= 2}
+    if not groups:
+        raise FigureSkipped("development curves need a series of at least 2 runs (checkpoints)")
+    fig = Figure(figsize=(11, 1.0 + 3.6 * len(groups)), dpi=110)
+    axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
+    methods = set()
+    for row, (series, members) in zip(axes, groups.items()):
+        xs, field_name, xlabel = progress(members)
+        for ax, metric in zip(row, ("sds", "acc")):
+            for ability in taxonomy.ABILITIES:
+                cells = [_cell(summary, r.label, "ability", ability, metric) for r in members]
+                vals = np.array([c[0] for c in cells])
+                if not np.any(np.isfinite(vals)):
+                    continue
+                lo, hi = np.array([c[1] for c in cells]), np.array([c[2] for c in cells])
+                ax.plot(xs, vals, color=ABILITY_COLORS[ability], marker="o", label=ability)
+                if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+                    ax.fill_between(xs, lo, hi, color=ABILITY_COLORS[ability], alpha=0.18, linewidth=0)
+                ch = [c[3] for c in cells]
+                if all(_finite(c) for c in ch):
+                    ax.plot(xs, ch, color=ABILITY_COLORS[ability], linestyle=":", linewidth=1,
+                            label=f"chance, {ability}")
+                for r in members:
+                    c = lookup(summary, r.label, "ability", ability, metric)
+                    if c:
+                        methods.add(c["ci_method"])
+            _log_if_wide(ax, xs)
+            _count_axis(ax, xs, field_name)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("SDS" if metric == "sds" else "accuracy")
+            what = "SDS" if metric == "sds" else "Accuracy"
+            ax.set_title(f"{what} by ability over training" + (f" ({series})" if len(groups) > 1 else ""),
+                         fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    band = "bootstrap 95% CI" if methods == {"bootstrap"} else \
+        "±1.96 stderr" if methods == {"1.96*stderr"} else "95% CI: bootstrap with per-item logs, else ±1.96 stderr"
+    fig.suptitle(f"Development curves (bands: {band})", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return fig
+
+
+def scaling(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
+    """Ability scores against model size (the last run of each series), one line per strategy."""
+    finals = [members[-1] for members in series_of(runs).values()]
+    sized = [r for r in finals if r.size is not None]
+    if len({r.size for r in sized}) < 2:
+        raise FigureSkipped("scaling needs runs labelled with at least 2 different sizes (--sizes / manifest `size`)")
+    fig = Figure(figsize=(6.5, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    strategies = sorted({r.strategy or "" for r in sized})
+    for si, strat in enumerate(strategies):
+        members = sorted([r for r in sized if (r.strategy or "") == strat], key=lambda r: r.size)
+        xs = [r.size for r in members]
+        for ability in taxonomy.ABILITIES:
+            cells = [_cell(summary, r.label, "ability", ability, metric) for r in members]
+            vals = np.array([c[0] for c in cells])
+            if not np.any(np.isfinite(vals)):
+                continue
+            err = np.array([[v - c[1] for v, c in zip(vals, cells)], [c[2] - v for v, c in zip(vals, cells)]])
+            name = ability + (f" ({strat})" if strat else "")
+            ax.errorbar(xs, vals, yerr=np.where(np.isfinite(err), err, 0), color=ABILITY_COLORS[ability],
+                        linestyle=LINESTYLES[si % len(LINESTYLES)], marker=MARKERS[si % len(MARKERS)],
+                        capsize=3, label=name)
+    ax.set_xscale("log")
+    ticks = sorted({r.size for r in sized})
+    ax.minorticks_off()
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([format_number(t) for t in ticks])
+    ax.set_xlabel("model size (parameters)")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{metric.upper()} by ability and model size (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def strategy_comparison(runs: Sequence[Run], summary: list[dict], asym_rows: list[dict],
+                        metric: str = "sds") -> Figure:
+    """Perception and reasoning scores (and the asymmetry gap) of the last run of each labelled series."""
+    finals = [members[-1] for members in series_of(runs).values()]
+    labelled = [r for r in finals if r.strategy]
+    if len({r.strategy for r in labelled}) < 2:
+        raise FigureSkipped("a strategy comparison needs runs labelled with at least 2 different strategies "
+                            "(--strategies / manifest `strategy`)")
+    labelled.sort(key=lambda r: (r.strategy, r.size or 0))
+    fig = Figure(figsize=(10, 4.5), dpi=110)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    x = np.arange(len(labelled))
+    width = 0.38
+    with_chance = False
+    for j, ability in enumerate(taxonomy.ABILITIES):
+        cells = [_cell(summary, r.label, "ability", ability, metric) for r in labelled]
+        vals = np.array([c[0] for c in cells])
+        err = np.array([[v - c[1] for v, c in zip(vals, cells)], [c[2] - v for v, c in zip(vals, cells)]])
+        ax.bar(x + (j - 0.5) * width, np.nan_to_num(vals), width, yerr=np.where(np.isfinite(err), err, 0),
+               color=ABILITY_COLORS[ability], capsize=3, label=ability)
+        ch = [c[3] for c in cells]
+        if all(_finite(c) for c in ch):
+            with_chance = True
+            for xi, c in zip(x, ch):
+                ax.hlines(c, xi + (j - 1) * width, xi + j * width, colors="black", linestyles=":", linewidth=1)
+    names = [r.series for r in labelled]
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_xlabel("pretraining strategy (last run of each series)")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{metric.upper()} by strategy (95% CI{'; dotted: chance' if with_chance else ''})")
+    ax.legend(fontsize=8)
+    gaps = {a["run"]: a for a in asym_rows}
+    use_raw = not all(_finite(gaps.get(r.label, {}).get("gap")) for r in labelled)
+    key = "gap_raw" if use_raw else "gap"
+    ax2.bar(x, [gaps.get(r.label, {}).get(key, math.nan) for r in labelled], color="tab:purple")
+    ax2.axhline(0, color="black", linewidth=0.8)
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax2.set_xlabel("pretraining strategy")
+    ax2.set_ylabel("perception - reasoning" + (" (raw)" if use_raw else " (above chance)"))
+    ax2.set_title("Asymmetry gap" + (" (chance unknown)" if use_raw else ""))
+    fig.tight_layout()
+    return fig
+
+
+def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
+    """Per-subset SDS against accuracy, one colour per subset, one marker per run."""
+    subsets = _subsets(summary)
+    if not subsets:
+        raise FigureSkipped("no M3-Bench subset in the runs")
+    fig = Figure(figsize=(6.5, 5.5), dpi=110)
+    ax = fig.add_subplot()
+    cmap = __import__("matplotlib").colormaps["tab10"]
+    xs_all, ys_all = [], []
+    for si, s in enumerate(subsets):
+        for ri, r in enumerate(runs):
+            a = _cell(summary, r.label, "subset", s, "acc")[0]
+            d = _cell(summary, r.label, "subset", s, "sds")[0]
+            if _finite(a) and _finite(d):
+                ax.scatter([a], [d], color=cmap(si % 10), marker=MARKERS[ri % len(MARKERS)], s=30,
+                           label=s if ri == 0 else None, alpha=0.8)
+                xs_all.append(a)
+                ys_all.append(d)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("accuracy")
+    ax.set_ylabel("SDS")
+    corr = ""
+    if len(xs_all) >= 3 and np.std(xs_all) > 0 and np.std(ys_all) > 0:
+        corr = f" (Pearson r = {np.corrcoef(xs_all, ys_all)[0, 1]:.2f})"
+    ax.set_title(f"SDS vs accuracy per subset and run{corr}", fontsize=10)
+    first = ax.legend(fontsize=7, title="subset", title_fontsize=7, loc="upper left")
+    if len(runs) > 1:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=r.label)
+                   for i, r in enumerate(runs)]
+        ax.legend(handles=handles, fontsize=7, title="run", title_fontsize=7, loc="lower right")
+        ax.add_artist(first)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def category_heatmap(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
+    """Score of every category (rows) in every run (columns)."""
+    cats = []
+    for r in summary:
+        if r["level"] == "category" and r["metric"] == metric and r["name"] not in cats:
+            cats.append(r["name"])
+    if not cats:
+        raise FigureSkipped("no M3-Bench category in the runs")
+    grid = np.array([[_cell(summary, r.label, "category", c, metric)[0] for r in runs] for c in cats])
+    fig = Figure(figsize=(max(5.0, 1.1 * len(runs) + 3.5), max(3.0, 0.28 * len(cats) + 1.8)), dpi=110)
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels([r.label for r in runs], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(cats)))
+    ax.set_yticklabels(cats, fontsize=7)
+    if grid.size <= 600:
+        for (i, j), v in np.ndenumerate(grid):
+            if math.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 0.5 else "black")
+    ax.set_xlabel("run")
+    ax.set_ylabel("category (subset/category)")
+    ax.set_title(f"{metric.upper()} per category")
+    fig.colorbar(im, ax=ax, label=metric.upper())
+    fig.tight_layout()
+    return fig
+
+
+def asymmetry_curve(runs: Sequence[Run], asym_rows: list[dict]) -> Figure:
+    """The asymmetry gap of each run against training progress, one line per series."""
+    groups = {k: v for k, v in series_of(runs).items() if len(v) >= 2}
+    if not groups:
+        raise FigureSkipped("an asymmetry curve needs a series of at least 2 runs")
+    gaps = {a["run"]: a for a in asym_rows}
+    use_raw = not all(_finite(gaps.get(r.label, {}).get("gap")) for m in groups.values() for r in m)
+    key = "gap_raw" if use_raw else "gap"
+    fig = Figure(figsize=(6.5, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    all_x, fields = [], set()
+    for si, (series, members) in enumerate(groups.items()):
+        xs, field_name, xlabel = progress(members)
+        all_x += xs
+        fields.add(field_name)
+        ax.plot(xs, [gaps[r.label][key] for r in members], marker=MARKERS[si % len(MARKERS)],
+                linestyle=LINESTYLES[si % len(LINESTYLES)], label=series)
+    _log_if_wide(ax, all_x)
+    if len(fields) == 1:
+        _count_axis(ax, all_x, fields.pop())
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(xlabel if len(groups) == 1 else "training progress")
+    ax.set_ylabel("gap: perception - reasoning" + (" (raw SDS)" if use_raw else " (SDS above chance)"))
+    ax.set_title("Perception/reasoning asymmetry over training" + (" (chance unknown)" if use_raw else ""))
+    ax.legend(fontsize=8, title="series", title_fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def describe(fig: Figure) -> list[dict]:
+    """Title and axis labels of every axes of a figure (what the tests and the report check)."""
+    out = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        out.append({"title": ax.get_title() or (fig._suptitle.get_text() if fig._suptitle else ""),
+                    "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()})
+    return out

@@ -1,0 +1,212 @@
+"""Pure statistics for the analysis (numpy only; no scipy, no lmms-eval, no plotting).
+
+Everything random takes a `numpy.random.Generator` or a seed, so reports are reproducible.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bootstrap
+
+
+def bootstrap_means(values: Sequence[float], iters: int, rng: np.random.Generator) -> np.ndarray:
+    """`iters` means of resamples (with replacement, same size) of `values`; all NaN when `values` is empty."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return np.full(iters, np.nan)
+    out = np.empty(iters)
+    chunk = max(1, 2_000_000 // x.size)  # bound memory to ~16 MB of indices at a time
+    for start in range(0, iters, chunk):
+        stop = min(iters, start + chunk)
+        out[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+    return out
+
+
+def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates ignored; (nan, nan) when none is finite)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return (math.nan, math.nan)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(r, [a, 1.0 - a])
+    return (float(lo), float(hi))
+
+
+def replicate_se(replicates: np.ndarray) -> float:
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    return float(r.std(ddof=1)) if r.size > 1 else math.nan
+
+
+def bootstrap_ci(values: Sequence[float], iters: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of `values` with its bootstrap standard error and percentile confidence interval."""
+    x = np.asarray(values, dtype=np.float64)
+    reps = bootstrap_means(x, iters, np.random.default_rng(seed))
+    lo, hi = percentile_ci(reps, level)
+    return {"mean": float(x.mean()) if x.size else math.nan, "se": replicate_se(reps), "ci_low": lo, "ci_high": hi,
+            "n": int(x.size)}
+
+
+def balanced(parts: Mapping[tuple[str, str], float | np.ndarray]):
+    """M3-Bench's balanced mean: unweighted mean over subsets of the unweighted mean over each subset's categories.
+
+    `parts` maps (subset, category) to a value or to an array of bootstrap replicates (element-wise). NaN parts
+    (a category without scored items) are left out, as the results JSON does. NaN when nothing is left.
+    """
+    by_subset: dict[str, list] = {}
+    for (subset, _category), v in parts.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.ndim == 0 and not np.isfinite(a):
+            continue
+        by_subset.setdefault(subset, []).append(a)
+    if not by_subset:
+        return math.nan
+    subset_means = [np.mean(np.stack(v), axis=0) for v in by_subset.values()]
+    out = np.mean(np.stack(subset_means), axis=0)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def balanced_stderr(parts: Mapping[tuple[str, str], float]) -> float:
+    """Standard error of `balanced` from independent per-category standard errors (sqrt(sum se^2) / n per level)."""
+    by_subset: dict[str, list[float]] = {}
+    for (subset, _category), se in parts.items():
+        if se is None or not math.isfinite(se):
+            continue
+        by_subset.setdefault(subset, []).append(float(se))
+    if not by_subset:
+        return math.nan
+    sub = [math.sqrt(sum(s * s for s in v)) / len(v) for v in by_subset.values()]
+    return math.sqrt(sum(s * s for s in sub)) / len(sub)
+
+
+def paired_bootstrap(diffs: Mapping[Hashable, Sequence[float]], iters: int = 2000, seed: int = 0
+                     ) -> dict[Hashable, np.ndarray]:
+    """Bootstrap replicates of the mean paired difference per stratum (resampling items within each stratum).
+
+    `diffs` maps a stratum (e.g. (subset, category)) to the per-item differences a_i - b_i of the items both runs
+    scored. Resampling the differences is resampling the matched items: both runs always get the same draw.
+    Strata are drawn in sorted order from one generator, so the result depends only on the data and the seed.
+    """
+    rng = np.random.default_rng(seed)
+    return {k: bootstrap_means(diffs[k], iters, rng) for k in sorted(diffs, key=repr)}
+
+
+def two_sided_p(replicates: np.ndarray) -> float:
+    """Bootstrap two-sided p-value of "no difference": 2 * min(P(rep <= 0), P(rep >= 0)), capped at 1."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return math.nan
+    return float(min(1.0, 2.0 * min((r <= 0).mean(), (r >= 0).mean())))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rank correlation
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties in either variable handled); NaN for fewer than 2 points or a constant variable.
+
+    tau_b = (concordant - discordant) / sqrt((n0 - tx) * (n0 - ty)), n0 = n(n-1)/2 pairs, tx / ty = pairs tied
+    in x / y. Pairs with NaN are dropped first.
+    """
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape:
+        raise ValueError(f"kendall_tau: {xa.size} x values for {ya.size} y values")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    n = xa.size
+    if n < 2:
+        return math.nan
+    i, j = np.triu_indices(n, k=1)
+    sx, sy = np.sign(xa[i] - xa[j]), np.sign(ya[i] - ya[j])
+    untied_x, untied_y = np.count_nonzero(sx), np.count_nonzero(sy)
+    if untied_x == 0 or untied_y == 0:
+        return math.nan
+    return float(np.sum(sx * sy) / math.sqrt(untied_x * untied_y))
+
+
+def kendall_tau_pvalue(x: Sequence[float], y: Sequence[float], iters: int = 10000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of Kendall's tau-b: exact (all orderings) for n <= 8, else Monte Carlo."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    observed = kendall_tau(xa, ya)
+    if math.isnan(observed):
+        return math.nan
+    if xa.size <= 8:
+        perms = (np.asarray(p) for p in itertools.permutations(range(xa.size)))
+        taus = [kendall_tau(xa, ya[p]) for p in perms]
+    else:
+        rng = np.random.default_rng(seed)
+        taus = [kendall_tau(xa, ya[rng.permutation(xa.size)]) for _ in range(iters)]
+    taus = np.asarray(taus)
+    return float(np.mean(np.abs(taus) >= abs(observed) - 1e-12))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Asymmetry and signal
+
+
+def asymmetry_gap(sds_perception: float, chance_perception: float, sds_reasoning: float,
+                  chance_reasoning: float) -> float:
+    """gap = (SDS_perception - chance_perception) - (SDS_reasoning - chance_reasoning).
+
+    Positive: perception sits further above its chance level than reasoning does. NaN when a part is unknown.
+    """
+    parts = (sds_perception, chance_perception, sds_reasoning, chance_reasoning)
+    if any(v is None or not math.isfinite(v) for v in parts):
+        return math.nan
+    return (sds_perception - chance_perception) - (sds_reasoning - chance_reasoning)
+
+
+def rates(prev: tuple[float, float, float], cur: tuple[float, float, float]) -> dict:
+    """Rates of change between two checkpoints, from (x, sds_perception, sds_reasoning) at each.
+
+    rate_a = (SDS_a(cur) - SDS_a(prev)) / (x(cur) - x(prev)); rate_ratio = rate_perception / rate_reasoning
+    (= the ratio of the SDS changes: the x step cancels). The ratio is NaN when the reasoning change is 0 and
+    the rates are NaN when x does not advance. Chance levels cancel in the changes when the items are the same.
+    """
+    (x0, p0, r0), (x1, p1, r1) = prev, cur
+    dx = x1 - x0
+    dp, dr = p1 - p0, r1 - r0
+    rate_p = dp / dx if dx else math.nan
+    rate_r = dr / dx if dx else math.nan
+    ratio = dp / dr if dr else math.nan
+    return {"delta_perception": dp, "delta_reasoning": dr, "rate_perception": rate_p, "rate_reasoning": rate_r,
+            "rate_ratio": ratio}
+
+
+def signal_to_noise(scores: Sequence[float], stderrs: Sequence[float]) -> float:
+    """Spread of a score across a series over its noise: std (ddof=1) of the scores / mean of their stderrs.
+
+    NaN for fewer than 2 finite scores or no finite stderr; inf when the noise is 0 and the scores vary.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    e = np.asarray(stderrs, dtype=np.float64)
+    e = e[np.isfinite(e)]
+    if s.size < 2 or e.size == 0:
+        return math.nan
+    spread = float(s.std(ddof=1))
+    noise = float(e.mean())
+    if noise == 0:
+        return math.inf if spread > 0 else math.nan
+    return spread / noise
+
+
+def z_above(value: float, reference: float, stderr: float) -> float:
+    """(value - reference) / stderr; NaN when any part is unknown or the stderr is not positive."""
+    if any(v is None or not math.isfinite(v) for v in (value, reference, stderr)) or stderr <= 0:
+        return math.nan
+    return (value - reference) / stderr

@@ -1,0 +1,207 @@
+"""Statistics of the analysis (radar_tasks.analysis.stats, tables) against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radar_tasks.analysis import stats as St
+from radar_tasks.analysis import tables as T
+from radar_tasks.analysis.runs import Run, RunError, format_number, parse_number, progress, series_of
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kendall tau
+
+
+def test_kendall_tau_by_hand():
+    # pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant (the 2<->3 swap) -> (5 - 1) / 6
+    assert St.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert St.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert St.kendall_tau([10, 20, 30], [0.1, 0.5, 0.9]) == pytest.approx(1.0)
+
+
+def test_kendall_tau_b_with_ties_by_hand():
+    # x = 1,2,3; y = 1,1,2: pair (1,2) tied in y; (1,3) and (2,3) concordant -> S = 2;
+    # pairs untied in x = 3, in y = 2 -> tau_b = 2 / sqrt(3 * 2)
+    assert St.kendall_tau([1, 2, 3], [1, 1, 2]) == pytest.approx(2 / math.sqrt(6))
+    # ties on both sides: x = 1,1,2,2; y = 1,2,1,2 -> S = 0
+    assert St.kendall_tau([1, 1, 2, 2], [1, 2, 1, 2]) == pytest.approx(0.0)
+
+
+def test_kendall_tau_degenerate():
+    assert math.isnan(St.kendall_tau([1], [1]))
+    assert math.isnan(St.kendall_tau([1, 2, 3], [5, 5, 5]))  # constant score: undefined
+    assert St.kendall_tau([1, 2, float("nan"), 4], [1, 2, 9, 3]) == pytest.approx(1.0)  # NaN pair dropped
+    with pytest.raises(ValueError):
+        St.kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_kendall_tau_exact_permutation_pvalue():
+    # n = 4, perfectly ordered: of the 24 orderings only the identity (tau = 1) and its reverse (tau = -1)
+    # reach |tau| >= 1 -> p = 2 / 24
+    assert St.kendall_tau_pvalue([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(2 / 24)
+    # n = 3, tau = 1/3 ((1,3,2) order): |tau| >= 1/3 for every ordering -> p = 1
+    assert St.kendall_tau_pvalue([1, 2, 3], [1, 3, 2]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Balanced means and bootstrap
+
+
+def test_balanced_mean_by_hand():
+    parts = {("mmbench", "a"): 0.2, ("mmbench", "b"): 0.4, ("wiki_animal", "wiki_animal"): 0.9}
+    assert St.balanced(parts) == pytest.approx((0.3 + 0.9) / 2)
+    # NaN categories (no scored item) are left out, as in the results JSON
+    assert St.balanced({**parts, ("mmbench", "c"): float("nan")}) == pytest.approx(0.6)
+    # element-wise over replicate arrays
+    reps = St.balanced({("s", "a"): np.array([0.0, 1.0]), ("t", "t"): np.array([1.0, 1.0])})
+    assert reps.tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_balanced_stderr_by_hand():
+    se = St.balanced_stderr({("a", "1"): 0.3, ("a", "2"): 0.4, ("b", "b"): 0.1})
+    # subset a: sqrt(0.09 + 0.16) / 2 = 0.25; b: 0.1; total sqrt(0.25^2 + 0.1^2) / 2
+    assert se == pytest.approx(math.sqrt(0.0625 + 0.01) / 2)
+
+
+def test_bootstrap_ci_matches_normal_theory():
+    x = [0.0, 1.0] * 50  # mean 0.5, population sd 0.5 -> se of the mean 0.05
+    out = St.bootstrap_ci(x, iters=4000, seed=1)
+    assert out["mean"] == pytest.approx(0.5)
+    assert out["se"] == pytest.approx(0.05, rel=0.1)
+    assert out["ci_low"] < 0.5 < out["ci_high"]
+    assert out["ci_high"] - out["ci_low"] == pytest.approx(2 * 1.96 * 0.05, rel=0.15)
+    # seeded: the same call gives the same interval
+    assert St.bootstrap_ci(x, iters=500, seed=3) == St.bootstrap_ci(x, iters=500, seed=3)
+
+
+def test_paired_bootstrap_uses_the_pairing():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.9, size=40)  # large spread between items
+    a, b = base + 0.01, base
+    reps = St.paired_bootstrap({("s", "c"): a - b}, iters=500, seed=0)[("s", "c")]
+    lo, hi = St.percentile_ci(reps)
+    # every item improves by exactly 0.01: paired resampling gives exactly 0.01 whatever the draw,
+    # while an unpaired bootstrap of the two means would spread over +-0.14
+    assert lo == pytest.approx(0.01) and hi == pytest.approx(0.01)
+    assert St.two_sided_p(reps) == 0.0
+
+
+def test_paired_bootstrap_no_difference_and_p_value():
+    d = np.array([0.2, -0.2] * 20)
+    reps = St.paired_bootstrap({"x": d}, iters=2000, seed=0)["x"]
+    lo, hi = St.percentile_ci(reps)
+    assert lo < 0 < hi
+    assert St.two_sided_p(reps) > 0.5
+    # by hand: replicates (-1, 1, 2, 3) -> P(<= 0) = 1/4, P(>= 0) = 3/4 -> p = 2 * 1/4
+    assert St.two_sided_p(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_percentile_ci_by_hand():
+    lo, hi = St.percentile_ci(np.arange(101, dtype=float), level=0.9)
+    assert (lo, hi) == pytest.approx((5.0, 95.0))
+    assert all(math.isnan(v) for v in St.percentile_ci(np.array([np.nan])))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Asymmetry and signal measures
+
+
+def test_asymmetry_gap_by_hand():
+    # (0.60 - 0.25) - (0.40 - 0.30) = 0.35 - 0.10
+    assert St.asymmetry_gap(0.60, 0.25, 0.40, 0.30) == pytest.approx(0.25)
+    assert math.isnan(St.asymmetry_gap(0.6, float("nan"), 0.4, 0.3))
+
+
+def test_rates_by_hand():
+    r = St.rates((100, 0.50, 0.40), (200, 0.70, 0.50))
+    assert r["delta_perception"] == pytest.approx(0.2) and r["delta_reasoning"] == pytest.approx(0.1)
+    assert r["rate_perception"] == pytest.approx(0.002) and r["rate_reasoning"] == pytest.approx(0.001)
+    assert r["rate_ratio"] == pytest.approx(2.0)
+    flat = St.rates((1, 0.5, 0.4), (2, 0.6, 0.4))
+    assert math.isnan(flat["rate_ratio"])  # reasoning did not move
+    assert math.isnan(St.rates((1, 0.5, 0.4), (1, 0.6, 0.5))["rate_perception"])  # x did not advance
+
+
+def test_signal_to_noise_by_hand():
+    # std(0.3, 0.4, 0.5; ddof=1) = 0.1; mean stderr 0.05 -> 2
+    assert St.signal_to_noise([0.3, 0.4, 0.5], [0.04, 0.05, 0.06]) == pytest.approx(2.0)
+    assert math.isnan(St.signal_to_noise([0.3], [0.05]))
+    assert St.z_above(0.5, 0.25, 0.05) == pytest.approx(5.0)
+    assert math.isnan(St.z_above(0.5, float("nan"), 0.05))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Series tables from summary rows (in-memory runs: no files are read)
+
+
+def _run(label, order, **labels):
+    return Run(results_path=Path(f"/nowhere/{label}_results.json"), data={"results": {}}, order=order,
+               labels={"label": label, **labels})
+
+
+def _rows(run, values: dict, chance=0.25, se=0.02):
+    rows = []
+    for (level, name), v in values.items():
+        for m in ("sds", "acc"):
+            rows.append({"run": run, "level": level, "name": name, "metric": m, "value": v, "stderr": se,
+                         "ci_low": v - 0.04, "ci_high": v + 0.04, "chance": chance, "n": 100,
+                         "ci_method": "bootstrap"})
+    return rows
+
+
+def test_asymmetry_tables_by_hand():
+    runs = [_run("a", 0, step=100), _run("b", 1, step=300)]
+    summary = _rows("a", {("ability", "perception"): 0.50, ("ability", "reasoning"): 0.40}) + \
+        _rows("b", {("ability", "perception"): 0.70, ("ability", "reasoning"): 0.45})
+    per_run, steps = T.asymmetry(runs, summary)
+    assert [r["gap"] for r in per_run] == pytest.approx([(0.50 - 0.25) - (0.40 - 0.25), 0.70 - 0.45])
+    assert [r["gap_raw"] for r in per_run] == pytest.approx([0.10, 0.25])
+    [s] = steps
+    assert (s["from"], s["to"], s["x"]) == ("a", "b", "step")
+    assert s["rate_perception"] == pytest.approx(0.2 / 200) and s["rate_reasoning"] == pytest.approx(0.05 / 200)
+    assert s["rate_ratio"] == pytest.approx(4.0)
+    assert s["delta_gap"] == pytest.approx(0.15)
+
+
+def test_signal_checks_flag_tasks_without_signal():
+    runs = [_run(f"r{i}", i, tokens=f"{i + 1}B") for i in range(4)]
+    summary = []
+    good = [0.40, 0.50, 0.60, 0.70]        # above chance, monotonic, spread >> noise
+    flat = [0.26, 0.25, 0.27, 0.26]        # never > 1.96 se above chance 0.25
+    wobbly = [0.60, 0.61, 0.60, 0.61]      # above chance, but spread (0.006) < noise (0.02)
+    down = [0.70, 0.60, 0.50, 0.40]        # real signal, decreasing
+    for i, r in enumerate(runs):
+        summary += _rows(r.label, {("subset", "good"): good[i], ("subset", "flat"): flat[i],
+                                   ("subset", "wobbly"): wobbly[i], ("subset", "down"): down[i]})
+    rows = {s["name"]: s for s in T.signal_checks(runs, summary) if s["metric"] == "sds"}
+    assert rows["good"]["flags"] == "" and not rows["good"]["no_signal"]
+    assert rows["good"]["kendall_tau"] == pytest.approx(1.0)
+    assert rows["good"]["snr"] == pytest.approx(np.std(good, ddof=1) / 0.02)
+    assert rows["good"]["runs_above_chance"] == 4 and rows["good"]["x"] == "tokens"
+    assert rows["flat"]["no_signal"] and "at chance" in rows["flat"]["flags"]
+    assert rows["wobbly"]["no_signal"] and "noisy" in rows["wobbly"]["flags"]
+    assert not rows["down"]["no_signal"] and rows["down"]["flags"] == "not monotonic"
+    assert rows["down"]["kendall_tau"] == pytest.approx(-1.0)
+
+
+def test_series_grouping_and_progress():
+    runs = [_run("p2", 0, strategy="projector", step=200), _run("f1", 1, strategy="full", step=100),
+            _run("p1", 2, strategy="projector", step=100)]
+    groups = series_of(runs)
+    assert [r.label for r in groups["projector"]] == ["p1", "p2"]  # sorted by step, not by order
+    assert progress(groups["projector"])[:2] == ([100.0, 200.0], "step")
+    unlabelled = [_run("x", 0), _run("y", 1)]
+    assert progress(unlabelled)[1] == "order" and list(series_of(unlabelled)) == ["all"]
+
+
+def test_parse_and_format_numbers():
+    assert parse_number("0.5B") == 5e8 and parse_number("350M") == 3.5e8 and parse_number("2k") == 2000
+    assert parse_number("1e9") == 1e9 and parse_number(1000) == 1000.0 and parse_number("1,000") == 1000
+    assert parse_number("") is None and parse_number(None) is None
+    with pytest.raises(RunError):
+        parse_number("many")
+    assert format_number(1.5e9) == "1.5B" and format_number(2e6) == "2M" and format_number(120) == "120"
