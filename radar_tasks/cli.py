@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_demo)
 
     from radar_tasks.analysis.cli import add_parsers as add_analysis_parsers
+    from radar_tasks.convert.cli import add_parsers as add_convert_parsers
 
     add_analysis_parsers(sub)
+    add_convert_parsers(sub)
     return parser
 
 
