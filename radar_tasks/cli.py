@@ -71,6 +71,16 @@ def run_lmms_eval(model_args: str, tasks: str, output_path: Path, data_dir: Path
 
 
 def _demo(args) -> int:
+    if args.series:
+        from radar_tasks.series import DEFAULT_STEPS, run_series
+
+        if args.arch != DEMO_ARCH:
+            print(f"error: --series trains a tiny {DEMO_ARCH} only", file=sys.stderr)
+            return 2
+        work = Path(args.out or tempfile.mkdtemp(prefix="radar-series-"))
+        steps = [int(s) for s in args.steps.split(",")] if args.steps else DEFAULT_STEPS
+        print(f"report: {run_series(work, steps=steps, tasks=args.tasks)}")
+        return 0
     from radar_tasks.fixture import make_fixture
     from radar_tasks.summary import format_table, load
     from radar_tasks.tiny_models import build_tiny_model
@@ -84,7 +94,8 @@ def _demo(args) -> int:
     if not model.exists():
         build_tiny_model(model, args.arch)
     print(f"fixture: {data}\nmodel:   {model} (random weights: scores sit near chance)")
-    results = run_lmms_eval(f"pretrained={model},device=cpu,dtype=float32", args.tasks, work / "results", data)
+    results = run_lmms_eval(f"pretrained={model},device=cpu,dtype=float32", args.tasks or "radar_mmm",
+                            work / "results", data)
     print(f"\nresults: {results}\n")
     print(format_table(load(results)))
     return 0
@@ -116,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="offline demo: fixture + tiny model + lmms-eval run + table")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")
     p.add_argument("--arch", default=DEMO_ARCH)
-    p.add_argument("--tasks", default="radar_mmm")
+    p.add_argument("--tasks", help="default: radar_mmm; with --series: the subsets the synthetic data teaches")
+    p.add_argument("--series", action="store_true",
+                   help="pretrain a tiny Qwen2-VL on CPU (1.5-3 min), evaluate 5 checkpoints, write the report")
+    p.add_argument("--steps", help="with --series: checkpoint steps, comma-separated (default 0,250,500,750,1000)")
     p.set_defaults(fn=_demo)
 
     from radar_tasks.analysis.cli import add_parsers as add_analysis_parsers

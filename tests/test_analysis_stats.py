@@ -132,6 +132,10 @@ def test_signal_to_noise_by_hand():
     assert math.isnan(St.signal_to_noise([0.3], [0.05]))
     assert St.z_above(0.5, 0.25, 0.05) == pytest.approx(5.0)
     assert math.isnan(St.z_above(0.5, float("nan"), 0.05))
+    # every item alike (acc 1.0 on all items): a zero stderr is certainty, not "unknown"
+    assert St.z_above(1.0, 0.25, 0.0) == math.inf
+    assert St.z_above(0.0, 0.25, 0.0) == -math.inf
+    assert math.isnan(St.z_above(0.25, 0.25, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -206,7 +206,12 @@ def signal_to_noise(scores: Sequence[float], stderrs: Sequence[float]) -> float:
 
 
 def z_above(value: float, reference: float, stderr: float) -> float:
-    """(value - reference) / stderr; NaN when any part is unknown or the stderr is not positive."""
-    if any(v is None or not math.isfinite(v) for v in (value, reference, stderr)) or stderr <= 0:
+    """(value - reference) / stderr; NaN when any part is unknown.
+
+    A zero stderr (every item scored alike, e.g. acc 1.0) gives +-inf when value and reference differ: certain.
+    """
+    if any(v is None or not math.isfinite(v) for v in (value, reference, stderr)) or stderr < 0:
         return math.nan
+    if stderr == 0:
+        return math.copysign(math.inf, value - reference) if value != reference else math.nan
     return (value - reference) / stderr

@@ -390,7 +390,7 @@ def signal_checks(runs: list[Run], summary: list[dict], levels=("subset", "abili
                 ses = [c["stderr"] if c else math.nan for c in cells]
                 chs = [c["chance"] if c else math.nan for c in cells]
                 zs = [St.z_above(v, ch, se) for v, ch, se in zip(vals, chs, ses)]
-                known = [z for z in zs if math.isfinite(z)]
+                known = [z for z in zs if not math.isnan(z)]
                 tau = St.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
                 p_tau = St.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
                 snr = St.signal_to_noise(vals, ses)
