@@ -60,6 +60,9 @@ def _bootstrappable(values_of):
         return I.leaf_score(records, values_of(records), S.mean)
 
     def stderr(records: Sequence[dict], iters: int) -> float:
+        # Item order differs between 1 and N processes (lmms-eval gathers rank by rank): sort, so the seeded
+        # bootstrap gives the same estimate however the run was sharded.
+        records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
         boot = lambda v: S.bootstrap_stderr(v, iters=min(iters, MAX_BOOTSTRAP_ITERS), seed=0)  # noqa: E731
         return I.leaf_score(records, values_of(records), boot)
 

@@ -117,10 +117,11 @@ def _to_device(inputs, device, dtype) -> dict:
 def score_continuations(
     model, processor, context: str, images: list, continuations: list[str], *, device=None, dtype=None
 ) -> list[ContinuationScore]:
-    """Score each continuation of one question (one forward per prompt + continuation for now).
+    """Score each continuation of one question: one forward per prompt + continuation (the reference path).
 
-    This is the unit that a shared-prefix path will replace: all K candidates of one question come in together.
-    `device` / `dtype` default to the model's; `dtype` is what pixel values are cast to.
+    `prefix_sharing.score_questions` / `SharedPrefixScorer` compute the same numbers with one prefill per question
+    and batching across questions (radar_hf's default); this function is what they are tested against and what
+    they fall back to. `device` / `dtype` default to the model's; `dtype` is what pixel values are cast to.
     """
     device = device if device is not None else model.device
     dtype = dtype if dtype is not None else model.dtype
@@ -182,8 +183,12 @@ def resolve_dtype(dtype, device) -> torch.dtype:
     return _DTYPES[name]
 
 
-def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None):
-    """(model, processor) from a local folder or hub id, in eval mode on `device`."""
+def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None,
+               processor_kwargs: dict | None = None):
+    """(model, processor) from a local folder or hub id, in eval mode on `device`.
+
+    `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. min_pixels / max_pixels, max_patches).
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     device = device or default_device()
@@ -191,5 +196,6 @@ def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=Fal
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs).to(device).eval()
-    processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code,
+                                              **(processor_kwargs or {}))
     return model, processor

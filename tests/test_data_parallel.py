@@ -1,0 +1,106 @@
+"""Data parallel on CPU: two processes (gloo) give the numbers of one process, each question scored on one rank.
+
+`accelerate launch --cpu --num_processes 2` does NOT start two processes (accelerate's CPU launcher runs one plain
+process unless MPI is set up); what works without MPI is
+`ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ...` (torchrun underneath, gloo backend),
+or `torchrun --nproc_per_node 2 -m lmms_eval ...`. This test runs the former and checks that it really ran on two
+ranks. The CLI exits 0 on failure: the results files are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lmms_eval")
+
+from radar_tasks.fixture import make_fixture
+from radar_tasks.summary import find_results
+from radar_tasks.tiny_models import build_tiny_model
+
+pytestmark = pytest.mark.slow
+# mathvista has 5 items: the ranks get 3 and 2 (lmms-eval then pads the shorter rank with copies of a request);
+# seephys holds a skipped (13-image) item
+TASKS = ["radar_wiki_animal", "radar_seephys", "radar_mmbench_ocr", "radar_mathvista"]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(launcher: list[str], out: Path, data: Path, model: Path, env_extra: dict) -> tuple[dict, str]:
+    cmd = [*launcher, "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu,dtype=float32",
+           "--tasks", ",".join(TASKS), "--output_path", str(out), "--log_samples"]
+    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           **env_extra}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    log = proc.stdout + proc.stderr
+    try:
+        return json.loads(find_results(out).read_text()), log
+    except FileNotFoundError:
+        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
+
+
+def samples(out: Path, task: str) -> dict:
+    [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["sds"]["id"]: row["sds"] for row in rows}
+
+
+def scored_per_rank(log: str) -> dict[int, int]:
+    """rank -> questions scored (radar_hf logs its counters on every rank)."""
+    counts = {}
+    for rank, stats in re.findall(r"radar_hf rank (\d+)/\d+: questions scored (\{[^}]*\})", log):
+        stats = json.loads(stats.replace("'", '"'))
+        counts[int(rank)] = stats["shared"] + stats["per_candidate"]
+    return counts
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
+def test_two_processes_match_one(tmp_path):
+    data = make_fixture(tmp_path / "M3-Bench")
+    model = build_tiny_model(tmp_path / "tiny-qwen2_vl", "qwen2_vl")
+    cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    single, single_log = run([sys.executable, "-m", "lmms_eval"], tmp_path / "one", data, model, cache)
+    launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                "-m", "lmms_eval"]
+    double, double_log = run(launcher, tmp_path / "two", data, model, {**cache, "ACCELERATE_USE_CPU": "true"})
+
+    # it really ran on two ranks, which split the questions between them (a question is never split: the sum of
+    # questions scored over the ranks is the single-process count, and no rank scored them all)
+    assert "world size 2" in double_log, double_log[-3000:]
+    one = scored_per_rank(single_log)
+    two = scored_per_rank(double_log)
+    assert set(one) == {0} and set(two) == {0, 1}, (one, two)
+    assert sum(two.values()) == one[0] and 0 < two[0] < one[0]
+
+    # the same numbers: every metric of every task, bootstrap stderrs included (records are sorted before the
+    # seeded bootstrap, so the rank-by-rank gathering order does not matter)
+    for task in TASKS:
+        a, b = single["results"][task], double["results"][task]
+        assert set(a) == set(b)
+        for key, value in a.items():
+            if not isinstance(value, (int, float)):
+                continue
+            assert b[key] == pytest.approx(value, abs=1e-6), (task, key)
+        # and item by item
+        items_a, items_b = samples(tmp_path / "one", task), samples(tmp_path / "two", task)
+        assert set(items_a) == set(items_b)
+        for item_id, rec in items_a.items():
+            other = items_b[item_id]
+            assert other["skipped"] == rec["skipped"] and other["correct"] == rec["correct"]
+            if not rec["skipped"]:
+                assert other["scores"] == pytest.approx(rec["scores"], abs=1e-6)
+    shutil.rmtree(tmp_path / "hf-cache", ignore_errors=True)

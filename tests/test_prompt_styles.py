@@ -1,0 +1,245 @@
+"""Prompt styles (radar_tasks.models.prompt_styles): exact strings per family and subset, switches, model_args.
+
+The expected strings are written out by hand from shared/notes/radar-reference-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from radar_tasks.models import prompt_styles as S
+from radar_tasks.prompts import IMAGE_MARKER as M
+
+SYS = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+       "多模态大语言模型。<|im_end|>\n")
+
+
+def record(subset, question, choices, n_images=1, options_text="", skipped=False, qid="q1", **source):
+    return {
+        "id": qid, "subset": subset, "category": subset, "ability": "reasoning", "source_file": "x.json",
+        "images": [f"/img/{qid}_{i}.png" for i in range(n_images)], "question": question, "answer": choices[0],
+        "distractors": choices[1:], "choices": choices, "options_text": options_text, "skipped": skipped,
+        "source": json.dumps(source),
+    }
+
+
+MMB = record("mmbench", "What colour is the shape?", ["red", "blue", "green"])
+MATH = record("mathvista", "Hint: answer.\nQuestion: How many dots?", ["4", "5"])
+WIKI = record("wiki_animal", "Which animal is this?", ["a dog", "a cat"])
+SPATIAL = record("spatial", "Where is the red circle?", ["above", "below"])
+SEEPHYS = record("seephys", "How many dots in all diagrams?", ["7", "8"], n_images=3, img_num=3)
+MMMU_TEXT = record("mmmu_pro", "The circuit in <image 1> has V = I R. Which law?",
+                   ["Ohm's law", "Hooke's law", "Faraday's law"])
+MMMU_TWO = record("mmmu_pro", "Dots in <image 1> and <image 2>?", ["3", "4"], n_images=2)
+OPTS = " A. <image 2> B. <image 3> Please select the correct option: "
+MMMU_IMG_OPTS = record("mmmu_pro", "<image 1> shows a shape. Which option matches?", ["A", "B"], n_images=3,
+                       options_text=OPTS)
+
+# (record, style) -> (context, joiner)
+EXPECTED = {
+    ("mmbench", "qwen2vl_base"): (f"{M}What colour is the shape?", " "),
+    ("mmbench", "llava_ov_plain"): (f"{M}\nWhat colour is the shape?\n", ""),
+    ("mmbench", "internvl"): ((f"{SYS}<|im_start|>user\n{M}\nWhat colour is the shape?<|im_end|>\n"
+                              "<|im_start|>assistant\n"), ""),
+    ("mathvista", "qwen2vl_base"): (f"{M}Hint: answer.\nQuestion: How many dots?", " "),
+    ("mathvista", "llava_ov_plain"): (f"{M}\nHint: answer.\nQuestion: How many dots?\n", ""),
+    ("mathvista", "internvl"): ((f"{SYS}<|im_start|>user\n{M}\nHint: answer.\nQuestion: How many dots?<|im_end|>\n"
+                                "<|im_start|>assistant\n"), ""),
+    ("wiki_animal", "qwen2vl_base"): (f"{M}Which animal is this?", " "),
+    ("wiki_animal", "llava_ov_plain"): (f"{M} Which animal is this?\n", ""),
+    ("wiki_animal", "internvl"): ((f"{SYS}<|im_start|>user\n{M} Which animal is this?<|im_end|>\n"
+                                  "<|im_start|>assistant\n"), ""),
+    ("spatial", "llava_ov_plain"): (f"{M} Where is the red circle?\n", ""),
+    ("spatial", "internvl"): ((f"{SYS}<|im_start|>user\n{M} Where is the red circle?<|im_end|>\n"
+                              "<|im_start|>assistant\n"), ""),
+    ("seephys", "qwen2vl_base"): (f"{M}{M}{M}How many dots in all diagrams?", " "),
+    ("seephys", "llava_ov_plain"): (f"{M}{M}{M} How many dots in all diagrams?\n", ""),
+    ("seephys", "internvl"): ((f"{SYS}<|im_start|>user\n{M} {M} {M} How many dots in all diagrams?<|im_end|>\n"
+                              "<|im_start|>assistant\n"), ""),
+}
+RECORDS = {"mmbench": MMB, "mathvista": MATH, "wiki_animal": WIKI, "spatial": SPATIAL, "seephys": SEEPHYS}
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_family_strings_per_subset(key):
+    subset, style = key
+    doc = RECORDS[subset]
+    q = S.build(doc, style, doc["choices"])
+    context, joiner = EXPECTED[key]
+    assert q.context == context
+    assert q.continuations == tuple(joiner + c for c in doc["choices"])
+    assert all(q.scored) and not q.reverse_blocks
+
+
+def test_mmmu_pro_inline_images_and_joiners():
+    inline = f"The circuit in {M} has V = I R. Which law?"
+    assert S.build(MMMU_TEXT, "qwen2vl_base", MMMU_TEXT["choices"]).context == inline  # no template at all
+    assert S.build(MMMU_TEXT, "qwen2vl_base", ["Ohm's law"]).continuations == (" Ohm's law",)
+    assert S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"]).context == inline + "\n"
+    q = S.build(MMMU_TWO, "internvl", MMMU_TWO["choices"])
+    assert q.context == f"{SYS}<|im_start|>user\nDots in {M} and {M}?<|im_end|>\n<|im_start|>assistant\n"
+    assert q.continuations == ("3", "4")
+
+
+def test_mmmu_pro_image_options_show_the_block_and_score_letters():
+    shown = f"{M} shows a shape. Which option matches? A. {M} B. {M} Please select the correct option: "
+    q = S.build(MMMU_IMG_OPTS, "qwen2vl_base", ["A", "B"])
+    assert q.context == shown and q.continuations == (" A", " B")  # the note's joiner: two spaces before A
+    q = S.build(MMMU_IMG_OPTS, "llava_ov_plain", ["B", "A"])
+    assert q.context == shown + "\n" and q.continuations == ("B", "A")
+    q = S.build(MMMU_IMG_OPTS, "internvl", ["A", "B"])
+    assert q.context == f"{SYS}<|im_start|>user\n{shown}<|im_end|>\n<|im_start|>assistant\n"
+    assert not q.reverse_blocks  # inline images keep their order in the InternVL script
+
+
+def test_skipped_records_render_without_images():
+    doc = dict(SEEPHYS, skipped=True, images=[f"/i/{k}.png" for k in range(13)])
+    for style in S.FAMILY_STYLES:
+        assert M not in S.build(doc, style, ["7"]).context
+    doc = dict(MMMU_TWO, skipped=True)
+    assert S.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
+
+
+def test_internvl_reverse_images_only_for_non_inline_multi_image():
+    assert S.build(SEEPHYS, "internvl", ["7", "8"], internvl_reverse_images=True).reverse_blocks
+    assert not S.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks
+    assert not S.build(MMB, "internvl", ["red"], internvl_reverse_images=True).reverse_blocks
+    assert not S.build(MMMU_TWO, "internvl", ["3", "4"], internvl_reverse_images=True).reverse_blocks
+
+
+def test_llava_one_distractor_keeps_answer_and_one_seeded_distractor():
+    q = S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"], llava_mmmu_one_distractor=True)
+    assert q.scored[0] and sum(q.scored) == 2 and len(q.scored) == 3
+    assert q == S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"], llava_mmmu_one_distractor=True)
+    # the draw is per item: over many ids both distractors get kept
+    kept = {S.one_distractor_mask(dict(MMMU_TEXT, id=f"q{i}"), 3).index(True, 1) for i in range(40)}
+    assert kept == {1, 2}
+    # image-option items, other subsets and two-candidate items keep everything
+    for doc in (MMMU_IMG_OPTS, MMB, MMMU_TWO):
+        assert all(S.build(doc, "llava_ov_plain", doc["choices"], llava_mmmu_one_distractor=True).scored)
+
+
+def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
+    def template(messages):
+        [msg] = messages
+        body = "".join("<IMG>" if c["type"] == "image" else c["text"] for c in msg["content"])
+        return f"<user>{body}</user><assistant>"
+
+    q = S.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
+    assert q.context == f"<user>{M}What colour is the shape?</user><assistant>" and q.continuations == ("red", "blue")
+    q = S.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
+    assert q.context == (f"<user>{M} shows a shape. Which option matches? A. {M} B. {M} Please select the "
+                         "correct option: </user><assistant>")
+    with pytest.raises(ValueError, match="placeholders"):
+        S.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
+    with pytest.raises(ValueError, match="chat template"):
+        S.build(MMB, "chat", ["red"])
+
+
+def test_chat_messages_interleave_mmmu_pro():
+    [msg] = S.chat_messages(MMMU_TWO)
+    assert msg["role"] == "user"
+    assert msg["content"] == [{"type": "text", "text": "Dots in "}, {"type": "image"},
+                              {"type": "text", "text": " and "}, {"type": "image"}, {"type": "text", "text": "?"}]
+    [msg] = S.chat_messages(SEEPHYS)
+    assert [c["type"] for c in msg["content"]] == ["image", "image", "image", "text"]
+
+
+def test_resolve_style_and_records():
+    assert S.resolve_style("auto", "qwen2_vl") == S.resolve_style(None, "qwen2_5_vl") == "qwen2vl_base"
+    assert S.resolve_style("auto", "llava_onevision") == "llava_ov_plain"
+    assert S.resolve_style("auto", "internvl") == "internvl"
+    assert S.resolve_style("auto", "idefics3") == S.resolve_style("auto", None) == "raw"
+    assert S.resolve_style("CHAT", "qwen2_vl") == "chat"
+    with pytest.raises(ValueError, match="prompt_style"):
+        S.resolve_style("qwen", "qwen2_vl")
+    assert S.is_m3bench_record(MMB) and not S.is_m3bench_record({"question": "q", "choices": ["a"]})
+    with pytest.raises(ValueError, match="M3-Bench"):
+        S.build({"question": "q"}, "qwen2vl_base", ["a"])
+    with pytest.raises(ValueError):
+        S.build(MMB, "raw", ["a"])
+    with pytest.raises(ValueError, match="markers"):  # a literal marker in the question would misplace images
+        S.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
+    assert S.strip_delimiter(" red") == "red" and S.strip_delimiter("red") == "red"
+    assert S.strip_delimiter("  two") == " two"
+
+
+def test_parse_kwargs_survives_comma_split():
+    assert S.parse_kwargs("min_pixels:200704;max_pixels:602112") == {"min_pixels": 200704, "max_pixels": 602112}
+    assert S.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
+        "crop_to_patches": True, "max_patches": 3, "x": 0.5, "y": None, "name": "bicubic"}
+    assert S.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
+    assert S.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
+    assert S.parse_kwargs({"a": 1}) == {"a": 1} and S.parse_kwargs(None) == {} and S.parse_kwargs("") == {}
+    with pytest.raises(ValueError, match="key:value"):
+        S.parse_kwargs("max_patches=3")
+
+
+def test_paper_presets():
+    q = S.paper_preset("qwen2vl_base")
+    assert q["score"] == "logit" and q["dtype"] == "bfloat16" and q["qwen_vl_utils_resize"]
+    assert q["processor_kwargs"] == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}}
+    i = S.paper_preset("internvl")
+    assert i["dtype"] == "bfloat16" and i["processor_kwargs"]["max_patches"] == 3
+    assert S.paper_preset("llava_ov_plain")["dtype"] == "float16"
+    assert S.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
+    q["processor_kwargs"]["size"]["shortest_edge"] = 1  # a deep enough copy: the table itself is not changed
+    assert S.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
+
+
+def test_loss_sign_trick_and_answers():
+    scores = [SimpleNamespace(nll=0.5, mean_logit=3.0, is_greedy=True), SimpleNamespace(nll=2.0, mean_logit=1.0,
+                                                                                          is_greedy=False)]
+    assert S.loss_of("logprob", 0.5, 3.0) == 0.5 and S.loss_of("logit", 0.5, 3.0) == -3.0
+    assert math.isnan(S.loss_of("logit", math.nan, math.nan))
+    with pytest.raises(ValueError):
+        S.loss_of("prob", 0.5, 3.0)
+    q = S.PreparedQuestion("ctx", [], ["a", "c"], None, (True, False, True), "logit")
+    assert q.answers(scores) == [(-3.0, True), (S.DROPPED_LOSS, False), (-1.0, False)]
+    # softmax over -loss: the dropped candidate takes exactly no probability
+    from radar_tasks.metrics.sds import softmax
+
+    p = softmax([-loss for loss, _ in q.answers(scores)])
+    assert p[1] == 0.0 and p[0] == pytest.approx(math.exp(3) / (math.exp(3) + math.exp(1)), abs=1e-12)
+    with pytest.raises(ValueError):
+        q.answers(scores[:1])
+
+
+def test_qwen_smart_resize_matches_qwen_vl_utils_rules():
+    assert S.qwen_smart_resize(100, 100) == (112, 112)  # rounded to multiples of 28
+    assert S.qwen_smart_resize(20, 30) == (56, 84)  # scaled up to at least 4 * 28 * 28 pixels
+    h, w = S.qwen_smart_resize(5000, 4000)
+    assert h * w <= 16384 * 28 * 28 and h % 28 == w % 28 == 0
+    from PIL import Image
+
+    assert S.qwen_vl_utils_resize(Image.new("RGB", (90, 60))).size == (84, 56)
+    assert S.qwen_vl_utils_resize(Image.new("RGB", (1000, 2))).size == (1000, 2)  # extreme ratio: unchanged
+
+
+def test_reversed_blocks_processor_reverses_block_sizes_not_pixels(tiny_checkpoint, tiny_images):
+    import torch
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint("internvl"))
+    images = tiny_images[:2]  # 96x64 and 40x72: different tile counts
+    counts = [processor.image_processor.get_number_of_image_patches(im.height, im.width, {}) for im in images]
+    assert counts[0] != counts[1]
+    text = ["<IMG_CONTEXT> <IMG_CONTEXT> Q"]
+    plain = processor(text=text, images=images, return_tensors="pt")
+    rev = S.ReversedBlocksProcessor(processor)(text=text, images=images, return_tensors="pt")
+    assert torch.equal(rev["pixel_values"], plain["pixel_values"])  # pixels in file order
+    flipped = processor(text=text, images=images[::-1], return_tensors="pt")
+    assert torch.equal(rev["input_ids"], flipped["input_ids"])  # blocks sized for the reversed order
+    assert not torch.equal(rev["input_ids"], plain["input_ids"])
+    assert S.ReversedBlocksProcessor(processor).tokenizer is processor.tokenizer
+
+
+def test_merge_kwargs_is_nested():
+    preset = S.paper_preset("qwen2vl_base")["processor_kwargs"]
+    merged = S.merge_kwargs(preset, S.parse_kwargs("size.longest_edge:50176;do_resize:true"))
+    assert merged == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 50176}, "do_resize": True}
+    assert preset["size"]["longest_edge"] == 768 * 28 * 28  # inputs untouched
