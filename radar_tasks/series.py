@@ -221,10 +221,9 @@ def init_model(out_dir: str | os.PathLike, seed: int = 0, initializer_range: flo
     `initializer_range` (std of every weight matrix; transformers' own `_init_weights`) and saved to `out_dir`."""
     import tempfile
 
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
 
-    from radar_tasks.tiny_models import build_tiny_model
+    from radar_tasks.tiny_models import build_tiny_model, save_random_checkpoint
 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="radar-tiny-") as tmp:
@@ -234,13 +233,7 @@ def init_model(out_dir: str | os.PathLike, seed: int = 0, initializer_range: flo
     for c in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
         if c is not None and hasattr(c, "initializer_range"):
             c.initializer_range = initializer_range
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config)
-    model.eval()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return save_random_checkpoint(config, processor, out, seed)
 
 
 def _placeholder(model, processor) -> str:

@@ -260,13 +260,18 @@ _BUILDERS = {
 
 def build_tiny_model(out_dir, arch: str, seed: int = 0) -> Path:
     """Write a tiny random-weight checkpoint of `arch` (one of TINY_ARCHS) and its processor to `out_dir`."""
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(TINY_ARCHS)}")
+    config, processor = _BUILDERS[arch]()
+    return save_random_checkpoint(config, processor, out_dir, seed)
+
+
+def save_random_checkpoint(config, processor, out_dir, seed: int = 0) -> Path:
+    """Initialise a model from `config` with a seeded generator and save it with `processor` to `out_dir`."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(TINY_ARCHS)}")
     out = Path(out_dir)
-    config, processor = _BUILDERS[arch]()
     # fork_rng: seeding must not leak into the caller's global RNG state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
