@@ -8,3 +8,7 @@ class M3BenchError(ValueError):
         self.problem, self.file, self.item = problem, file, item
         where = ": ".join(x for x in (file, f"item {item!r}" if item is not None else None) if x)
         super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class CategoryFileMissing(M3BenchError):
+    """The subset folder exists but holds no json file for a category the task list knows."""

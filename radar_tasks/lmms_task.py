@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from radar_tasks import m3bench, prompts
+from loguru import logger
+
+from radar_tasks import m3bench, prompts, taxonomy
+from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 
 
@@ -18,7 +21,13 @@ def process_docs(index_rows):
     rows = list(index_rows)
     if len(rows) != 1:
         raise ValueError(f"task index: expected one row naming subset and category, got {len(rows)}")
-    return m3bench.load_category(rows[0]["subset"], rows[0]["category"])
+    subset, category = rows[0]["subset"], rows[0]["category"]
+    try:
+        return m3bench.load_category(subset, category)
+    except CategoryFileMissing as exc:
+        logger.warning(f"{exc}: task {taxonomy.task_name(subset, category)} reports no score, and its groups "
+                       "average the categories present (as the reference scripts do)")
+        return m3bench.absent_category(subset, category)
 
 
 def doc_to_visual(doc: dict) -> list:
@@ -44,4 +53,6 @@ def doc_to_choice(doc: dict) -> list[str]:
 
 
 def process_results(doc: dict, results) -> dict:
+    if doc.get("absent"):  # stand-in for a missing category file: no metric at all, so no score anywhere
+        return {}
     return lmms_metrics.process_results(doc, results, convention="loss")

@@ -19,14 +19,14 @@ from typing import Iterator
 from PIL import Image
 
 from radar_tasks import taxonomy
-from radar_tasks.errors import M3BenchError
+from radar_tasks.errors import CategoryFileMissing, M3BenchError
 
 ENV_VAR = "RADAR_M3BENCH_DIR"
 IMAGE_REF = re.compile(r"<image (\d+)>")
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SELECT_PROMPT = " Please select the correct option: "
 # Bump when the record layout or its derivation changes: part of the datasets cache fingerprint.
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -182,6 +182,7 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
         "choices": choices,
         "options_text": options_text,
         "skipped": skipped,
+        "absent": False,
         "source": json.dumps(rest, ensure_ascii=False, sort_keys=True),
     }
 
@@ -206,7 +207,7 @@ def category_files(root: Path, subset: str, category: str) -> list[Path]:
     by_category, _ = subset_files(root, subset)
     if category not in by_category:
         spec = taxonomy.SUBSETS_BY_NAME[subset]
-        raise M3BenchError(f"no json file for category {category!r} in {spec.folder}/ under {root}")
+        raise CategoryFileMissing(f"no json file for category {category!r} in {spec.folder}/ under {root}")
     return by_category[category]
 
 
@@ -234,6 +235,20 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
         raise
 
 
+def absent_category(subset: str, category: str):
+    """A one-row stand-in for a category whose json file is missing from its subset folder.
+
+    lmms-eval cannot build a task without docs, so the row exists; it is never scored (`process_results` returns no
+    metric for it), and groups then average the categories present, as the reference scripts do (they glob).
+    """
+    import datasets
+
+    row = {"id": "", "subset": subset, "category": category, "ability": taxonomy.ability_of(subset, category),
+           "source_file": "", "images": [], "question": "", "answer": "", "distractors": [], "choices": ["-"],
+           "options_text": "", "skipped": True, "absent": True, "source": "{}"}
+    return datasets.Dataset.from_list([row], features=record_features())
+
+
 def record_features():
     import datasets
 
@@ -241,7 +256,8 @@ def record_features():
     return datasets.Features({
         "id": s, "subset": s, "category": s, "ability": s, "source_file": s,
         "images": datasets.Sequence(s), "question": s, "answer": s, "distractors": datasets.Sequence(s),
-        "choices": datasets.Sequence(s), "options_text": s, "skipped": datasets.Value("bool"), "source": s,
+        "choices": datasets.Sequence(s), "options_text": s, "skipped": datasets.Value("bool"),
+        "absent": datasets.Value("bool"), "source": s,
     })
 
 

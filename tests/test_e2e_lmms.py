@@ -161,3 +161,23 @@ def test_missing_subset_folder_fails_loudly(setup, tmp_path):
         env={**os.environ, "RADAR_M3BENCH_DIR": str(tmp_path / "nowhere")}, capture_output=True, text=True)
     assert "is not a folder" in proc.stdout + proc.stderr
     assert not list((tmp_path / "out").rglob("*_results.json"))
+
+
+def test_missing_category_file_is_reported_and_left_out_of_the_subset_mean(setup, tmp_path):
+    """A partial release (a category file absent): that leaf reports no score, the group averages the others."""
+    import shutil
+
+    data, model, _ = setup
+    partial = tmp_path / "M3-Bench"
+    shutil.copytree(data, partial)
+    [ocr] = (partial / "general_visual_question_answering").glob("MMBench_ocr_*.json")
+    ocr.unlink()
+    results, log = run_lmms_eval("radar_mmbench_perception", tmp_path / "out", partial, model)
+    res = results["results"]
+    assert "no json file for category 'ocr'" in log
+    assert "sds,none" not in res["radar_mmbench_ocr"]
+    present = [res[taxonomy.task_name("mmbench", c)]["sds,none"] for c, a in taxonomy.MMBENCH_CATEGORIES.items()
+               if a == "perception" and c != "ocr"]
+    assert len(present) == 11
+    assert res["radar_mmbench_perception"]["sds,none"] == pytest.approx(sum(present) / 11, abs=1e-9)
+    assert res["radar_mmbench_perception"]["items,none"] == 22
