@@ -66,7 +66,7 @@ def _role_template(bos: str, sep: str, eot: str) -> str:
     return _ROLE_TEMPLATE.replace("BOS", repr(bos)).replace("SEP", repr(sep)).replace("EOT", repr(eot))
 
 
-def _tokenizer(specials: list[str], bos: str | None = None, named: dict | None = None, **kwargs):
+def tiny_tokenizer(specials: list[str], bos: str | None = None, named: dict | None = None, **kwargs):
     """Byte-level BPE trained on `_CORPUS`; `specials` get the first ids (never split); BOS prepended if given."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -113,7 +113,7 @@ def _qwen2_vl(version: str):
         Qwen2VLVideoProcessor,
     )
 
-    tokenizer = _tokenizer(
+    tokenizer = tiny_tokenizer(
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
          "<|video_pad|>"],
         eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -156,7 +156,7 @@ def _llava_onevision():
         LlavaOnevisionVideoProcessor,
     )
 
-    tokenizer = _tokenizer(
+    tokenizer = tiny_tokenizer(
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
         named={"image_token": "<image>", "video_token": "<video>"}, eos_token="<|im_end|>", pad_token="<|endoftext|>",
     )
@@ -184,7 +184,7 @@ def _internvl():
 
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
              "video_token": "<video>"}
-    tokenizer = _tokenizer(
+    tokenizer = tiny_tokenizer(
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *named.values()],
         named=named, eos_token="<|im_end|>", pad_token="<|endoftext|>",
     )
@@ -209,7 +209,7 @@ def _idefics3():
     from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
 
     rows = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
-    tokenizer = _tokenizer(
+    tokenizer = tiny_tokenizer(
         ["<|begin_of_text|>", "<|end_of_text|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>",
          "<global-img>", *rows],
         bos="<|begin_of_text|>", eos_token="<end_of_utterance>", pad_token="<|end_of_text|>",
@@ -231,7 +231,7 @@ def _idefics3():
 def _llava():
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaProcessor
 
-    tokenizer = _tokenizer(["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>", eos_token="</s>",
+    tokenizer = tiny_tokenizer(["<unk>", "<s>", "</s>", "<image>", "<pad>"], bos="<s>", eos_token="</s>",
                            unk_token="<unk>", pad_token="<pad>")
     # CLIP-like tower: 32 px, 8 px patches = 16 patch tokens (+ CLS dropped by the "default" selection)
     config = LlavaConfig(

@@ -87,7 +87,7 @@ def _original_state_dict(seed: int) -> tuple[dict, dict]:
 def build_source(root, select_layer: int = -1, seed: int = 0):
     from safetensors.torch import save_file
 
-    from radar_tasks.tiny_models import _tokenizer
+    from radar_tasks.tiny_models import tiny_tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     sd, llm_config = _original_state_dict(seed)
@@ -117,7 +117,7 @@ def build_source(root, select_layer: int = -1, seed: int = 0):
         "torch_dtype": "bfloat16", "vision_config": vision_config, "llm_config": llm_config,
     }
     (root / "config.json").write_text(json.dumps(config))
-    _tokenizer(SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>").save_pretrained(root)
+    tiny_tokenizer(SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>").save_pretrained(root)
     return root
 
 

@@ -30,10 +30,10 @@ PROMPTS = [
 
 
 def _llm_tokenizer():
-    from radar_tasks.tiny_models import _tokenizer
+    from radar_tasks.tiny_models import tiny_tokenizer
 
     # Qwen2's three special tokens, no <image> (LLaVA-NeXT never adds one: it splits the prompt on "<image>")
-    return _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
+    return tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
                       pad_token="<|endoftext|>")
 
 
