@@ -50,11 +50,14 @@ def _log_if_wide(ax, xs: Sequence[float], axis: str = "x") -> None:
 
 
 def _count_axis(ax, xs: Sequence[float], field: str) -> None:
-    """Large counts on the x axis (tokens, steps) as 2M / 1.5B instead of an offset exponent."""
-    from matplotlib.ticker import FuncFormatter
+    """Large counts on the x axis (tokens, steps) as 2M / 1.5B instead of an offset exponent; run order in whole
+    numbers (no "1.2nd run" ticks)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     if field in ("tokens", "step") and any(_finite(x) and abs(x) >= 1e4 for x in xs):
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_number(v)))
+    if field == "order":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
