@@ -58,13 +58,23 @@ def _task_dir(_args) -> int:
     return 0
 
 
+def lmms_eval_args(model_args: str, tasks: str, output_path: Path, extra: list[str] = ()) -> list[str]:
+    """The lmms-eval CLI arguments of a radar_hf run with per-item logs."""
+    return ["--model", "radar_hf", "--model_args", model_args, "--tasks", tasks, "--output_path", str(output_path),
+            "--log_samples", *extra]
+
+
+def lmms_eval_env(data_dir: Path) -> dict[str, str]:
+    """Environment of such a run: the data root, and no hub access."""
+    return {"RADAR_M3BENCH_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def run_lmms_eval(model_args: str, tasks: str, output_path: Path, data_dir: Path, extra: list[str] = ()) -> Path:
     """Run the lmms-eval CLI in a subprocess and return its results JSON (the CLI exits 0 even on failure)."""
     from radar_tasks.summary import find_results
 
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", model_args, "--tasks", tasks,
-           "--output_path", str(output_path), "--log_samples", *extra]
-    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "lmms_eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
+    env = {**os.environ, **lmms_eval_env(data_dir)}
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, env=env, check=True)
     return find_results(output_path)

@@ -389,12 +389,11 @@ def evaluate(checkpoint: str | os.PathLike, tasks: str, output_path: str | os.Pa
     importing lmms-eval per checkpoint. `False`: a `python -m lmms_eval` subprocess (`cli.run_lmms_eval`).
     Either way one torch thread: this model's matrices are too small for threads to pay off.
     """
+    from radar_tasks.cli import lmms_eval_args, lmms_eval_env, run_lmms_eval
     from radar_tasks.summary import find_results
 
     output_path, data_dir = Path(output_path).absolute(), Path(data_dir).absolute()
     if not in_process:
-        from radar_tasks.cli import run_lmms_eval
-
         with _env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
             return run_lmms_eval(_model_args(checkpoint), tasks, output_path, data_dir)
 
@@ -404,11 +403,9 @@ def evaluate(checkpoint: str | os.PathLike, tasks: str, output_path: str | os.Pa
 
     output_path.mkdir(parents=True, exist_ok=True)
     log = output_path / "lmms_eval.log"
-    # the argument list of cli.run_lmms_eval
-    argv = ["lmms-eval", "--model", "radar_hf", "--model_args", _model_args(checkpoint), "--tasks", tasks,
-            "--output_path", str(output_path), "--log_samples"]
+    argv = ["lmms-eval", *lmms_eval_args(_model_args(checkpoint), tasks, output_path)]
     threads, old_argv = torch.get_num_threads(), sys.argv
-    with _env(RADAR_M3BENCH_DIR=str(data_dir), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"), \
+    with _env(**lmms_eval_env(data_dir)), \
             open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         print("$ " + " ".join(argv), flush=True)
         from lmms_eval.__main__ import cli_evaluate
