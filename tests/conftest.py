@@ -44,6 +44,31 @@ def tiny_loaded(tiny_checkpoint):
 
 
 @pytest.fixture(scope="session")
+def tiny_biased_to_the(tiny_loaded):
+    """arch -> (a copy of the tiny model whose LM head adds 100 to the logit of "Ġthe", processor): "Ġthe" is then the
+    argmax at every position, so " the the the" is a greedy continuation."""
+    import copy
+
+    import torch
+
+    def get(arch: str):
+        model, processor = tiny_loaded(arch)
+        model = copy.deepcopy(model)
+        head = model.get_output_embeddings()
+        token = processor.tokenizer.convert_tokens_to_ids("Ġthe")
+        assert processor.tokenizer.convert_ids_to_tokens(token) == "Ġthe"
+        biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+        with torch.no_grad():
+            biased.weight.copy_(head.weight)
+            biased.bias.zero_()
+            biased.bias[token] = 100.0
+        model.set_output_embeddings(biased)
+        return model, processor
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_images():
     """Three deterministic RGB images of different sizes and aspect ratios (noise, so that no two are alike)."""
     import numpy as np

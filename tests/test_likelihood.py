@@ -90,19 +90,9 @@ def test_matches_hand_computation(arch, case, tiny_loaded, tiny_images):
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_is_greedy_forced_true(arch, tiny_loaded, tiny_images):
+def test_is_greedy_forced_true(arch, tiny_biased_to_the, tiny_images):
     """A bias on one token's logit makes it the argmax everywhere: repeating it is the greedy continuation."""
-    model, processor = tiny_loaded(arch)
-    model = copy.deepcopy(model)
-    head = model.get_output_embeddings()
-    token = processor.tokenizer.convert_tokens_to_ids("Ġthe")
-    assert processor.tokenizer.convert_ids_to_tokens(token) == "Ġthe"
-    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        biased.weight.copy_(head.weight)
-        biased.bias.zero_()
-        biased.bias[token] = 100.0
-    model.set_output_embeddings(biased)
+    model, processor = tiny_biased_to_the(arch)
 
     context = "<image>\nQuestion: which animal is this? Answer:"
     greedy, not_greedy = score_continuations(model, processor, context, tiny_images[:1], [" the the the", " the cat"])

@@ -8,7 +8,6 @@ bf16: measured max |difference| 1.1e-3 (nll and mean logit, tiny models, nll ~ 6
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -94,18 +93,9 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_is_greedy_forced_true(arch, tiny_loaded, tiny_images):
+def test_is_greedy_forced_true(arch, tiny_biased_to_the, tiny_images):
     """A bias on one token's logit makes it the argmax everywhere: repeating it is greedy (also from the prefill)."""
-    model, processor = tiny_loaded(arch)
-    model = copy.deepcopy(model)
-    head = model.get_output_embeddings()
-    token = processor.tokenizer.convert_tokens_to_ids("Ġthe")
-    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        biased.weight.copy_(head.weight)
-        biased.bias.zero_()
-        biased.bias[token] = 100.0
-    model.set_output_embeddings(biased)
+    model, processor = tiny_biased_to_the(arch)
     qs = [Question("<image>\nQuestion: which animal is this? Answer:", tiny_images[:1],
                    [" the the the", " the cat", " the", " cat"])]
     (got,) = score_questions(model, processor, qs, batch_size=2)
