@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from radar_tasks import taxonomy
 from radar_tasks.metrics import sds as S
 
-SKIP_TOO_MANY_IMAGES = "more than 12 images"
+SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
 
 
@@ -75,33 +76,32 @@ def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> S
     return Score(statistic(values), parts)
 
 
-def _by_subset(values: Sequence[float]) -> dict[str, list[float]] | None:
-    """Group tagged leaf values by subset; None when a value carries no single (subset, category) tag."""
-    grouped: dict[str, list[float]] = {}
+def _by_part(values: Sequence[float]) -> dict[tuple[str, int], float] | None:
+    """Tagged leaf values keyed (subset, leaf number), for `sds.balanced`; None when a value is not tagged with a
+    single subset (another suite's task)."""
+    parts: dict[tuple[str, int], float] = {}
     for v in values:
-        parts = getattr(v, "parts", None)
-        if not parts or len({s for s, _ in parts}) != 1:
+        subsets = {s for s, _ in getattr(v, "parts", None) or ()}
+        if len(subsets) != 1:
             return None
-        if not math.isnan(v):  # a category with no scored item has no score: it cannot enter a mean
-            grouped.setdefault(parts[0][0], []).append(float(v))
-    return grouped
+        parts[(subsets.pop(), len(parts))] = float(v)
+    return parts
 
 
 def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
-    """A group's score: unweighted mean over subsets of the unweighted mean over each subset's categories.
+    """A group's score: unweighted mean over subsets of the unweighted mean over each subset's categories
+    (a category with no scored item has no score: it is left out).
 
     Values without M3-Bench tags (other tasks in a user's group) fall back to lmms-eval's plain mean.
     """
-    grouped = _by_subset(values)
-    if grouped is None:
+    parts = _by_part(values)
+    if parts is None:
         weights = sizes if weight_by_size else [1] * len(values)
         return sum(float(v) * w for v, w in zip(values, weights)) / sum(weights)
-    return S.balanced_mean(grouped)
+    return S.balanced(parts)
 
 
 def group_stderr(stderrs: Sequence[float]) -> float | None:
     """Standard error of `group_mean` from the leaves' standard errors; None when they carry no tags."""
-    grouped = _by_subset(stderrs)
-    if grouped is None:
-        return None
-    return S.balanced_stderr([S.balanced_stderr(v) for v in grouped.values()])
+    parts = _by_part(stderrs)
+    return None if parts is None else S.balanced_stderr(parts)

@@ -5,6 +5,7 @@ not) works: `process_results` turns the per-choice losses into an item record, S
 
 Names registered with lmms-eval's aggregation registry (see `register`): `radar_sds`, `radar_acc`, `radar_count`.
 A task YAML of anyone's can use them with `process_results: !function radar_tasks.metrics.lmms.process_results`.
+Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.tasks.plugin`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
 
 
 def _bootstrappable(values_of):
-    """An aggregation over item records, carrying its own bootstrap stderr (see `install_stderr_hooks`)."""
+    """An aggregation over item records, carrying its own bootstrap stderr as `.radar_stderr(records, iters)`
+    (lmms-eval computes stderrs only for its built-in aggregations: radar_tasks.tasks.plugin hooks this in)."""
 
     def aggregate(records: Sequence[dict]) -> float:
         return I.leaf_score(records, values_of(records), S.mean)
@@ -99,37 +101,3 @@ def register() -> None:
     for name, fn in AGGREGATIONS.items():
         if name not in registry.AGGREGATION_REGISTRY:
             registry.register_aggregation(name)(fn)
-    install_stderr_hooks()
-
-
-def install_stderr_hooks() -> None:
-    """Give our aggregations bootstrap stderrs, and M3-Bench groups the stderr of their unweighted mean.
-
-    lmms-eval 0.7.3 computes stderrs only for a fixed list of built-in aggregations, and pools group stderrs as
-    if groups were size-weighted. Both hooks wrap the original and change nothing for other aggregations/tasks.
-    """
-    from lmms_eval import evaluator_utils as eu
-
-    if getattr(eu.stderr_for_metric, "radar_hook", False):
-        return
-    original_stderr, original_pooled = eu.stderr_for_metric, eu.pooled_sample_stderr
-
-    def stderr_for_metric(metric, bootstrap_iters: int):
-        own = getattr(metric, "radar_stderr", None)
-        if own is not None and bootstrap_iters > 0:
-            return lambda items: own(items, bootstrap_iters)
-        return original_stderr(metric, bootstrap_iters)
-
-    def pooled_sample_stderr(stderrs, sizes):
-        combined = I.group_stderr(stderrs)
-        return original_pooled(stderrs, sizes) if combined is None else combined
-
-    stderr_for_metric.radar_hook = True
-    eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
-
-
-# Importing this module (as every `!function radar_tasks.metrics.lmms...` in a YAML does) turns the hooks on.
-try:
-    install_stderr_hooks()
-except ImportError:  # lmms-eval not installed: the pure parts of this module still work
-    pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -76,26 +76,59 @@ def mean(values: Iterable[float]) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def bootstrap_means(values: Sequence[float], iters: int, rng: np.random.Generator) -> np.ndarray:
+    """`iters` means of resamples (with replacement, same size) of `values`; all NaN when `values` is empty."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return np.full(iters, np.nan)
+    out = np.empty(iters)
+    chunk = max(1, 2_000_000 // x.size)  # bound memory: at most ~16 MB of indices at a time
+    for start in range(0, iters, chunk):
+        stop = min(iters, start + chunk)
+        out[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+    return out
+
+
 def bootstrap_stderr(values: Sequence[float], iters: int = 1000, seed: int = 0) -> float:
     """Standard deviation of the mean over `iters` resamples with replacement (seeded: runs are reproducible)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size < 2 or iters < 2:
         return float("nan")
-    rng = np.random.default_rng(seed)
-    means = np.empty(iters)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory: at most ~16 MB of indices at a time
-    for start in range(0, iters, chunk):
-        stop = min(iters, start + chunk)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
-    return float(means.std(ddof=1))
+    return float(bootstrap_means(x, iters, np.random.default_rng(seed)).std(ddof=1))
 
 
-def balanced_mean(parts: dict[Any, Sequence[float]]) -> float:
-    """Unweighted mean over parts of each part's unweighted mean (M3-Bench: categories -> subsets -> total)."""
-    return mean(mean(v) for v in parts.values())
+def balanced(parts: Mapping[tuple[str, str], float | np.ndarray]):
+    """M3-Bench's balanced mean: unweighted mean over subsets of the unweighted mean over each subset's categories.
+
+    `parts` maps (subset, category) to a value, or to an array of bootstrap replicates (element-wise). NaN parts
+    (a category without scored items) are left out. NaN when nothing is left.
+    """
+    by_subset: dict[str, list] = {}
+    for (subset, _category), v in parts.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.ndim == 0 and not np.isfinite(a):
+            continue
+        by_subset.setdefault(subset, []).append(a)
+    if not by_subset:
+        return math.nan
+    subset_means = [np.mean(np.stack(v), axis=0) for v in by_subset.values()]
+    out = np.mean(np.stack(subset_means), axis=0)
+    return float(out) if np.ndim(out) == 0 else out
 
 
-def balanced_stderr(part_stderrs: Sequence[float]) -> float:
-    """Standard error of an unweighted mean of independent estimates: sqrt(sum se_i^2) / n."""
-    se = np.asarray(part_stderrs, dtype=np.float64)
-    return float(np.sqrt(np.sum(se**2)) / se.size) if se.size else float("nan")
+def balanced_stderr(parts: Mapping[tuple[str, str], float]) -> float:
+    """Standard error of `balanced` from independent per-category standard errors: sqrt(sum se_i^2) / n at each
+    level (categories of a subset, then subsets). Non-finite stderrs are left out."""
+    by_subset: dict[str, list[float]] = {}
+    for (subset, _category), se in parts.items():
+        if se is None or not math.isfinite(se):
+            continue
+        by_subset.setdefault(subset, []).append(float(se))
+    if not by_subset:
+        return math.nan
+
+    def root_sum_square_over_n(se):
+        se = np.asarray(se, dtype=np.float64)
+        return float(np.sqrt(np.sum(se**2)) / se.size)
+
+    return root_sum_square_over_n([root_sum_square_over_n(v) for v in by_subset.values()])

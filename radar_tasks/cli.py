@@ -1,33 +1,32 @@
-"""The `radar-tasks` command: fixtures, tiny models, data checks, the offline demo and the analysis reports."""
+"""The `radar-tasks` command: argument parsing and dispatch (every command's work lives in its own module)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-DEMO_ARCH = "qwen2_vl"
+DEMO_ARCH = "qwen2_vl"  # = radar_tasks.demo.quickstart.DEMO_ARCH (not imported: the parser is built light)
 
 
 def _make_fixture(args) -> int:
-    from radar_tasks.fixture import make_fixture
+    from radar_tasks.demo.fixture import make_fixture
 
     print(make_fixture(args.out, seed=args.seed))
     return 0
 
 
 def _tiny_model(args) -> int:
-    from radar_tasks.tiny_models import build_tiny_model
+    from radar_tasks.demo.tiny_models import build_tiny_model
 
     print(build_tiny_model(args.out, args.arch, seed=args.seed))
     return 0
 
 
 def _check_data(args) -> int:
-    from radar_tasks import m3bench, taxonomy
+    from radar_tasks import taxonomy
+    from radar_tasks.data import m3bench
     from radar_tasks.errors import M3BenchError
 
     try:
@@ -52,37 +51,15 @@ def _check_data(args) -> int:
 
 
 def _task_dir(_args) -> int:
-    from radar_tasks.lmms_plugin import TASK_DIR
+    from radar_tasks.tasks.plugin import TASK_DIR
 
     print(TASK_DIR)
     return 0
 
 
-def lmms_eval_args(model_args: str, tasks: str, output_path: Path, extra: list[str] = ()) -> list[str]:
-    """The lmms-eval CLI arguments of a radar_hf run with per-item logs."""
-    return ["--model", "radar_hf", "--model_args", model_args, "--tasks", tasks, "--output_path", str(output_path),
-            "--log_samples", *extra]
-
-
-def lmms_eval_env(data_dir: Path) -> dict[str, str]:
-    """Environment of such a run: the data root, and no hub access."""
-    return {"RADAR_M3BENCH_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def run_lmms_eval(model_args: str, tasks: str, output_path: Path, data_dir: Path, extra: list[str] = ()) -> Path:
-    """Run the lmms-eval CLI in a subprocess and return its results JSON (the CLI exits 0 even on failure)."""
-    from radar_tasks.summary import find_results
-
-    cmd = [sys.executable, "-m", "lmms_eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
-    env = {**os.environ, **lmms_eval_env(data_dir)}
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True)
-    return find_results(output_path)
-
-
 def _demo(args) -> int:
     if args.series:
-        from radar_tasks.series import DEFAULT_STEPS, run_series
+        from radar_tasks.demo.series import DEFAULT_STEPS, run_series
 
         if args.arch != DEMO_ARCH:
             print(f"error: --series trains a tiny {DEMO_ARCH} only", file=sys.stderr)
@@ -91,23 +68,9 @@ def _demo(args) -> int:
         steps = [int(s) for s in args.steps.split(",")] if args.steps else DEFAULT_STEPS
         print(f"report: {run_series(work, steps=steps, tasks=args.tasks)}")
         return 0
-    from radar_tasks.fixture import make_fixture
-    from radar_tasks.summary import format_table, load
-    from radar_tasks.tiny_models import build_tiny_model
+    from radar_tasks.demo.quickstart import run_demo
 
-    work = Path(args.out or tempfile.mkdtemp(prefix="radar-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / "M3-Bench"
-    if not data.exists():
-        make_fixture(data)
-    model = work / f"tiny-{args.arch}"
-    if not model.exists():
-        build_tiny_model(model, args.arch)
-    print(f"fixture: {data}\nmodel:   {model} (random weights: scores sit near chance)")
-    results = run_lmms_eval(f"pretrained={model},device=cpu,dtype=float32", args.tasks or "radar_mmm",
-                            work / "results", data)
-    print(f"\nresults: {results}\n")
-    print(format_table(load(results)))
+    run_demo(Path(args.out or tempfile.mkdtemp(prefix="radar-demo-")), args.arch, args.tasks)
     return 0
 
 

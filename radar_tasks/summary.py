@@ -8,17 +8,6 @@ from pathlib import Path
 from radar_tasks import taxonomy
 
 
-def find_results(output_path: str | Path) -> Path:
-    """Newest `*_results.json` under an lmms-eval --output_path (FileNotFoundError when the evaluation wrote none)."""
-    from radar_tasks.analysis.runs import RunError
-    from radar_tasks.analysis.runs import find_results as all_results
-
-    try:
-        return all_results(output_path)[-1]
-    except RunError:
-        raise FileNotFoundError(f"no *_results.json under {output_path}: the evaluation failed (see its log)") from None
-
-
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 

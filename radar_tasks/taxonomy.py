@@ -47,16 +47,23 @@ class Subset:
     folder: str  # folder under the M3-Bench root
     ability: str | None  # None: per category (MMBench)
     file_pattern: str | None  # regex capturing the category from a json file stem; None: one file, category = name
-    image_rule: str  # how item images are found, see m3bench.image_paths
+    image_rule: str  # how item images are found, see data.m3bench.image_paths
     source: str
+    # Prompt layout (radar_tasks.prompts): what follows the image(s) before the question, and whether images sit
+    # inline at the question's `<image k>` references instead of before it (MMMU-Pro).
+    image_separator: str = " "
+    images_inline: bool = False
 
 
 SUBSETS: tuple[Subset, ...] = (
     Subset("mmbench", "general_visual_question_answering", None,
-           r"MMBench_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmbench", "MMBench dev (EN)"),
+           r"MMBench_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmbench", "MMBench dev (EN)",
+           image_separator="\n"),
     Subset("mmmu_pro", "multiple_discipline_reasoning", REASONING,
-           r"MMMU_Pro_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmmu_pro", "MMMU-Pro (standard)"),
-    Subset("mathvista", "mathematical_reasoning", REASONING, None, "base_id", "MathVista testmini"),
+           r"MMMU_Pro_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmmu_pro", "MMMU-Pro (standard)",
+           image_separator="\n", images_inline=True),
+    Subset("mathvista", "mathematical_reasoning", REASONING, None, "base_id", "MathVista testmini",
+           image_separator="\n"),
     Subset("seephys", "physical_reasoning", REASONING, None, "seephys", "SeePhys"),
     Subset("spatial", "spatial_reasoning", REASONING, None, "base_id", "spatial reasoning"),
     Subset("wiki_animal", "Wiki_animal_identification", PERCEPTION, None, "base_id", "new: Wikipedia animals"),
@@ -70,6 +77,12 @@ SUBSETS_BY_NAME = {s.name: s for s in SUBSETS}
 
 # The reference skips (and counts as wrong) items with more images than this.
 MAX_IMAGES = 12
+
+
+def subset_order(name: str) -> tuple[int, str]:
+    """Sort key: the subsets in SUBSETS order, unknown names after them, alphabetically."""
+    names = [s.name for s in SUBSETS]
+    return (names.index(name) if name in names else len(names), name)
 
 
 def categories(subset: str) -> tuple[str, ...]:

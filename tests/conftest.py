@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 # ------------------------------------------------------------------------------------------------------------------
-# Tiny models (radar_tasks.tiny_models; used by test_tiny_models, test_likelihood, test_radar_hf)
+# Tiny models (radar_tasks.demo.tiny_models; used by test_tiny_models, test_likelihood, test_radar_hf)
 # Built once per session: a checkpoint takes ~0.1-0.5 s, a load ~0.1 s.
 # ------------------------------------------------------------------------------------------------------------------
 
@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """arch -> folder of a tiny random-weight checkpoint (built on first use, seed 0)."""
-    from radar_tasks.tiny_models import build_tiny_model
+    from radar_tasks.demo.tiny_models import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models")
     built = {}

@@ -47,8 +47,8 @@ def _lmms_eval(model: Path, tasks: str, out: Path, data: Path, hf_cache: Path, e
 @pytest.fixture(scope="session")
 def real_runs(tmp_path_factory) -> dict[str, Path]:
     """Output folders of three real lmms-eval runs (see the module docstring)."""
-    from radar_tasks.fixture import make_fixture
-    from radar_tasks.tiny_models import build_tiny_model
+    from radar_tasks.demo.fixture import make_fixture
+    from radar_tasks.demo.tiny_models import build_tiny_model
 
     root = tmp_path_factory.mktemp("analysis-runs")
     data = make_fixture(root / "M3-Bench")

@@ -87,7 +87,7 @@ def _original_state_dict(seed: int) -> tuple[dict, dict]:
 def build_source(root, select_layer: int = -1, seed: int = 0):
     from safetensors.torch import save_file
 
-    from radar_tasks.tiny_models import tiny_tokenizer
+    from radar_tasks.demo.tiny_models import tiny_tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     sd, llm_config = _original_state_dict(seed)

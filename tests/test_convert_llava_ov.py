@@ -30,7 +30,7 @@ PROMPTS = [
 
 
 def _llm_tokenizer():
-    from radar_tasks.tiny_models import tiny_tokenizer
+    from radar_tasks.demo.tiny_models import tiny_tokenizer
 
     # Qwen2's three special tokens, no <image> (LLaVA-NeXT never adds one: it splits the prompt on "<image>")
     return tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",

@@ -22,9 +22,9 @@ import pytest
 
 pytest.importorskip("lmms_eval")
 
-from radar_tasks.fixture import make_fixture
-from radar_tasks.summary import find_results
-from radar_tasks.tiny_models import build_tiny_model
+from radar_tasks.demo.fixture import make_fixture
+from radar_tasks.runner import results_json
+from radar_tasks.demo.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
 # mathvista has 5 items: the ranks get 3 and 2 (lmms-eval then pads the shorter rank with copies of a request);
@@ -47,7 +47,7 @@ def run(launcher: list[str], out: Path, data: Path, model: Path, env_extra: dict
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     log = proc.stdout + proc.stderr
     try:
-        return json.loads(find_results(out).read_text()), log
+        return json.loads(results_json(out).read_text()), log
     except FileNotFoundError:
         pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from radar_tasks import taxonomy
-from radar_tasks.fixture import make_fixture
+from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.metrics.sds import softmax
-from radar_tasks.summary import find_results, format_table
-from radar_tasks.tiny_models import build_tiny_model
+from radar_tasks.runner import results_json
+from radar_tasks.summary import format_table
+from radar_tasks.demo.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
 SUBSET_TASKS = [taxonomy.task_name(s.name) for s in taxonomy.SUBSETS]
@@ -31,7 +32,7 @@ def run_lmms_eval(tasks, out, data, model, extra=(), env=None, launcher=(sys.exe
     proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     try:
-        return json.loads(find_results(out).read_text()), log
+        return json.loads(results_json(out).read_text()), log
     except FileNotFoundError:
         pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
 

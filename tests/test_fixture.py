@@ -1,6 +1,6 @@
 """The miniature M3-Bench of radar_tasks.fixture follows the released layout of the protocol note.
 
-The expected names and rules below are copied from shared/notes/radar-reference-protocol.md on purpose (not
+The expected names and rules below are copied from docs/REFERENCE.md on purpose (not
 imported from radar_tasks): the fixture is checked against the note, not against itself.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from radar_tasks import fixture
+from radar_tasks.demo import fixture
 
 NOTE_MMBENCH = {
     "image_style", "image_scene", "image_emotion", "image_quality", "image_topic", "object_localization",

@@ -20,7 +20,7 @@ from radar_tasks.models.likelihood import (
     score_continuations,
     token_scores,
 )
-from radar_tasks.tiny_models import TINY_ARCHS
+from radar_tasks.demo.tiny_models import TINY_ARCHS
 
 PLACEHOLDER = {
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",

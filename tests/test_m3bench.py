@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from radar_tasks import m3bench, taxonomy
+from radar_tasks import prompts, taxonomy
+from radar_tasks.data import m3bench
 from radar_tasks.errors import M3BenchError
-from radar_tasks.fixture import make_fixture
-from radar_tasks.lmms_task import doc_to_choice, doc_to_text, doc_to_visual
+from radar_tasks.demo.fixture import make_fixture
+from radar_tasks.tasks.hooks import doc_to_choice, doc_to_text, doc_to_visual
 
 WIKI = "Wiki_animal_identification"
 
@@ -76,16 +77,16 @@ def test_mmmu_pro_inline_images_and_image_options(root):
     inline = [r for r in recs if "<image" in r["question"] and not r["options_text"]]
     assert inline
     r = inline[0]
-    prompt = doc_to_text(r, {"prompt_template": "{{ inline(question ~ options_text) }}"})
+    prompt = doc_to_text(r, {"image_markers": True})
     assert prompt.count("<image>") == len(r["images"]) and "<image 1>" not in prompt
     lettered = [r for r in recs if r["options_text"]]
     assert lettered
     for r in lettered:
-        assert r["options_text"].endswith(m3bench.SELECT_PROMPT)
+        assert r["options_text"].endswith(prompts.SELECT_PROMPT)
         correct = r["choices"][0]
         assert f"{correct}. {r['answer']}" in r["options_text"]  # the correct letter names the answer
         assert sorted(r["choices"]) == list("ABCDEFGH"[: len(r["choices"])])
-        assert len(r["images"]) == len(m3bench.IMAGE_REF.findall(r["question"] + r["options_text"]))
+        assert len(r["images"]) == len(prompts.IMAGE_REF.findall(r["question"] + r["options_text"]))
 
 
 def test_non_rgb_images_are_converted(root):

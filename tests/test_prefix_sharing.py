@@ -16,7 +16,7 @@ import torch
 from radar_tasks.models import prefix_sharing
 from radar_tasks.models.likelihood import score_continuations
 from radar_tasks.models.prefix_sharing import Question, SharedPrefixScorer, score_questions
-from radar_tasks.tiny_models import TINY_ARCHS
+from radar_tasks.demo.tiny_models import TINY_ARCHS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -220,7 +220,7 @@ def test_text_dependent_image_tokens_are_detected(tiny_loaded, tiny_images):
 
 def test_per_question_processor_proxy(tiny_loaded, tiny_images):
     """prompt_styles' InternVL reversed-blocks proxy: shared scoring encodes with the question's own processor."""
-    from radar_tasks.models.prompt_styles import ReversedBlocksProcessor
+    from radar_tasks.models.protocol import ReversedBlocksProcessor
 
     model, processor = tiny_loaded("internvl")
     proxy = ReversedBlocksProcessor(processor)
@@ -246,7 +246,7 @@ def test_out_of_memory_splits_the_batch(tiny_loaded, tiny_images, references, mo
 
 
 def test_batch_size_parsing():
-    parse = prefix_sharing._parse_batch_size
+    from radar_tasks.models.args import parse_batch_size as parse
     assert parse("4") == 4 and parse(2) == 2 and parse("auto") == "auto" and parse("auto:4") == "auto"
     with pytest.raises(ValueError):
         parse("0")

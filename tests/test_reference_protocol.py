@@ -1,4 +1,4 @@
-"""radar_hf reproduces the authors' per-family procedure (shared/notes/radar-reference-protocol.md), item by item.
+"""radar_hf reproduces the authors' per-family procedure (docs/REFERENCE.md), item by item.
 
 For each family's tiny model, one real lmms-eval run (`simple_evaluate`, `protocol=paper`, fp32) on the fixture gives
 the per-item SDS `p` of `--log_samples`; a plain implementation of the authors' procedure written here gives it
@@ -22,7 +22,7 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance
 from PIL import Image
 
-from radar_tasks.fixture import make_fixture
+from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.models.radar_hf import RadarHF
 
 pytestmark = pytest.mark.slow
@@ -190,7 +190,8 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def docs_by_id(bench):
-    from radar_tasks import m3bench, taxonomy
+    from radar_tasks import taxonomy
+    from radar_tasks.data import m3bench
 
     out = {}
     for task in TASKS:
@@ -380,7 +381,7 @@ def test_chat_style_uses_the_processor_template(tiny_checkpoint, tiny_images):
 
 def test_non_m3bench_docs_fall_back_to_raw(tiny_checkpoint, tiny_images):
     from radar_tasks.models.likelihood import score_continuations
-    from radar_tasks.models.prompt_styles import qwen_vl_utils_resize
+    from radar_tasks.models.protocol import qwen_vl_utils_resize
 
     wrapper = RadarHF(pretrained=str(tiny_checkpoint("qwen2_vl")), device="cpu", protocol="paper", dtype="float32")
     doc = {"question": "Which animal?", "images": tiny_images[:1], "choices": ["a dog", "a cat"]}

@@ -72,8 +72,8 @@ def test_bootstrap_stderr_close_to_analytic_and_seeded():
 
 
 def test_balanced_mean_and_stderr():
-    assert S.balanced_mean({"a": [1.0, 0.0], "b": [1.0]}) == pytest.approx(0.75)
-    assert S.balanced_stderr([0.3, 0.4]) == pytest.approx(0.25)
+    assert S.balanced({("a", "1"): 1.0, ("a", "2"): 0.0, ("b", "b"): 1.0}) == pytest.approx(0.75)
+    assert S.balanced_stderr({("a", "a"): 0.3, ("b", "b"): 0.4}) == pytest.approx(0.25)
 
 
 def _doc(qid="q1", subset="mmbench", category="ocr", ability="perception", n=3, skipped=False):

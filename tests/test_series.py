@@ -1,4 +1,4 @@
-"""radar_tasks.series: the synthetic pretraining data, the training loop and the `demo --series` pipeline.
+"""radar_tasks.demo (synthetic, training, series): the synthetic pretraining data, the training loop and the `demo --series` pipeline.
 
 The fast tests check that the data is new (never a fixture image) but in the fixture's vocabulary, that the loss
 sits on the answer tokens only, and that a short training run makes the fixture's colour items rise well above
@@ -12,18 +12,18 @@ import json
 import random
 
 import pytest
-import yaml
 from PIL import Image
 
-from radar_tasks import fixture as F
-from radar_tasks import series as S
+from radar_tasks.demo import fixture as F
+from radar_tasks.demo import series, synthetic, training
+from radar_tasks.prompts import IMAGE_MARKER as M
 
 FIXTURE_SIZES = {F.SIZE, F.WIDE, F.TALL}
 
 
-def _examples(kind: str, n: int = 40, seed: int = 0) -> list[S.Example]:
+def _examples(kind: str, n: int = 40, seed: int = 0) -> list[synthetic.Example]:
     rng = random.Random(seed)
-    return [S.make_example(rng, kind) for _ in range(n)]
+    return [synthetic.make_example(rng, kind) for _ in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------------- the data
@@ -38,11 +38,11 @@ def test_fixture_draws_only_its_three_canvas_sizes():
                 with Image.open(io.BytesIO(data)) as im:
                     sizes.add(im.size)
     assert sizes == FIXTURE_SIZES
-    train_sides = set(S.TRAIN_SIDES) | set(S.TRAIN_LONG_SIDES)
+    train_sides = set(synthetic.TRAIN_SIDES) | set(synthetic.TRAIN_LONG_SIDES)
     assert not train_sides & {side for size in FIXTURE_SIZES for side in size}
 
 
-@pytest.mark.parametrize("kind", list(S.EXAMPLE_KINDS))
+@pytest.mark.parametrize("kind", list(synthetic.EXAMPLE_KINDS))
 def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
     vocab = {
         "color": set(F.COLORS), "shape": set(F.SHAPES), "position": set(F.POSITIONS),
@@ -54,9 +54,9 @@ def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
     assert {e.kind for e in examples} == {kind}
     for e in examples:
         assert e.answer in vocab
-        assert e.prompt.count(S.IMAGE) == len(e.images) >= 1
-        assert e.prompt.startswith(S.IMAGE * len(e.images))
-        question = e.prompt[len(S.IMAGE) * len(e.images):]
+        assert e.prompt.count(M) == len(e.images) >= 1
+        assert e.prompt.startswith(M * len(e.images))
+        question = e.prompt[len(M) * len(e.images):]
         assert question[0] in " \n" and question.strip().endswith("?")
         for im in e.images:
             assert im.size not in FIXTURE_SIZES
@@ -65,13 +65,13 @@ def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
 
 
 def test_questions_are_the_fixture_questions():
-    questions = {e.prompt.split(S.IMAGE)[-1].strip() for kind in ("color", "shape", "position", "count")
+    questions = {e.prompt.split(M)[-1].strip() for kind in ("color", "shape", "position", "count")
                  for e in _examples(kind, 20)}
     assert {F.Q_COLOR, F.Q_SHAPE, F.Q_POSITION, F.Q_COUNT} <= questions
-    wiki = {e.prompt.split(S.IMAGE)[-1].strip() for e in _examples("wiki", 60)}
+    wiki = {e.prompt.split(M)[-1].strip() for e in _examples("wiki", 60)}
     assert wiki <= {q.format(kind=k) for q in (F.Q_WIKI_NAME, F.Q_WIKI_COLOR) for k in F.WIKI_KINDS}
     for e in _examples("relation", 10):
-        assert e.prompt.startswith(S.IMAGE + " Where is the ") and e.prompt.endswith("?")
+        assert e.prompt.startswith(M + " Where is the ") and e.prompt.endswith("?")
 
 
 def test_wiki_examples_draw_each_entity_in_its_signature():
@@ -89,7 +89,7 @@ def test_wiki_examples_draw_each_entity_in_its_signature():
 
 def test_mixture_gives_both_abilities_the_same_weight():
     by_ability = {}
-    for kind in S.EXAMPLE_KINDS.values():
+    for kind in synthetic.EXAMPLE_KINDS.values():
         by_ability[kind.ability] = by_ability.get(kind.ability, 0) + kind.weight
     assert set(by_ability) == {"perception", "reasoning"}
     assert by_ability["perception"] == pytest.approx(by_ability["reasoning"])
@@ -100,7 +100,7 @@ def test_mixture_gives_both_abilities_the_same_weight():
 
 @pytest.fixture(scope="module")
 def init_checkpoint(tmp_path_factory):
-    return S.init_model(tmp_path_factory.mktemp("series") / "init", seed=0)
+    return training.init_model(tmp_path_factory.mktemp("series") / "init", seed=0)
 
 
 def test_init_model_rescales_weights(init_checkpoint):
@@ -108,7 +108,7 @@ def test_init_model_rescales_weights(init_checkpoint):
 
     model = AutoModelForImageTextToText.from_pretrained(init_checkpoint)
     q = model.model.language_model.layers[0].self_attn.q_proj.weight
-    assert float(q.detach().std()) == pytest.approx(S.DEFAULT_INIT_RANGE, rel=0.1)
+    assert float(q.detach().std()) == pytest.approx(training.DEFAULT_INIT_RANGE, rel=0.1)
     assert model.config.model_type == "qwen2_vl"
     assert AutoProcessor.from_pretrained(init_checkpoint).tokenizer.convert_tokens_to_ids("<|image_pad|>") > 0
 
@@ -118,8 +118,8 @@ def test_encode_batch_labels_only_the_answer_tokens(init_checkpoint):
 
     processor = AutoProcessor.from_pretrained(init_checkpoint)
     rng = random.Random(0)
-    examples = [S.make_example(rng, kind) for kind in ("wiki", "count", "relation", "multi", "color")]
-    inputs = S.encode_batch(processor, examples, "<|vision_start|><|image_pad|><|vision_end|>")
+    examples = [synthetic.make_example(rng, kind) for kind in ("wiki", "count", "relation", "multi", "color")]
+    inputs = training.encode_batch(processor, examples, "<|vision_start|><|image_pad|><|vision_end|>")
     labels, mask = inputs["labels"], inputs["attention_mask"]
     assert inputs["input_ids"].shape == labels.shape
     assert int(inputs["image_grid_thw"].shape[0]) == sum(len(e.images) for e in examples)
@@ -131,32 +131,17 @@ def test_encode_batch_labels_only_the_answer_tokens(init_checkpoint):
         assert (labels[i, n - len(scored):n] != -100).all()  # the answer ends the sequence
 
 
-class _TagLoader(yaml.SafeLoader):
-    """Reads our task YAMLs without resolving lmms-eval's `!function` tags."""
-
-
-_TagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def _radar_hf_template(task: str) -> str:
-    import importlib.resources
-
-    text = importlib.resources.files("radar_tasks.task_yamls").joinpath(f"{task}.yaml").read_text()
-    return yaml.load(text, Loader=_TagLoader)["lmms_eval_specific_kwargs"]["radar_hf"]["prompt_template"]
-
-
 def _colour_items(root) -> list[tuple[str, dict]]:
     """(radar_hf prompt, record) of the fixture's colour questions: MMBench colour categories and Wiki colour items."""
-    from radar_tasks import m3bench, prompts, taxonomy
+    from radar_tasks import prompts, taxonomy
+    from radar_tasks.data import m3bench
 
     items = []
     for subset in ("mmbench", *(f"wiki_{k}" for k in F.WIKI_KINDS)):
         for category in taxonomy.categories(subset):
             files = json.dumps([str(f) for f in m3bench.category_files(root, subset, category)])
             docs = [d for d in m3bench.iter_records(str(root), subset, category, files) if d["answer"] in F.COLORS]
-            if docs:
-                template = _radar_hf_template(taxonomy.task_name(subset, category))
-                items += [(prompts.render(template, d), d) for d in docs]
+            items += [(prompts.task_text(d, image_markers=True), d) for d in docs]
     return items
 
 
@@ -164,7 +149,7 @@ def _score_colour_items(checkpoint, root) -> tuple[float, float, int]:
     """(mean SDS, mean 1/K, items) on the colour items, scored by the likelihood core as radar_hf scores them."""
     import torch
 
-    from radar_tasks.lmms_task import doc_to_visual
+    from radar_tasks.tasks.hooks import doc_to_visual
     from radar_tasks.models import likelihood
 
     model, processor = likelihood.load_model(str(checkpoint), "cpu", "float32")
@@ -181,7 +166,7 @@ def test_a_short_training_run_lifts_the_colour_items_above_chance(init_checkpoin
     """150 steps (~10 s) on colour scenes drawn on new canvases: the fixture's colour items (images never seen)
     go from about chance to far above it, scored as radar_hf scores them."""
     root = F.make_fixture(tmp_path / "M3-Bench")
-    checkpoints = S.train(init_checkpoint, tmp_path / "ckpt", [0, 150], batch_size=16, lr=3e-3,
+    checkpoints = training.train(init_checkpoint, tmp_path / "ckpt", [0, 150], batch_size=16, lr=3e-3,
                           weights={"color": 1}, log_every=0)
     assert [c["step"] for c in checkpoints] == [0, 150]
     assert checkpoints[1]["tokens"] > checkpoints[0]["tokens"] == 0
@@ -197,7 +182,7 @@ def test_a_short_training_run_lifts_the_colour_items_above_chance(init_checkpoin
 
 def test_train_rejects_bad_steps(init_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="non-negative"):
-        S.train(init_checkpoint, tmp_path, [-1, 5])
+        training.train(init_checkpoint, tmp_path, [-1, 5])
 
 
 # ------------------------------------------------------------------------------------------------- end to end
@@ -208,7 +193,7 @@ def test_run_series_end_to_end(tmp_path):
     """Fixture, init, 4 training steps, two checkpoints evaluated in process through the lmms-eval CLI entry point,
     the analysis report; a second call reuses everything (~40 s)."""
     tasks = "radar_wiki_animal,radar_spatial"
-    report_dir = S.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=lambda *a: None)
+    report_dir = series.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=lambda *a: None)
     assert report_dir == tmp_path / "report"
     assert (report_dir / "report.md").exists()
     series = json.loads((report_dir / "series.json").read_text())
@@ -224,12 +209,12 @@ def test_run_series_end_to_end(tmp_path):
     assert "step 0" in runs and "step 4" in runs
     asym = (report_dir / "asymmetry.csv").read_text().splitlines()
     assert len(asym) >= 3  # header + one row per checkpoint
-    table = S.format_development(report_dir, series["checkpoints"])
+    table = series.format_development(report_dir, series["checkpoints"])
     assert "step 4" in table and " - " not in table.splitlines()[1]
 
     # everything is reused: no training, no evaluation
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*_results.json")}
     messages = []
-    S.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=messages.append)
+    series.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=messages.append)
     assert any("reusing" in m for m in messages)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*_results.json")} == stamp

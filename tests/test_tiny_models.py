@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from radar_tasks.tiny_models import TINY_ARCHS, build_tiny_model
+from radar_tasks.demo.tiny_models import TINY_ARCHS, build_tiny_model
 
 # The architecture class each arch must resolve to through AutoModelForImageTextToText (the real classes, no stubs).
 EXPECTED_CLASSES = {

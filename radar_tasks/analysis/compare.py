@@ -16,7 +16,7 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats as St
 from radar_tasks.analysis.runs import Run, RunError
-from radar_tasks.analysis.tables import SUBSET_ORDER, _levels, _select
+from radar_tasks.analysis.tables import levels_of, select_keys
 
 COLUMNS = ("level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items")
 
@@ -71,12 +71,12 @@ def compare_runs(run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level
             vals_a[m].setdefault(stratum, []).append(a)
             vals_b[m].setdefault(stratum, []).append(b)
             diffs[m].setdefault(stratum, []).append(a - b)
-    keys = sorted(ability_of, key=lambda k: (SUBSET_ORDER.index(k[0]) if k[0] in SUBSET_ORDER else 99, k))
+    keys = sorted(ability_of, key=lambda k: (taxonomy.subset_order(k[0]), k))
     rows = []
     for m_i, m in enumerate(metrics):
         reps = St.paired_bootstrap(diffs[m], iters=iters, seed=seed + m_i)
-        for level, name, display in _levels(keys, ability_of):
-            sel = [k for k in _select(keys, level, name, ability_of) if k in diffs[m]]
+        for level, name, display in levels_of(keys, ability_of):
+            sel = [k for k in select_keys(keys, level, name, ability_of) if k in diffs[m]]
             if not sel:
                 continue
             r = St.balanced({k: reps[k] for k in sel})

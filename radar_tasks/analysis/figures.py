@@ -38,9 +38,7 @@ def _cell(summary, run: str, level: str, name: str, metric: str) -> tuple[float,
 
 
 def _subsets(summary) -> list[str]:
-    order = [s.name for s in taxonomy.SUBSETS]
-    names = {r["name"] for r in summary if r["level"] == "subset"}
-    return sorted(names, key=lambda s: (order.index(s) if s in order else 99, s))
+    return sorted({r["name"] for r in summary if r["level"] == "subset"}, key=taxonomy.subset_order)
 
 
 def _log_if_wide(ax, xs: Sequence[float], axis: str = "x") -> None:

@@ -1,4 +1,5 @@
-"""Pure statistics for the analysis (numpy only; no scipy, no lmms-eval, no plotting).
+"""Pure statistics for the analysis (numpy only; no scipy, no lmms-eval, no plotting). The bootstrap and the
+balanced means are the metrics' own (`radar_tasks.metrics.sds`).
 
 Everything random takes a `numpy.random.Generator` or a seed, so reports are reproducible.
 """
@@ -11,24 +12,13 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from radar_tasks.metrics.sds import balanced, balanced_stderr, bootstrap_means  # noqa: F401 - one implementation
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Bootstrap
-
-
-def bootstrap_means(values: Sequence[float], iters: int, rng: np.random.Generator) -> np.ndarray:
-    """`iters` means of resamples (with replacement, same size) of `values`; all NaN when `values` is empty."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return np.full(iters, np.nan)
-    out = np.empty(iters)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory to ~16 MB of indices at a time
-    for start in range(0, iters, chunk):
-        stop = min(iters, start + chunk)
-        out[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
-    return out
 
 
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -55,38 +45,6 @@ def bootstrap_ci(values: Sequence[float], iters: int = 1000, seed: int = 0, leve
     lo, hi = percentile_ci(reps, level)
     return {"mean": float(x.mean()) if x.size else math.nan, "se": replicate_se(reps), "ci_low": lo, "ci_high": hi,
             "n": int(x.size)}
-
-
-def balanced(parts: Mapping[tuple[str, str], float | np.ndarray]):
-    """M3-Bench's balanced mean: unweighted mean over subsets of the unweighted mean over each subset's categories.
-
-    `parts` maps (subset, category) to a value or to an array of bootstrap replicates (element-wise). NaN parts
-    (a category without scored items) are left out, as the results JSON does. NaN when nothing is left.
-    """
-    by_subset: dict[str, list] = {}
-    for (subset, _category), v in parts.items():
-        a = np.asarray(v, dtype=np.float64)
-        if a.ndim == 0 and not np.isfinite(a):
-            continue
-        by_subset.setdefault(subset, []).append(a)
-    if not by_subset:
-        return math.nan
-    subset_means = [np.mean(np.stack(v), axis=0) for v in by_subset.values()]
-    out = np.mean(np.stack(subset_means), axis=0)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def balanced_stderr(parts: Mapping[tuple[str, str], float]) -> float:
-    """Standard error of `balanced` from independent per-category standard errors (sqrt(sum se^2) / n per level)."""
-    by_subset: dict[str, list[float]] = {}
-    for (subset, _category), se in parts.items():
-        if se is None or not math.isfinite(se):
-            continue
-        by_subset.setdefault(subset, []).append(float(se))
-    if not by_subset:
-        return math.nan
-    sub = [math.sqrt(sum(s * s for s in v)) / len(v) for v in by_subset.values()]
-    return math.sqrt(sum(s * s for s in sub)) / len(sub)
 
 
 def paired_bootstrap(diffs: Mapping[Hashable, Sequence[float]], iters: int = 2000, seed: int = 0

@@ -21,7 +21,6 @@ from radar_tasks.analysis.runs import Run, progress, series_of
 METRICS = ("sds", "acc")
 LEVELS = ("category", "subset", "ability", "overall")
 LEAF_INDEX: dict[str, tuple[str, str]] = {taxonomy.task_name(s, c): (s, c) for s, c in taxonomy.leaf_tasks()}
-SUBSET_ORDER = [s.name for s in taxonomy.SUBSETS]
 SIGNAL_Z = St.Z95  # "above chance": more than 1.96 standard errors above
 SIGNAL_MIN_SNR = 1.0  # "noisy": the spread across the series is smaller than the noise
 MONOTONIC_MIN_RUNS = 3  # Kendall tau is judged from 3 runs on
@@ -143,7 +142,7 @@ def tidy_results(run: Run) -> list[dict]:
 # Score hierarchy
 
 
-def _select(keys, level: str, name: str, ability_of: dict) -> list:
+def select_keys(keys, level: str, name: str, ability_of: dict) -> list:
     if level == "category":
         return [k for k in keys if k == name]
     if level == "subset":
@@ -153,10 +152,10 @@ def _select(keys, level: str, name: str, ability_of: dict) -> list:
     return list(keys)
 
 
-def _levels(keys, ability_of: dict) -> list[tuple[str, object, str]]:
+def levels_of(keys, ability_of: dict) -> list[tuple[str, object, str]]:
     """(level, key, display name) of every level present, in a stable order."""
     out = [("category", k, f"{k[0]}/{k[1]}" if k[0] != k[1] else k[0]) for k in keys]
-    subsets = sorted({k[0] for k in keys}, key=lambda s: (SUBSET_ORDER.index(s) if s in SUBSET_ORDER else 99, s))
+    subsets = sorted({k[0] for k in keys}, key=taxonomy.subset_order)
     out += [("subset", s, s) for s in subsets]
     out += [("ability", a, a) for a in taxonomy.ABILITIES if any(ability_of[k] == a for k in keys)]
     out.append(("overall", "overall", "overall"))
@@ -177,7 +176,7 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
     by_key: dict[tuple[str, str], Leaf] = {}
     for leaf in lv.values():
         by_key[leaf.key] = leaf
-    keys = sorted(by_key, key=lambda k: (SUBSET_ORDER.index(k[0]) if k[0] in SUBSET_ORDER else 99, k))
+    keys = sorted(by_key, key=lambda k: (taxonomy.subset_order(k[0]), k))
     ability_of = {k: by_key[k].ability for k in keys}
     use_logs = run.has_logs and all(by_key[k].items for k in keys)
     if run.has_logs and not use_logs:
@@ -212,8 +211,8 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             counts["sds"][k] = n_all - int(sk) if n_all is not None and isinstance(sk, (int, float)) else n_all
             chance["sds"][k] = chance["acc"][k] = math.nan
     rows = []
-    for level, name, display in _levels(keys, ability_of):
-        sel = _select(keys, level, name, ability_of)
+    for level, name, display in levels_of(keys, ability_of):
+        sel = select_keys(keys, level, name, ability_of)
         for m in METRICS:
             value = St.balanced({k: by_key[k].values[m] for k in sel})
             if use_logs:

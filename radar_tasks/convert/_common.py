@@ -1,4 +1,4 @@
-"""Helpers shared by the converters: dtypes, reading raw checkpoints, writing a transformers model folder."""
+"""Helpers shared by the converters: reading raw checkpoints, writing a transformers model folder."""
 
 from __future__ import annotations
 
@@ -10,20 +10,9 @@ import torch
 
 log = logging.getLogger("radar_tasks.convert")
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
 
 class ConversionError(ValueError):
     """The source checkpoint is not in a layout the converter understands (message says what and where)."""
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    return DTYPES[name]
 
 
 def read_json(path: Path) -> dict:

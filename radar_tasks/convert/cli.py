@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 
+# = radar_tasks.models.likelihood.DTYPES (not imported: the parser is built without torch)
+DTYPE_NAMES = ("float16", "bfloat16", "float32")
+
 LLAVA_EPILOG = """\
 Writes a transformers LlavaForConditionalGeneration folder (model_type "llava": SigLIP tower without its last
 layer, mlp2x_gelu projector, the LLM) + LlavaProcessor: 729 <image> tokens per 384 px image, no anyres, no
@@ -76,7 +79,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--llm", required=True, help="base LLM folder (weights + tokenizer), e.g. Qwen2-0.5B-Instruct")
     p.add_argument("--vision", required=True, help="SigLIP folder, e.g. siglip-so400m-patch14-384")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"),
+    p.add_argument("--dtype", default="float16", choices=DTYPE_NAMES,
                    help="storage dtype (default float16, what the RADAR LLaVA script runs in)")
     p.add_argument("--image-aspect-ratio", choices=("square", "pad"),
                    help="image preprocessing (default: the projector config's; square if absent or anyres)")
@@ -94,7 +97,7 @@ def add_parsers(subparsers) -> None:
         epilog=INTERNVL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="original InternVL folder (config.json, safetensors, tokenizer)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dtype", default="bfloat16", choices=("float16", "bfloat16", "float32"),
+    p.add_argument("--dtype", default="bfloat16", choices=DTYPE_NAMES,
                    help="storage dtype (default bfloat16, as released and as the RADAR InternVL script runs)")
     p.add_argument("--min-tiles", type=int, default=1, help="fewest 448 px tiles per image (default 1)")
     p.add_argument("--max-tiles", type=int, default=3, help="most 448 px tiles per image (default 3, RADAR)")

@@ -47,9 +47,9 @@ from radar_tasks.convert._common import (
     load_checkpoint_folder,
     log,
     read_json,
-    resolve_dtype,
     save_model,
 )
+from radar_tasks.models.likelihood import resolve_dtype
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

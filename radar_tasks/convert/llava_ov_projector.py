@@ -54,9 +54,9 @@ from radar_tasks.convert._common import (
     log,
     quiet_transformers,
     read_json,
-    resolve_dtype,
     save_model,
 )
+from radar_tasks.models.likelihood import resolve_dtype
 
 IMAGE_TOKEN = "<image>"
 PROJECTOR_FILES = ("mm_projector.bin", "mm_projector.safetensors", "mm_projector.pt", "mm_projector.pth")

@@ -93,7 +93,8 @@ def _accepts_logits_to_keep(model_cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_cls.forward).parameters
 
 
-def _encode(processor, text: str, images: list):
+def encode(processor, text: str, images: list):
+    """The processor's encoding of one prompt with its images (a batch of one, torch tensors)."""
     return processor(text=[text], images=images or None, return_tensors="pt")
 
 
@@ -105,8 +106,8 @@ def _prepend(inputs, token_id: int) -> None:
             inputs[key] = torch.cat([torch.full_like(inputs[key][:, :1], value), inputs[key]], dim=1)
 
 
-def _to_device(inputs, device, dtype) -> dict:
-    # Only floating tensors (pixel values) take the model dtype; ids, masks and grids stay integer.
+def to_device(inputs, device, dtype) -> dict:
+    """A processor encoding moved to `device`; only floating tensors (pixel values) take `dtype`."""
     return {
         k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) if torch.is_tensor(v) else v
         for k, v in inputs.items()
@@ -127,7 +128,7 @@ def score_continuations(
     dtype = dtype if dtype is not None else model.dtype
     images = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in images]
     prompt = build_prompt(context, len(images), image_placeholder(getattr(model.config, "model_type", None), processor))
-    prompt_ids = _encode(processor, prompt, images)["input_ids"][0]
+    prompt_ids = encode(processor, prompt, images)["input_ids"][0]
     # An empty text-only prompt leaves nothing to predict the first continuation token: use BOS (or EOS) as the
     # context, as lm-eval does with its end-of-text token.
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -139,7 +140,7 @@ def score_continuations(
 
     scores = []
     for continuation in continuations:
-        inputs = _encode(processor, prompt + continuation, images)
+        inputs = encode(processor, prompt + continuation, images)
         if add_start:
             _prepend(inputs, start_id)
         ids = inputs["input_ids"]
@@ -156,7 +157,7 @@ def score_continuations(
         keep = n_total - n_prompt + 1
         if _accepts_logits_to_keep(type(model)):
             kwargs["logits_to_keep"] = keep
-        logits = model(**_to_device(inputs, device, dtype), **kwargs).logits[:, -keep:]
+        logits = model(**to_device(inputs, device, dtype), **kwargs).logits[:, -keep:]
         # logits[:, t] predicts labels[:, t + 1]: shift, as a causal LM loss does
         nll, greedy, n, mean_logit = token_scores(logits[:, :-1], labels[:, 1:][:, -(keep - 1):].to(logits.device))[0]
         scores.append(ContinuationScore(nll, greedy, n, mean_logit, prefix_ok))
@@ -164,23 +165,23 @@ def score_continuations(
 
 
 # ----------------------------------------------------------------------------------------------------- loading
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype, device) -> torch.dtype:
+def resolve_dtype(dtype, device="cpu") -> torch.dtype:
     """`auto` = bfloat16 on CUDA, float32 elsewhere; also accepts torch dtypes and `torch.`-prefixed names."""
     if isinstance(dtype, torch.dtype):
         return dtype
     name = str(dtype).removeprefix("torch.")
     if name == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    return _DTYPES[name]
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[name]
 
 
 def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None,

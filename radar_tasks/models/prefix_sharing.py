@@ -1,54 +1,10 @@
 """Shared-prefix likelihood scoring: run the vision tower and the prompt once per question, score every candidate.
 
-`likelihood.score_continuations` is the reference: one forward per prompt + candidate. This module computes the same
-numbers (nll, is_greedy, n_tokens, mean_logit, prefix_ok; within 1e-5 in float32, measured <= 1e-6) with
-
-1. one encoding of the prompt with its images per question (the image processor runs once, not K times);
-2. one **prefill** per batch of questions: the prompts, right-padded, through the whole model (vision tower
-   included) with `use_cache=True`; only the logit of each prompt's last position reaches the LM head;
-3. one **continuation forward** per batch, on top of the cache, with explicit position ids (prefix length P + offset
-   within the candidate; M-RoPE models add the question's `rope_deltas` from the prefill). Layout `packed` (sdpa and
-   eager attention): one row per question, its candidates one after the other, a 4D mask letting each candidate see
-   the prefix and its own earlier tokens only - no cache copy, no padding between candidates. Layout `rows` (other
-   attention kernels, e.g. flash-attention, which take no custom mask): the question's cache row is copied once per
-   candidate and the candidates run right-padded, one per row. Single-token candidates (letters) need no
-   continuation at all: their one logit is the prefill's. Only fed tokens reach the LM head.
-
-The scored tokens follow the protocol exactly (likelihood.py): the ids of `prompt + candidate` beyond the length of the
-ids of `prompt`. The shared prefix P of a question is the longest common prefix of the prompt ids and every
-candidate's ids, capped at the prompt length: a BPE merge across the prompt/candidate boundary only shortens P (the
-merged tokens then run in the continuation forward). No cache outlives one batch: a prefix is only shared between the
-candidates of one question (same doc, same context, same images), and each candidate's ids are compared with the
-prefilled ones token by token, image tokens included.
-
-| model_type | positions of the continuation | batched prefill across questions | status |
-|---|---|---|---|
-| `qwen2_vl`, `qwen2_5_vl` | M-RoPE: 3D ids = P + offset + the prefill's `rope_deltas` | yes (patches concatenated) | shared |
-| `llava` | 1D: P + offset | yes | shared |
-| `llava_onevision` | 1D | yes (anyres patch lists zero-padded) | shared |
-| `internvl` | 1D | yes (tiles concatenated) | shared |
-| `idefics3` | 1D | yes (image lists zero-padded; crops of one size) | shared |
-| any other | - | - | per candidate (logged) |
-
-Fallbacks to the per-candidate path:
-
-| when | scope | detected by |
-|---|---|---|
-| model_type not in the table above | run | `SUPPORT` |
-| forward takes no `cache` / `position_ids`; sliding-window attention layers | run | signature, `layer_types` |
-| the shared forward raises, or its scores differ from the reference by more than `VERIFY_TOLERANCE` (1e-3 float32, 5e-2 bfloat16 / float16) | run | the first shared batch with images and the first without: one question of each is also scored the reference way |
-| image-token count depends on the candidate text (the prompt's pixel values would not match) | question | the ids of `prompt + candidate` hold image tokens beyond the shared prefix |
-| an empty text-only prompt (the reference scores from BOS) | question | prompt has no ids |
-| `share_prefix=false` | run | model arg |
-
-Candidate ids without K image-processor calls: the processors above expand each image placeholder (an atomic special
-token) by string replacement before tokenising, so the ids of `prompt + candidate` with images are the prompt's ids
-(with images, computed once) up to where the text-only ids of `prompt + candidate` leave those of `prompt`, then the
-text-only tail. The first question with images, and the first without, of a run (and of each per-question processor
-class, e.g. prompt_styles' proxies) are also tokenised the reference way (the processor, with the images, per
-candidate); a mismatch switches the run to that exact tokenisation, with a
-warning. Batching with flash-attention kernels is not tested: with `attn_implementation=flash_attention_2` every
-prefill batch holds one question (candidates are still batched).
+`likelihood.score_continuations` is the reference: one forward per prompt + candidate. `SharedPrefixScorer`
+computes the same numbers (within 1e-5 in float32) with one prompt encoding and one prefill per question, batched
+across questions, and one continuation forward per batch on the prefill's KV cache. How it works, which
+architectures it supports (`SUPPORT`) and when it falls back to the reference: docs/ARCHITECTURE.md, "Prefix
+sharing".
 """
 
 from __future__ import annotations
@@ -61,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from radar_tasks.models import likelihood
+from radar_tasks.models.args import parse_batch_size
 from radar_tasks.models.likelihood import ContinuationScore, build_prompt, image_placeholder
 
 logger = logging.getLogger(__name__)
@@ -86,16 +43,18 @@ VERIFY_TOLERANCE = {"float32": 1e-3, "half": 5e-2}
 
 @dataclass
 class Question:
-    """One multiple-choice question: its context (with `<image>` markers), images and candidate continuations."""
+    """What the scorer takes: one question's context (with `<image>` markers), images and continuations."""
 
     context: str
     images: list
     continuations: list[str]
-    processor: object = None  # a per-question processor (e.g. prompt_styles.ReversedBlocksProcessor); None: the model's
+    processor: object = None  # a per-question processor (e.g. protocol.ReversedBlocksProcessor); None: the model's
 
 
 @dataclass
-class _Prepared:
+class _Tokenized:
+    """A Question tokenised for sharing: candidate ids, the shared prefix length, the prompt's encoding."""
+
     index: int  # position in the caller's list
     n_prompt: int
     full_ids: list  # per candidate: 1D LongTensor of prompt + candidate ids (with image tokens expanded)
@@ -104,18 +63,6 @@ class _Prepared:
     has_images: bool = False
     prefix_ok: list = field(default_factory=list)
     fallback: str | None = None  # why this question goes the per-candidate way
-
-
-def _parse_batch_size(batch_size):
-    """int >= 1, or "auto" (also lmms-eval's "auto:N")."""
-    if isinstance(batch_size, str):
-        text = batch_size.strip().lower()
-        if text.startswith("auto"):
-            return "auto"
-        batch_size = int(text)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
-    return int(batch_size)
 
 
 def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -141,7 +88,7 @@ class SharedPrefixScorer:
         self.processor = processor
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = dtype if dtype is not None else model.dtype
-        self.batch_size = _parse_batch_size(batch_size)
+        self.batch_size = parse_batch_size(batch_size)
         self.max_batch_size = int(max_batch_size) if max_batch_size else None
         self.tokenizer = getattr(processor, "tokenizer", processor)
         config = model.config
@@ -223,7 +170,7 @@ class SharedPrefixScorer:
                 progress(len(batch))
         return results
 
-    def _first_batch(self, batch: list[_Prepared], questions: list[Question]):
+    def _first_batch(self, batch: list[_Tokenized], questions: list[Question]):
         """The run's first shared batch of questions with (without) images, checked: an error, or scores of its first
         question that differ from the reference by more than `verify_tolerance`, switch sharing off for the run."""
         try:
@@ -265,14 +212,14 @@ class SharedPrefixScorer:
         )
 
     # ----------------------------------------------------------------------------------------------- preparing
-    def _prepare(self, index: int, q: Question) -> _Prepared:
+    def _prepare(self, index: int, q: Question) -> _Tokenized:
         images = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in q.images]
         processor = q.processor or self.processor
         prompt = build_prompt(q.context, len(images), self.placeholder)
-        encoding = likelihood._encode(processor, prompt, images)
+        encoding = likelihood.encode(processor, prompt, images)
         prompt_ids = encoding["input_ids"][0]
         n_prompt = len(prompt_ids)
-        prep = _Prepared(index, n_prompt, [], encoding=dict(encoding), has_images=bool(images))
+        prep = _Tokenized(index, n_prompt, [], encoding=dict(encoding), has_images=bool(images))
         if n_prompt == 0:
             prep.fallback = "empty prompt"
             return prep
@@ -320,19 +267,19 @@ class SharedPrefixScorer:
 
     @staticmethod
     def _exact_ids(processor, prompt: str, images: list, continuations: list[str]) -> list:
-        return [likelihood._encode(processor, prompt + c, images)["input_ids"][0] for c in continuations]
+        return [likelihood.encode(processor, prompt + c, images)["input_ids"][0] for c in continuations]
 
     @staticmethod
-    def _has_row(p: _Prepared, f: torch.Tensor) -> bool:
+    def _has_row(p: _Tokenized, f: torch.Tensor) -> bool:
         """The candidate is scored and has ids to feed beyond the prefix (ids P .. n-2; the last one predicts nothing)."""
         return len(f) > p.n_prompt and len(f) - 1 - p.prefix > 0
 
     @staticmethod
-    def _empty(prep: _Prepared, k: int) -> ContinuationScore:
+    def _empty(prep: _Tokenized, k: int) -> ContinuationScore:
         return ContinuationScore(math.nan, False, 0, math.nan, prep.prefix_ok[k])
 
     # ------------------------------------------------------------------------------------------------ batching
-    def _cost(self, batch: list[_Prepared]) -> int:
+    def _cost(self, batch: list[_Tokenized]) -> int:
         """Tokens held by a batch: padded prefill + one cache row (and its continuation) per multi-token candidate."""
         p_max = max(p.prefix for p in batch)
         rows = [len(f) - 1 - p.prefix for p in batch for f in p.full_ids if self._has_row(p, f)]
@@ -354,7 +301,7 @@ class SharedPrefixScorer:
         activations = (4 * text.hidden_size + 3 * getattr(text, "intermediate_size", 4 * text.hidden_size)) * elem
         return max(1024, int(0.4 * free / (kv + activations)))
 
-    def _batches(self, prepared: list[_Prepared]):
+    def _batches(self, prepared: list[_Tokenized]):
         cap = 1 if self.one_per_prefill else self.max_batch_size
         if self.batch_size != "auto":
             size = self.batch_size if cap is None else min(self.batch_size, cap)
@@ -373,7 +320,7 @@ class SharedPrefixScorer:
         if batch:
             yield from self._split_collatable(batch)
 
-    def _split_collatable(self, batch: list[_Prepared]):
+    def _split_collatable(self, batch: list[_Tokenized]):
         """Questions with and without images never share a prefill batch (simpler, and no processor mixes them)."""
         with_images = [p for p in batch if p.has_images]
         without = [p for p in batch if not p.has_images]
@@ -382,7 +329,7 @@ class SharedPrefixScorer:
                 yield part
 
     # ---------------------------------------------------------------------------------------------- collating
-    def _collate(self, batch: list[_Prepared]) -> dict:
+    def _collate(self, batch: list[_Tokenized]) -> dict:
         """One model input from the questions' prompt encodings cut to their shared prefix, right-padded."""
         p_max = max(p.prefix for p in batch)
         out = {}
@@ -415,7 +362,7 @@ class SharedPrefixScorer:
         return out
 
     # ------------------------------------------------------------------------------------------------- running
-    def _run_batch(self, batch: list[_Prepared]):
+    def _run_batch(self, batch: list[_Tokenized]):
         try:
             try:
                 inputs = self._collate(batch)
@@ -488,7 +435,7 @@ class SharedPrefixScorer:
                 "keep": valid}
 
 
-    def _forward_batch(self, batch: list[_Prepared], inputs: dict):
+    def _forward_batch(self, batch: list[_Tokenized], inputs: dict):
         model, device = self.model, self.device
         n_q = len(batch)
         prefixes = torch.tensor([p.prefix for p in batch])
@@ -501,7 +448,7 @@ class SharedPrefixScorer:
         inner = getattr(model, "model", None)
         if self.positions == "mrope":
             inner.rope_deltas = None  # computed afresh from this prefill (stale deltas of another batch otherwise)
-        out = model(**likelihood._to_device(inputs, device, self.dtype), **kwargs)
+        out = model(**likelihood.to_device(inputs, device, self.dtype), **kwargs)
         self.stats["prefill_batches"] += 1
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         logits = out.logits

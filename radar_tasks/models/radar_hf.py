@@ -3,13 +3,14 @@
 Model args: pretrained, device, dtype (float32|bfloat16|float16|auto), batch_size (questions per batch, or auto),
 share_prefix (default true; false = one forward per candidate, the reference), trust_remote_code,
 attn_implementation; the reference protocol's: protocol (paper), prompt_style, score, processor_kwargs,
-qwen_vl_utils_resize, llava_mmmu_one_distractor, internvl_reverse_images (see `_setup_protocol`).
-The scoring itself is `radar_tasks.models.likelihood`; this module only adapts lmms-eval's requests to it and its
-results back (see docs/ARCHITECTURE.md, "Prompt contract"); prompt styles live in `prompt_styles`.
+qwen_vl_utils_resize, llava_mmmu_one_distractor, internvl_reverse_images (`protocol.resolve_settings`).
+This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `likelihood`) and its results back
+(docs/ARCHITECTURE.md, "Prompt contract"); the prompt text is `radar_tasks.prompts`, the family rules `protocol`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 
@@ -20,21 +21,10 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
+from radar_tasks import prompts
 from radar_tasks.models import likelihood, prefix_sharing
-from radar_tasks.models import prompt_styles as styles
-
-
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes")
-    return bool(value)
-
-
-def _as_batch_size(value):
-    # lmms-eval's CLI hands the batch size over as a string ("1", "auto", "auto:4")
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return value
+from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
+from radar_tasks.models.args import as_bool, parse_batch_size
 
 
 def _get(obj, key):
@@ -75,7 +65,7 @@ class RadarHF(lmms):
         attn_implementation: str | None = None,
         max_batch_size=None,  # passed by lmms-eval's evaluator with --max_batch_size: caps questions per batch
         share_prefix=True,  # score all candidates of a question on one prefill (prefix_sharing); false: reference
-        protocol: str | None = None,  # paper: the preset below; explicit args override it
+        protocol: str | None = None,  # paper: the family's preset (protocol.PAPER_PRESETS); explicit args win
         prompt_style: str | None = None,  # raw | auto | qwen2vl_base | llava_ov_plain | internvl | chat
         score: str | None = None,  # logprob (default) | logit (the paper)
         processor_kwargs=None,  # "key:value;key:value", a JSON object or a dict -> AutoProcessor.from_pretrained
@@ -92,21 +82,25 @@ class RadarHF(lmms):
             self._world_size = self.accelerator.num_processes
         device = device or likelihood.default_device()
         self._device = torch.device(device)
-        dtype, processor_kwargs = self._setup_protocol(
-            pretrained, _as_bool(trust_remote_code), protocol, prompt_style, score, dtype, processor_kwargs,
-            qwen_vl_utils_resize, llava_mmmu_one_distractor, internvl_reverse_images,
+        settings = _protocol.resolve_settings(
+            model_type=lambda: self._model_type_of(pretrained, as_bool(trust_remote_code)), protocol=protocol,
+            prompt_style=prompt_style, score=score, dtype=dtype, processor_kwargs=processor_kwargs,
+            qwen_vl_utils_resize=qwen_vl_utils_resize, llava_mmmu_one_distractor=llava_mmmu_one_distractor,
+            internvl_reverse_images=internvl_reverse_images,
         )
-        self._dtype = likelihood.resolve_dtype(dtype, self._device)
-        self.batch_size_per_gpu = _as_batch_size(batch_size)
+        for field in dataclasses.fields(settings):  # self.protocol, self.score, self.processor_kwargs, ...
+            setattr(self, field.name, getattr(settings, field.name))
+        self._dtype = likelihood.resolve_dtype(settings.dtype, self._device)
+        self.batch_size_per_gpu = parse_batch_size(batch_size)  # lmms-eval hands it over as a string
         self.max_batch_size = max_batch_size
-        self.share_prefix = _as_bool(share_prefix)
+        self.share_prefix = as_bool(share_prefix)
         self._scorer = None
         self.pretrained = pretrained
         self._model, self.processor = likelihood.load_model(
-            pretrained, self._device, self._dtype, _as_bool(trust_remote_code), attn_implementation or None,
-            processor_kwargs=processor_kwargs,
+            pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
+            processor_kwargs=self.processor_kwargs,
         )
-        self._finish_protocol(processor_kwargs)
+        self._finish_protocol()
         if self.rank == 0:
             logger.info(f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
                         f"prompt_style {self.prompt_style}, score {self.score}")
@@ -138,47 +132,17 @@ class RadarHF(lmms):
         images = doc_to_visual(doc)
         return doc, list(images or [])
 
-    # ------------------------------------------------------------------------------- reference protocol (issue 4)
-    def _setup_protocol(self, pretrained, trust_remote_code, protocol, prompt_style, score, dtype, processor_kwargs,
-                        qwen_vl_utils_resize, llava_mmmu_one_distractor, internvl_reverse_images):
-        """Resolve the protocol preset and the explicit args (explicit wins); returns (dtype, processor kwargs).
+    # ------------------------------------------------------------------------------------------- reference protocol
+    @staticmethod
+    def _model_type_of(pretrained: str, trust_remote_code: bool) -> str | None:
+        from transformers import AutoConfig
 
-        `protocol=paper` = the reference script of the checkpoint's family (prompt_style auto -> qwen2vl_base |
-        llava_ov_plain | internvl, by config.model_type or by an explicit family prompt_style), score=logit, the
-        family's dtype and processor settings (prompt_styles.PAPER_PRESETS).
-        """
-        protocol = str(protocol).strip().lower() if protocol not in (None, "") else None
-        if protocol is not None and protocol not in styles.PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(styles.PROTOCOLS)}; got {protocol!r}")
-        self.protocol = protocol
-        self._style_arg = prompt_style or ("auto" if protocol else "raw")
-        styles.resolve_style(self._style_arg, None)  # an unknown style fails here, before the model loads
-        preset = {}
-        if protocol == "paper":
-            from transformers import AutoConfig
+        return getattr(AutoConfig.from_pretrained(pretrained, trust_remote_code=trust_remote_code), "model_type", None)
 
-            model_type = getattr(AutoConfig.from_pretrained(pretrained, trust_remote_code=trust_remote_code),
-                                 "model_type", None)
-            style = styles.resolve_style(self._style_arg, model_type)
-            preset = styles.paper_preset(style)
-            if style not in styles.FAMILY_STYLES:
-                logger.warning(f"radar_hf: protocol=paper: no reference script for model_type {model_type!r} "
-                               f"(prompt_style {style}); only score=logit is set")
-        self.score = str(score or preset.get("score") or "logprob").strip().lower()
-        if self.score not in styles.SCORES:
-            raise ValueError(f"score must be one of {', '.join(styles.SCORES)}; got {score!r}")
-        self.qwen_vl_utils_resize = (_as_bool(qwen_vl_utils_resize) if qwen_vl_utils_resize not in (None, "")
-                                     else preset.get("qwen_vl_utils_resize", False))
-        self.llava_mmmu_one_distractor = _as_bool(llava_mmmu_one_distractor)
-        self.internvl_reverse_images = _as_bool(internvl_reverse_images)
-        kwargs = styles.merge_kwargs(preset.get("processor_kwargs", {}), styles.parse_kwargs(processor_kwargs))
-        return dtype or preset.get("dtype") or "auto", kwargs
-
-    def _finish_protocol(self, processor_kwargs: dict) -> None:
+    def _finish_protocol(self) -> None:
         """After loading: the concrete prompt style, and a check that the processor took the kwargs."""
         self.model_type = getattr(self._model.config, "model_type", None)
-        self.prompt_style = styles.resolve_style(self._style_arg, self.model_type)
-        self.processor_kwargs = dict(processor_kwargs)
+        self.prompt_style = _protocol.resolve_style(self.style_arg, self.model_type)
         if self.prompt_style == "chat" and not getattr(self.processor, "chat_template", None):
             raise ValueError(f"prompt_style=chat: the processor of {self.pretrained} has no chat template")
         if self.prompt_style == "raw" and (self.llava_mmmu_one_distractor or self.internvl_reverse_images):
@@ -190,41 +154,41 @@ class RadarHF(lmms):
                            "the projector checkpoint to LlavaForConditionalGeneration and use "
                            "prompt_style=llava_ov_plain for the exact layout")
         image_processor = getattr(self.processor, "image_processor", None)
-        for key, value in processor_kwargs.items():
+        for key, value in self.processor_kwargs.items():
             if not _kwarg_applied(key, value, (self.processor, image_processor)):
                 logger.warning(f"radar_hf: processor_kwargs {key}={value!r} does not show on the processor of "
                                f"{self.pretrained} (it may have been ignored)")
 
-    def _prepare_question(self, doc, context: str, images: list, continuations: list) -> styles.PreparedQuestion:
-        """Per-question hook: the prompt, images, scored strings and processor of one question, in the prompt
-        style; `.answers(scores)` maps the core's scores back to one `(loss, is_greedy)` per request.
+    def _prepare_question(self, doc, context: str, images: list, continuations: list):
+        """Per-question hook: `(scored, Question)`: which candidates of the request are scored, and the prompt,
+        images, scored strings and processor of the question in the prompt style.
 
         `raw` (and any doc that is not an M3-Bench record, or a non-string continuation) keeps lmms-eval's context
-        and continuations; a family/chat style rebuilds both from the doc (the candidate = continuation minus
-        lmms-eval's target_delimiter " ").
+        and continuations; a family/chat style rebuilds both from the doc with `radar_tasks.prompts` (the candidate
+        = continuation minus lmms-eval's target_delimiter " ").
         """
         if self.qwen_vl_utils_resize:
-            images = [styles.qwen_vl_utils_resize(im) for im in images]
+            images = [_protocol.qwen_vl_utils_resize(im) for im in images]
         styled = None
-        if (self.prompt_style != "raw" and styles.is_m3bench_record(doc)
+        if (self.prompt_style != "raw" and prompts.is_m3bench_record(doc)
                 and all(isinstance(c, str) for c in continuations)):
-            styled = styles.build(
-                doc, self.prompt_style, [styles.strip_delimiter(c) for c in continuations],
+            candidates = [prompts.strip_delimiter(c) for c in continuations]
+            scored = (_protocol.one_distractor_mask(doc, len(candidates)) if self.llava_mmmu_one_distractor
+                      else None)
+            styled = prompts.build(
+                doc, self.prompt_style, candidates, scored=scored,
                 chat_template=self._render_chat, image_placeholder=self._chat_placeholder(),
-                llava_mmmu_one_distractor=self.llava_mmmu_one_distractor,
-                internvl_reverse_images=self.internvl_reverse_images,
+                reverse_blocks=self.internvl_reverse_images,
             )
         elif self.prompt_style != "raw" and not getattr(self, "_warned_raw_fallback", False):
             self._warned_raw_fallback = True
             logger.warning(f"radar_hf: prompt_style {self.prompt_style} needs M3-Bench records; this task's docs "
                            "are not: using its own prompt (raw)")
         if styled is None:
-            return styles.PreparedQuestion(context, images, list(continuations), self.processor,
-                                           tuple(True for _ in continuations), self.score, "raw")
-        processor = styles.ReversedBlocksProcessor(self.processor) if styled.reverse_blocks else self.processor
+            return tuple(True for _ in continuations), prefix_sharing.Question(context, images, list(continuations))
+        processor = _protocol.ReversedBlocksProcessor(self.processor) if styled.reverse_blocks else None
         kept = [c for c, keep in zip(styled.continuations, styled.scored) if keep]
-        return styles.PreparedQuestion(styled.context, images, kept, processor, styled.scored, self.score,
-                                       styled.style)
+        return styled.scored, prefix_sharing.Question(styled.context, images, kept, processor)
 
     def _render_chat(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -270,15 +234,13 @@ class RadarHF(lmms):
                 doc, images = self._doc_and_images(visual, doc_id, task, split)
                 # loglikelihood (not multiple_choice) tasks pass doc_to_target, a callable, as the continuation
                 continuations = [c if isinstance(c, str) else c(doc) for _, c in members]
-                question = self._prepare_question(doc, context, images, continuations)
-                chunk.append((context, members, continuations, question))
-            all_scores = self.scorer.score(
-                [prefix_sharing.Question(q.context, q.images, q.continuations, q.processor) for *_, q in chunk],
-                progress=progress.update,
-            )
-            for (context, members, continuations, question), scores in zip(chunk, all_scores):
+                scored, question = self._prepare_question(doc, context, images, continuations)
+                chunk.append((context, members, continuations, scored, question))
+            all_scores = self.scorer.score([q for *_, q in chunk], progress=progress.update)
+            for (context, members, continuations, scored, _), scores in zip(chunk, all_scores):
                 non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
-                for (index, _), continuation, answer in zip(members, continuations, question.answers(scores)):
+                answers = _protocol.answers(scored, scores, self.score)
+                for (index, _), continuation, answer in zip(members, continuations, answers):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
                     # GenerationResult keeps the tuple intact through lmms-eval's output stringification
                     results[index] = GenerationResult(text=answer)

@@ -1,9 +1,9 @@
-"""lmms-eval glue of the M3-Bench tasks: the `!function` hooks named by task_yamls/_default_template_yaml.
+"""The `!function` hooks named by task_yamls/_default_template_yaml.
 
 How a task gets its data: the YAML loads one row of the checked-in task index (`_task_index.json`, json builder,
 `field: <task name>`), which names the subset and category; `process_docs` swaps it for that category's records
-read from $RADAR_M3BENCH_DIR (radar_tasks.m3bench). This keeps lmms-eval's own loading path, model-specific
-prompt kwargs and caching, with no conversion step.
+read from $RADAR_M3BENCH_DIR (radar_tasks.data.m3bench). This keeps lmms-eval's own loading path, model-specific
+prompt kwargs and caching, with no conversion step. The prompt text is `radar_tasks.prompts`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from PIL import Image
 
 from loguru import logger
 
-from radar_tasks import m3bench, prompts, taxonomy
+from radar_tasks import prompts, taxonomy
+from radar_tasks.data import m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 
@@ -42,9 +43,8 @@ def doc_to_visual(doc: dict) -> list:
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
-    kwargs = lmms_eval_specific_kwargs or {}
-    template = kwargs.get("prompt_template", "{{ question }}{{ options_text }}")
-    return prompts.render(template, doc)
+    # `image_markers` (the template YAML's per-model kwargs): radar_hf places images at our markers
+    return prompts.task_text(doc, image_markers=bool((lmms_eval_specific_kwargs or {}).get("image_markers")))
 
 
 def doc_to_choice(doc: dict) -> list[str]:

@@ -6,8 +6,11 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
 2. makes the M3-Bench task folder discoverable with no flag: lmms-eval 0.7.3 has no plugin hook for tasks
    (LMMS_EVAL_PLUGINS adds its task folder too late), so `TaskManager.initialize_tasks` is wrapped to index our
    folder after the built-in tasks and any `--include_path` (those win on a name clash);
-3. registers the SDS aggregations by name (`radar_sds`, `radar_acc`, `radar_count`) for anyone's task YAML.
+3. registers the SDS aggregations by name (`radar_sds`, `radar_acc`, `radar_count`) for anyone's task YAML;
+4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean
+   (`install_stderr_hooks`).
 Set RADAR_TASKS_NO_DISCOVERY=1 to skip 2 (then use `--include_path $(radar-tasks task-dir)`).
+This module is the one place that changes lmms-eval's behaviour (2 and 4, both wrapping the original).
 """
 
 from __future__ import annotations
@@ -37,12 +40,41 @@ def enable_task_discovery() -> None:
     TaskManager.initialize_tasks = initialize_tasks
 
 
+def install_stderr_hooks() -> None:
+    """Give our aggregations bootstrap stderrs, and M3-Bench groups the stderr of their unweighted mean.
+
+    lmms-eval 0.7.3 computes stderrs only for a fixed list of built-in aggregations, and pools group stderrs as
+    if groups were size-weighted. Both hooks wrap the original and change nothing for other aggregations/tasks.
+    """
+    from lmms_eval import evaluator_utils as eu
+
+    from radar_tasks.metrics import items
+
+    if getattr(eu.stderr_for_metric, "radar_hook", False):
+        return
+    original_stderr, original_pooled = eu.stderr_for_metric, eu.pooled_sample_stderr
+
+    def stderr_for_metric(metric, bootstrap_iters: int):
+        own = getattr(metric, "radar_stderr", None)
+        if own is not None and bootstrap_iters > 0:
+            return lambda values: own(values, bootstrap_iters)
+        return original_stderr(metric, bootstrap_iters)
+
+    def pooled_sample_stderr(stderrs, sizes):
+        combined = items.group_stderr(stderrs)
+        return original_pooled(stderrs, sizes) if combined is None else combined
+
+    stderr_for_metric.radar_hook = True
+    eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
+
+
 def model_manifests():
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    if not os.environ.get("RADAR_TASKS_NO_DISCOVERY"):
-        enable_task_discovery()
     from radar_tasks.metrics import lmms as lmms_metrics
 
+    if not os.environ.get("RADAR_TASKS_NO_DISCOVERY"):
+        enable_task_discovery()
     lmms_metrics.register()
+    install_stderr_hooks()
     return [ModelManifest(model_id="radar_hf", simple_class_path="radar_tasks.models.radar_hf.RadarHF")]

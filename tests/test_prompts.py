@@ -1,6 +1,7 @@
-"""Prompt styles (radar_tasks.models.prompt_styles): exact strings per family and subset, switches, model_args.
+"""Prompts (radar_tasks.prompts) and the family rules (models.protocol): exact strings per family and subset,
+switches, model_args (models.args).
 
-The expected strings are written out by hand from shared/notes/radar-reference-protocol.md.
+The expected strings are written out by hand from docs/REFERENCE.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from radar_tasks.models import prompt_styles as S
+from radar_tasks import prompts as P
+from radar_tasks.models import args as A
+from radar_tasks.models import protocol as R
 from radar_tasks.prompts import IMAGE_MARKER as M
 
 SYS = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
@@ -68,7 +71,7 @@ RECORDS = {"mmbench": MMB, "mathvista": MATH, "wiki_animal": WIKI, "spatial": SP
 def test_family_strings_per_subset(key):
     subset, style = key
     doc = RECORDS[subset]
-    q = S.build(doc, style, doc["choices"])
+    q = P.build(doc, style, doc["choices"])
     context, joiner = EXPECTED[key]
     assert q.context == context
     assert q.continuations == tuple(joiner + c for c in doc["choices"])
@@ -77,50 +80,53 @@ def test_family_strings_per_subset(key):
 
 def test_mmmu_pro_inline_images_and_joiners():
     inline = f"The circuit in {M} has V = I R. Which law?"
-    assert S.build(MMMU_TEXT, "qwen2vl_base", MMMU_TEXT["choices"]).context == inline  # no template at all
-    assert S.build(MMMU_TEXT, "qwen2vl_base", ["Ohm's law"]).continuations == (" Ohm's law",)
-    assert S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"]).context == inline + "\n"
-    q = S.build(MMMU_TWO, "internvl", MMMU_TWO["choices"])
+    assert P.build(MMMU_TEXT, "qwen2vl_base", MMMU_TEXT["choices"]).context == inline  # no template at all
+    assert P.build(MMMU_TEXT, "qwen2vl_base", ["Ohm's law"]).continuations == (" Ohm's law",)
+    assert P.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"]).context == inline + "\n"
+    q = P.build(MMMU_TWO, "internvl", MMMU_TWO["choices"])
     assert q.context == f"{SYS}<|im_start|>user\nDots in {M} and {M}?<|im_end|>\n<|im_start|>assistant\n"
     assert q.continuations == ("3", "4")
 
 
 def test_mmmu_pro_image_options_show_the_block_and_score_letters():
     shown = f"{M} shows a shape. Which option matches? A. {M} B. {M} Please select the correct option: "
-    q = S.build(MMMU_IMG_OPTS, "qwen2vl_base", ["A", "B"])
+    q = P.build(MMMU_IMG_OPTS, "qwen2vl_base", ["A", "B"])
     assert q.context == shown and q.continuations == (" A", " B")  # the note's joiner: two spaces before A
-    q = S.build(MMMU_IMG_OPTS, "llava_ov_plain", ["B", "A"])
+    q = P.build(MMMU_IMG_OPTS, "llava_ov_plain", ["B", "A"])
     assert q.context == shown + "\n" and q.continuations == ("B", "A")
-    q = S.build(MMMU_IMG_OPTS, "internvl", ["A", "B"])
+    q = P.build(MMMU_IMG_OPTS, "internvl", ["A", "B"])
     assert q.context == f"{SYS}<|im_start|>user\n{shown}<|im_end|>\n<|im_start|>assistant\n"
     assert not q.reverse_blocks  # inline images keep their order in the InternVL script
 
 
 def test_skipped_records_render_without_images():
     doc = dict(SEEPHYS, skipped=True, images=[f"/i/{k}.png" for k in range(13)])
-    for style in S.FAMILY_STYLES:
-        assert M not in S.build(doc, style, ["7"]).context
+    for style in P.FAMILY_STYLES:
+        assert M not in P.build(doc, style, ["7"]).context
     doc = dict(MMMU_TWO, skipped=True)
-    assert S.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
+    assert P.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
 
 
 def test_internvl_reverse_images_only_for_non_inline_multi_image():
-    assert S.build(SEEPHYS, "internvl", ["7", "8"], internvl_reverse_images=True).reverse_blocks
-    assert not S.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks
-    assert not S.build(MMB, "internvl", ["red"], internvl_reverse_images=True).reverse_blocks
-    assert not S.build(MMMU_TWO, "internvl", ["3", "4"], internvl_reverse_images=True).reverse_blocks
+    assert P.build(SEEPHYS, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
+    assert not P.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks
+    assert not P.build(MMB, "internvl", ["red"], reverse_blocks=True).reverse_blocks
+    assert not P.build(MMMU_TWO, "internvl", ["3", "4"], reverse_blocks=True).reverse_blocks
 
 
 def test_llava_one_distractor_keeps_answer_and_one_seeded_distractor():
-    q = S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"], llava_mmmu_one_distractor=True)
+    def one(doc):
+        return P.build(doc, "llava_ov_plain", doc["choices"], scored=R.one_distractor_mask(doc, len(doc["choices"])))
+
+    q = one(MMMU_TEXT)
     assert q.scored[0] and sum(q.scored) == 2 and len(q.scored) == 3
-    assert q == S.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"], llava_mmmu_one_distractor=True)
+    assert q == one(MMMU_TEXT)
     # the draw is per item: over many ids both distractors get kept
-    kept = {S.one_distractor_mask(dict(MMMU_TEXT, id=f"q{i}"), 3).index(True, 1) for i in range(40)}
+    kept = {R.one_distractor_mask(dict(MMMU_TEXT, id=f"q{i}"), 3).index(True, 1) for i in range(40)}
     assert kept == {1, 2}
     # image-option items, other subsets and two-candidate items keep everything
     for doc in (MMMU_IMG_OPTS, MMB, MMMU_TWO):
-        assert all(S.build(doc, "llava_ov_plain", doc["choices"], llava_mmmu_one_distractor=True).scored)
+        assert all(one(doc).scored)
 
 
 def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
@@ -129,95 +135,96 @@ def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
         body = "".join("<IMG>" if c["type"] == "image" else c["text"] for c in msg["content"])
         return f"<user>{body}</user><assistant>"
 
-    q = S.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
+    q = P.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
     assert q.context == f"<user>{M}What colour is the shape?</user><assistant>" and q.continuations == ("red", "blue")
-    q = S.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
+    q = P.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
     assert q.context == (f"<user>{M} shows a shape. Which option matches? A. {M} B. {M} Please select the "
                          "correct option: </user><assistant>")
     with pytest.raises(ValueError, match="placeholders"):
-        S.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
+        P.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
     with pytest.raises(ValueError, match="chat template"):
-        S.build(MMB, "chat", ["red"])
+        P.build(MMB, "chat", ["red"])
 
 
 def test_chat_messages_interleave_mmmu_pro():
-    [msg] = S.chat_messages(MMMU_TWO)
+    [msg] = P.chat_messages(MMMU_TWO)
     assert msg["role"] == "user"
     assert msg["content"] == [{"type": "text", "text": "Dots in "}, {"type": "image"},
                               {"type": "text", "text": " and "}, {"type": "image"}, {"type": "text", "text": "?"}]
-    [msg] = S.chat_messages(SEEPHYS)
+    [msg] = P.chat_messages(SEEPHYS)
     assert [c["type"] for c in msg["content"]] == ["image", "image", "image", "text"]
 
 
 def test_resolve_style_and_records():
-    assert S.resolve_style("auto", "qwen2_vl") == S.resolve_style(None, "qwen2_5_vl") == "qwen2vl_base"
-    assert S.resolve_style("auto", "llava_onevision") == "llava_ov_plain"
-    assert S.resolve_style("auto", "internvl") == "internvl"
-    assert S.resolve_style("auto", "idefics3") == S.resolve_style("auto", None) == "raw"
-    assert S.resolve_style("CHAT", "qwen2_vl") == "chat"
+    assert R.resolve_style("auto", "qwen2_vl") == R.resolve_style(None, "qwen2_5_vl") == "qwen2vl_base"
+    assert R.resolve_style("auto", "llava_onevision") == "llava_ov_plain"
+    assert R.resolve_style("auto", "internvl") == "internvl"
+    assert R.resolve_style("auto", "idefics3") == R.resolve_style("auto", None) == "raw"
+    assert R.resolve_style("CHAT", "qwen2_vl") == "chat"
     with pytest.raises(ValueError, match="prompt_style"):
-        S.resolve_style("qwen", "qwen2_vl")
-    assert S.is_m3bench_record(MMB) and not S.is_m3bench_record({"question": "q", "choices": ["a"]})
+        R.resolve_style("qwen", "qwen2_vl")
+    assert P.is_m3bench_record(MMB) and not P.is_m3bench_record({"question": "q", "choices": ["a"]})
     with pytest.raises(ValueError, match="M3-Bench"):
-        S.build({"question": "q"}, "qwen2vl_base", ["a"])
-    with pytest.raises(ValueError):
-        S.build(MMB, "raw", ["a"])
+        P.build({"question": "q"}, "qwen2vl_base", ["a"])
+    with pytest.raises(ValueError, match="style"):
+        P.build(MMB, "qwen", ["a"])
+    assert P.build(MMB, "raw", ["a"]).context == P.task_text(MMB, image_markers=True) == f"{M}\nWhat colour is the shape?"
     with pytest.raises(ValueError, match="markers"):  # a literal marker in the question would misplace images
-        S.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
-    assert S.strip_delimiter(" red") == "red" and S.strip_delimiter("red") == "red"
-    assert S.strip_delimiter("  two") == " two"
+        P.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
+    assert P.strip_delimiter(" red") == "red" and P.strip_delimiter("red") == "red"
+    assert P.strip_delimiter("  two") == " two"
 
 
 def test_parse_kwargs_survives_comma_split():
-    assert S.parse_kwargs("min_pixels:200704;max_pixels:602112") == {"min_pixels": 200704, "max_pixels": 602112}
-    assert S.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
+    assert A.parse_kwargs("min_pixels:200704;max_pixels:602112") == {"min_pixels": 200704, "max_pixels": 602112}
+    assert A.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
         "crop_to_patches": True, "max_patches": 3, "x": 0.5, "y": None, "name": "bicubic"}
-    assert S.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
-    assert S.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
-    assert S.parse_kwargs({"a": 1}) == {"a": 1} and S.parse_kwargs(None) == {} and S.parse_kwargs("") == {}
+    assert A.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
+    assert A.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
+    assert A.parse_kwargs({"a": 1}) == {"a": 1} and A.parse_kwargs(None) == {} and A.parse_kwargs("") == {}
     with pytest.raises(ValueError, match="key:value"):
-        S.parse_kwargs("max_patches=3")
+        A.parse_kwargs("max_patches=3")
 
 
 def test_paper_presets():
-    q = S.paper_preset("qwen2vl_base")
+    q = R.paper_preset("qwen2vl_base")
     assert q["score"] == "logit" and q["dtype"] == "bfloat16" and q["qwen_vl_utils_resize"]
     assert q["processor_kwargs"] == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}}
-    i = S.paper_preset("internvl")
+    i = R.paper_preset("internvl")
     assert i["dtype"] == "bfloat16" and i["processor_kwargs"]["max_patches"] == 3
-    assert S.paper_preset("llava_ov_plain")["dtype"] == "float16"
-    assert S.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
+    assert R.paper_preset("llava_ov_plain")["dtype"] == "float16"
+    assert R.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
     q["processor_kwargs"]["size"]["shortest_edge"] = 1  # a deep enough copy: the table itself is not changed
-    assert S.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
+    assert R.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
 
 
 def test_loss_sign_trick_and_answers():
     scores = [SimpleNamespace(nll=0.5, mean_logit=3.0, is_greedy=True), SimpleNamespace(nll=2.0, mean_logit=1.0,
                                                                                           is_greedy=False)]
-    assert S.loss_of("logprob", 0.5, 3.0) == 0.5 and S.loss_of("logit", 0.5, 3.0) == -3.0
-    assert math.isnan(S.loss_of("logit", math.nan, math.nan))
+    assert R.loss_of("logprob", 0.5, 3.0) == 0.5 and R.loss_of("logit", 0.5, 3.0) == -3.0
+    assert math.isnan(R.loss_of("logit", math.nan, math.nan))
     with pytest.raises(ValueError):
-        S.loss_of("prob", 0.5, 3.0)
-    q = S.PreparedQuestion("ctx", [], ["a", "c"], None, (True, False, True), "logit")
-    assert q.answers(scores) == [(-3.0, True), (S.DROPPED_LOSS, False), (-1.0, False)]
+        R.loss_of("prob", 0.5, 3.0)
+    answers = R.answers((True, False, True), scores, "logit")
+    assert answers == [(-3.0, True), (R.DROPPED_LOSS, False), (-1.0, False)]
     # softmax over -loss: the dropped candidate takes exactly no probability
     from radar_tasks.metrics.sds import softmax
 
-    p = softmax([-loss for loss, _ in q.answers(scores)])
+    p = softmax([-loss for loss, _ in answers])
     assert p[1] == 0.0 and p[0] == pytest.approx(math.exp(3) / (math.exp(3) + math.exp(1)), abs=1e-12)
     with pytest.raises(ValueError):
-        q.answers(scores[:1])
+        R.answers((True, False, True), scores[:1], "logit")
 
 
 def test_qwen_smart_resize_matches_qwen_vl_utils_rules():
-    assert S.qwen_smart_resize(100, 100) == (112, 112)  # rounded to multiples of 28
-    assert S.qwen_smart_resize(20, 30) == (56, 84)  # scaled up to at least 4 * 28 * 28 pixels
-    h, w = S.qwen_smart_resize(5000, 4000)
+    assert R.qwen_smart_resize(100, 100) == (112, 112)  # rounded to multiples of 28
+    assert R.qwen_smart_resize(20, 30) == (56, 84)  # scaled up to at least 4 * 28 * 28 pixels
+    h, w = R.qwen_smart_resize(5000, 4000)
     assert h * w <= 16384 * 28 * 28 and h % 28 == w % 28 == 0
     from PIL import Image
 
-    assert S.qwen_vl_utils_resize(Image.new("RGB", (90, 60))).size == (84, 56)
-    assert S.qwen_vl_utils_resize(Image.new("RGB", (1000, 2))).size == (1000, 2)  # extreme ratio: unchanged
+    assert R.qwen_vl_utils_resize(Image.new("RGB", (90, 60))).size == (84, 56)
+    assert R.qwen_vl_utils_resize(Image.new("RGB", (1000, 2))).size == (1000, 2)  # extreme ratio: unchanged
 
 
 def test_reversed_blocks_processor_reverses_block_sizes_not_pixels(tiny_checkpoint, tiny_images):
@@ -230,16 +237,16 @@ def test_reversed_blocks_processor_reverses_block_sizes_not_pixels(tiny_checkpoi
     assert counts[0] != counts[1]
     text = ["<IMG_CONTEXT> <IMG_CONTEXT> Q"]
     plain = processor(text=text, images=images, return_tensors="pt")
-    rev = S.ReversedBlocksProcessor(processor)(text=text, images=images, return_tensors="pt")
+    rev = R.ReversedBlocksProcessor(processor)(text=text, images=images, return_tensors="pt")
     assert torch.equal(rev["pixel_values"], plain["pixel_values"])  # pixels in file order
     flipped = processor(text=text, images=images[::-1], return_tensors="pt")
     assert torch.equal(rev["input_ids"], flipped["input_ids"])  # blocks sized for the reversed order
     assert not torch.equal(rev["input_ids"], plain["input_ids"])
-    assert S.ReversedBlocksProcessor(processor).tokenizer is processor.tokenizer
+    assert R.ReversedBlocksProcessor(processor).tokenizer is processor.tokenizer
 
 
 def test_merge_kwargs_is_nested():
-    preset = S.paper_preset("qwen2vl_base")["processor_kwargs"]
-    merged = S.merge_kwargs(preset, S.parse_kwargs("size.longest_edge:50176;do_resize:true"))
+    preset = R.paper_preset("qwen2vl_base")["processor_kwargs"]
+    merged = A.merge_kwargs(preset, A.parse_kwargs("size.longest_edge:50176;do_resize:true"))
     assert merged == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 50176}, "do_resize": True}
     assert preset["size"]["longest_edge"] == 768 * 28 * 28  # inputs untouched

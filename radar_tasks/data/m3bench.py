@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,10 @@ from typing import Iterator
 
 from PIL import Image
 
-from radar_tasks import taxonomy
+from radar_tasks import prompts, taxonomy
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
 
 ENV_VAR = "RADAR_M3BENCH_DIR"
-IMAGE_REF = re.compile(r"<image (\d+)>")
-OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-SELECT_PROMPT = " Please select the correct option: "
 # Bump when the record layout or its derivation changes: part of the datasets cache fingerprint.
 RECORD_VERSION = 2
 
@@ -100,14 +96,6 @@ class _Draw:
         return random.Random(f"{self.seed}:{key}").random() > 0.5
 
 
-def _option_block(answer: str, distractors: list[str], correct_first: bool) -> tuple[str, list[str]]:
-    options = [answer, *distractors] if correct_first else [*distractors, answer]
-    letters = OPTION_LETTERS[: len(options)]
-    text = " " + " ".join(f"{l}. {o}" for l, o in zip(letters, options)) + SELECT_PROMPT
-    correct_letter = letters[options.index(answer)]
-    return text, [correct_letter, *[l for l in letters if l != correct_letter]]
-
-
 def image_paths(root: Path, subset: str, category: str, qid: str, item: dict, shown_text: str) -> list[Path]:
     spec = taxonomy.SUBSETS_BY_NAME[subset]
     folder = root / spec.folder / "images"
@@ -115,7 +103,7 @@ def image_paths(root: Path, subset: str, category: str, qid: str, item: dict, sh
     if spec.image_rule == "mmbench":
         return [folder / category / f"{qid}.jpg"]
     if spec.image_rule == "mmmu_pro":  # one image per <image k> occurrence, in order of appearance
-        return [folder / category / f"{qid}_image_{k}.png" for k in IMAGE_REF.findall(shown_text)]
+        return [folder / category / f"{qid}_image_{k}.png" for k in prompts.IMAGE_REF.findall(shown_text)]
     if spec.image_rule == "seephys":
         return [folder / f"{base}_{i}.png" for i in range(int(item.get("img_num", 1)))]
     return [folder / f"{base}.jpg"]
@@ -155,9 +143,9 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
             raise bad(f"'img_num' must be a non-negative integer (got {n!r})")
 
     options_text, choices = "", [answer, *distractors]
-    options_have_images = subset == "mmmu_pro" and any(IMAGE_REF.search(o) for o in [answer, *distractors])
+    options_have_images = subset == "mmmu_pro" and any(prompts.IMAGE_REF.search(o) for o in [answer, *distractors])
     if options_have_images:
-        options_text, choices = _option_block(answer, distractors, draw.correct_first(f"{subset}/{qid}"))
+        options_text, choices = prompts.option_block(answer, distractors, draw.correct_first(f"{subset}/{qid}"))
     images = image_paths(root, subset, category, qid, item, question + options_text)
     skipped = len(images) > taxonomy.MAX_IMAGES
     if not skipped:

@@ -1,4 +1,4 @@
-"""A miniature M3-Bench root in the released layout (shared/notes/radar-reference-protocol.md), for tests.
+"""A miniature M3-Bench root in the released layout (docs/REFERENCE.md), for tests.
 
 `make_fixture(out_dir, seed=0)` writes `out_dir` as the `M3-Bench/` root folder itself. Only PIL, json and the
 standard library are used; no network. The same seed gives the same bytes (same Pillow/libjpeg build); the build
@@ -37,7 +37,7 @@ two shapes in a spatial relation, and "Wiki" entities that are each drawn with a
 the question strings `Q_*`) and the drawing function `draw_scene` are public so that synthetic pretraining data
 can use the same style.
 
-Command line: ``python -m radar_tasks.fixture OUT_DIR [--seed N]``.
+Command line: ``python -m radar_tasks.demo.fixture OUT_DIR [--seed N]``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ Q_RELATION = "Where is the {c1} {s1} relative to the {c2} {s2}?"
 Q_WIKI_NAME = "Which {kind} is this?"
 Q_WIKI_COLOR = "What colour is the {kind} in the picture?"
 
-# The released layout (protocol note).
+# The released layout, typed here from the release and deliberately NOT imported from radar_tasks.taxonomy: the
+# fixture is the tests' independent oracle of file and folder names, so a wrong edit of taxonomy.py fails them.
 MMBENCH_CATEGORIES = (
     "image_style", "image_scene", "image_emotion", "image_quality", "image_topic",
     "object_localization", "attribute_recognition", "celebrity_recognition", "ocr",
@@ -493,7 +494,7 @@ def make_fixture(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m radar_tasks.fixture", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m radar_tasks.demo.fixture", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

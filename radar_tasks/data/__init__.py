@@ -1,0 +1,1 @@
+"""Reading the released M3-Bench layout: validated, normalized records (`m3bench`)."""

@@ -1,0 +1,158 @@
+"""`radar-tasks demo --series`: pretrain a tiny vision-language model on CPU and watch perception and reasoning develop.
+
+`run_series(out_dir)`:
+
+1. writes the miniature M3-Bench (`fixture.make_fixture`) and the tiny Qwen2-VL (`training.init_model`);
+2. trains it on freshly drawn synthetic examples (`synthetic`, `training.train`) and saves checkpoints at `steps`
+   (default 0, 250, 500, 750, 1000: about two minutes on two CPU cores);
+3. evaluates every checkpoint on the fixture with lmms-eval and the `radar_hf` wrapper, with per-item logs
+   (`evaluate`: lmms-eval's CLI entry point in this process, or a subprocess; `radar_tasks.runner`);
+4. writes the analysis report (`radar_tasks.analysis.write_report`) with each checkpoint's step and tokens seen.
+
+Nothing here needs a network or a GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from radar_tasks import runner
+from radar_tasks.demo import fixture as F
+from radar_tasks.demo.synthetic import EXAMPLE_KINDS
+from radar_tasks.demo.training import ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, init_model, train
+
+# Every subset the synthetic data teaches something about. MMMU-Pro is left out: its image-option and
+# multi-image items are beyond a two-minute model, and its 60 items would double the evaluation time.
+DEFAULT_TASKS = ("radar_wiki_animal,radar_wiki_plant,radar_wiki_attraction,radar_wiki_celebrity,"
+                 "radar_mmbench,radar_mathvista,radar_seephys,radar_spatial")
+
+
+def evaluate(checkpoint: str | os.PathLike, tasks: str, output_path: str | os.PathLike,
+             data_dir: str | os.PathLike, *, in_process: bool = True) -> Path:
+    """Evaluate `checkpoint` with `radar_hf` (CPU, float32, per-item logs) on `tasks` through the lmms-eval CLI;
+    returns the results JSON under `output_path`. `in_process`: `runner.run_in_process` (its log in
+    `output_path/lmms_eval.log`), else `runner.run_subprocess`. Either way one torch thread: this model's
+    matrices are too small for threads to pay off.
+    """
+    model_args = f"pretrained={Path(checkpoint).absolute()},device=cpu,dtype=float32"
+    output_path, data_dir = Path(output_path).absolute(), Path(data_dir).absolute()
+    if in_process:
+        return runner.run_in_process(model_args, tasks, output_path, data_dir, threads=1)
+    with runner.environment(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+        return runner.run_subprocess(model_args, tasks, output_path, data_dir)
+
+
+def _load_checkpoints(ckpt_dir: Path, steps: Sequence[int], **settings) -> list[dict] | None:
+    """The checkpoints of an earlier `train` into `ckpt_dir` with the same `settings` (batch_size, lr, seed), if it
+    saved every one of `steps`; else None."""
+    log = ckpt_dir / "train_log.json"
+    if not log.exists():
+        return None
+    data = json.loads(log.read_text())
+    if any(data.get(k) != v for k, v in settings.items()) or data.get("weights") is not None:
+        return None
+    saved = {c["step"]: dict(c, path=str(ckpt_dir / f"step_{c['step']}")) for c in data["checkpoints"]}
+    if not all(s in saved and (ckpt_dir / f"step_{s}" / "config.json").exists() for s in steps):
+        return None
+    return [saved[s] for s in steps]
+
+
+def _format_tokens(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
+               tasks: str | Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR, seed: int = 0,
+               print_fn=print) -> Path:
+    """Pretrain, checkpoint, evaluate and report (module docstring); returns the report folder `out_dir/report`.
+
+    Layout of `out_dir`: `M3-Bench/` (fixture), `checkpoints/step_<n>/` (+ `train_log.json`),
+    `results/step_<n>/` (lmms-eval output), `report/` (report.md, CSVs, figures). A folder that already holds
+    the fixture, the checkpoints of these `steps` or a checkpoint's results reuses them (delete to redo).
+    """
+    from radar_tasks.analysis import write_report
+
+    tasks = DEFAULT_TASKS if tasks is None else tasks if isinstance(tasks, str) else ",".join(tasks)
+    steps = sorted({int(s) for s in steps})
+    work = Path(out_dir).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    data = work / "M3-Bench"
+    if not data.exists():
+        F.make_fixture(data)  # the benchmark: seed 0 whatever the training seed
+    ckpt_dir, results_dir = work / "checkpoints", work / "results"
+    checkpoints = _load_checkpoints(ckpt_dir, steps, batch_size=batch_size, lr=lr, seed=seed)
+    t_train = 0.0
+    if checkpoints is None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(results_dir, ignore_errors=True)  # results of other weights
+        init = init_model(work / "init", seed=seed)
+        print_fn(f"training a tiny {ARCH} on synthetic data for {steps[-1]} steps (batch {batch_size}), "
+                 f"checkpoints at steps {', '.join(map(str, steps))}")
+        t0 = time.time()
+        checkpoints = train(init, ckpt_dir, steps, batch_size=batch_size, lr=lr, seed=seed, print_fn=print_fn)
+        t_train = time.time() - t0
+    else:
+        print_fn(f"reusing the checkpoints in {ckpt_dir}")
+
+    t0 = time.time()
+    runs, labels = [], []
+    print_fn(f"evaluating {len(checkpoints)} checkpoints with lmms-eval (radar_hf) on {tasks}")
+    for c in checkpoints:
+        out = results_dir / f"step_{c['step']}"
+        results = runner.existing_results(out)
+        if results is None:
+            t1 = time.time()
+            results = evaluate(c["path"], tasks, out, data)
+            print_fn(f"  step {c['step']}: {time.time() - t1:.0f}s, log {out / 'lmms_eval.log'}")
+        runs.append(results)
+        labels.append({"label": f"step {c['step']}", "model": f"tiny-{ARCH}", "series": f"tiny-{ARCH} demo",
+                       "step": c["step"], "tokens": c["tokens"]})
+    t_eval = time.time() - t0
+
+    t0 = time.time()
+    report = write_report(runs, work / "report", labels=labels)
+    t_report = time.time() - t0
+    report_dir = Path(report).parent
+    timing = {"train_s": round(t_train, 1), "eval_s": round(t_eval, 1), "report_s": round(t_report, 1),
+              "total_s": round(time.time() - t_start, 1)}
+    (report_dir / "series.json").write_text(json.dumps(
+        {"tasks": tasks, "steps": steps, "checkpoints": checkpoints, "timing": timing,
+         "mixture": {k: {"weight": v.weight, "ability": v.ability, "teaches": v.teaches}
+                     for k, v in EXAMPLE_KINDS.items()}}, indent=2) + "\n")
+    print_fn("")
+    print_fn(format_development(report_dir, checkpoints))
+    print_fn(f"\ntrain {timing['train_s']:.0f}s, evaluation {timing['eval_s']:.0f}s, report {timing['report_s']:.0f}s"
+             f"\nreport: {report}")
+    return report_dir
+
+
+def format_development(report_dir: str | os.PathLike, checkpoints: Sequence[Mapping]) -> str:
+    """Per checkpoint: tokens seen, SDS of perception and reasoning with their chance levels (asymmetry.csv)."""
+    path = Path(report_dir) / "asymmetry.csv"
+    if not path.exists():
+        return ""
+    rows = {r["run"]: r for r in csv.DictReader(path.open(encoding="utf-8")) if r.get("metric", "sds") == "sds"}
+
+    def cell(row, key):
+        try:
+            return f"{float(row[key]):.3f}"
+        except (KeyError, TypeError, ValueError):
+            return "-"
+
+    header = (f"{'checkpoint':12s} {'tokens':>7s}  {'SDS perception':>14s} {'(chance)':>8s}  "
+              f"{'SDS reasoning':>13s} {'(chance)':>8s}")
+    lines = [header]
+    for c in checkpoints:
+        row = rows.get(f"step {c['step']}", {})
+        lines.append(f"{'step ' + str(c['step']):12s} {_format_tokens(c['tokens']):>7s}  "
+                     f"{cell(row, 'perception'):>14s} {cell(row, 'chance_perception'):>8s}  "
+                     f"{cell(row, 'reasoning'):>13s} {cell(row, 'chance_reasoning'):>8s}")
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""The authors' protocol per model family: style resolution, `protocol=paper` presets, score convention, quirks.
+
+Pure but for `ReversedBlocksProcessor` (torch, imported lazily). docs/REFERENCE.md says what each reference
+script does; the prompt text itself is `radar_tasks.prompts`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from radar_tasks import prompts
+from radar_tasks.models.args import as_bool, merge_kwargs, parse_kwargs
+
+# `prompt_style=auto`: the reference script's style for the checkpoint's `config.model_type`, else `raw`.
+MODEL_TYPE_STYLES = {
+    "qwen2_vl": "qwen2vl_base",
+    "qwen2_5_vl": "qwen2vl_base",
+    "llava_onevision": "llava_ov_plain",
+    "internvl": "internvl",
+}
+STYLE_ARGS = ("auto", *prompts.STYLES)
+
+
+def resolve_style(style: str | None, model_type: str | None) -> str:
+    """`auto` (or None) -> the reference style of `model_type`, else `raw`; a named style is checked and kept."""
+    style = (style or "auto").strip().lower()
+    if style not in STYLE_ARGS:
+        raise ValueError(f"prompt_style must be one of {', '.join(STYLE_ARGS)}; got {style!r}")
+    if style == "auto":
+        return MODEL_TYPE_STYLES.get(model_type or "", "raw")
+    return style
+
+
+# ------------------------------------------------------------------------------------------- scores (loss convention)
+SCORES = ("logprob", "logit")
+# A candidate left out of an item (llava_mmmu_one_distractor) gets this loss: finite, so the item stays scored,
+# and exp(-1e30 - max) == 0.0 exactly, so it takes no probability and never wins the argmax.
+DROPPED_LOSS = 1e30
+
+
+def loss_of(score: str, nll: float, mean_logit: float) -> float:
+    """The number radar_hf returns per candidate, in lmms-eval's loss convention (lower is better).
+
+    `logprob`: the mean token NLL. `logit` (the paper): MINUS the mean raw logit. SDS = softmax over -loss, so
+    with `logit` it is exactly the paper's softmax over mean raw logits; acc (argmin loss) is its argmax.
+    """
+    if score == "logprob":
+        return nll
+    if score == "logit":
+        return -mean_logit if not math.isnan(mean_logit) else math.nan
+    raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
+
+
+def answers(scored, scores, score: str) -> list[tuple[float, bool]]:
+    """One `(loss, is_greedy)` per candidate of a request, from the likelihood core's scores of the scored ones
+    (in order); candidates a quirk left out get `(DROPPED_LOSS, False)`."""
+    if len(scores) != sum(scored):
+        raise ValueError(f"{len(scores)} scores for {sum(scored)} scored candidates")
+    it = iter(scores)
+    out = []
+    for keep in scored:
+        if not keep:
+            out.append((DROPPED_LOSS, False))
+            continue
+        s = next(it)
+        out.append((loss_of(score, s.nll, s.mean_logit), s.is_greedy))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- presets
+# `protocol=paper`: what each reference script sets, by family style. Explicit model_args override every key.
+PAPER_PRESETS = {
+    "qwen2vl_base": {
+        "dtype": "bfloat16",
+        # min_pixels=256*28*28, max_pixels=768*28*28: 256..768 merged visual tokens per image (one per 28x28 px);
+        # transformers 5 keeps them as size.shortest_edge / longest_edge (min_pixels= at call time is deprecated)
+        "processor_kwargs": {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}},
+        "qwen_vl_utils_resize": True,
+    },
+    "internvl": {
+        "dtype": "bfloat16",
+        # the checkpoint's own tile size (448 px, 256 tokens per tile); 1..3 tiles + a thumbnail when > 1 tile
+        "processor_kwargs": {"crop_to_patches": True, "min_patches": 1, "max_patches": 3},
+    },
+    "llava_ov_plain": {"dtype": "float16", "processor_kwargs": {}},
+}
+PROTOCOLS = ("paper",)
+
+
+def paper_preset(style: str) -> dict:
+    """The `protocol=paper` settings for a resolved style (score=logit always; family settings where known)."""
+    preset = {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
+    preset.update(copy.deepcopy(PAPER_PRESETS.get(style, {})))
+    return preset
+
+
+# --------------------------------------------------------------------------------------------------- quirks
+def one_distractor_mask(doc, n_candidates: int, seed: int = 0) -> tuple[bool, ...]:
+    """LLaVA script quirk: MMMU-Pro text-option items keep the answer and ONE distractor drawn at random.
+
+    The script draws with `random.sample(distraction, 1)` from one global generator, so its draw depends on the
+    file order and on every earlier draw: it cannot be replayed. Ours is a per-item draw seeded by the item id.
+    """
+    keep = [True] * n_candidates
+    if doc.get("subset") != "mmmu_pro" or doc.get("options_text") or n_candidates <= 2:
+        return tuple(keep)
+    kept = random.Random(f"{seed}:llava_mmmu_one_distractor/{doc['id']}").randrange(1, n_candidates)
+    return tuple(i == 0 or i == kept for i in range(n_candidates))
+
+
+QWEN_FACTOR, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS, QWEN_MAX_RATIO = 28, 4 * 28 * 28, 16384 * 28 * 28, 200
+
+
+def qwen_smart_resize(height: int, width: int, factor: int = QWEN_FACTOR, min_pixels: int = QWEN_MIN_PIXELS,
+                      max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """qwen-vl-utils' target size: multiples of `factor`, pixel count within bounds, aspect ratio kept."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen_vl_utils_resize(image):
+    """The Qwen2-VL script's first resize (`process_vision_info` -> `fetch_image`, default bounds, PIL's default
+    resampling) before the processor's own min/max-pixels resize. Extreme aspect ratios (> 200, where
+    qwen-vl-utils raises) are returned unchanged."""
+    width, height = image.size
+    if max(width, height) / max(1, min(width, height)) > QWEN_MAX_RATIO:
+        return image
+    h, w = qwen_smart_resize(height, width)
+    return image.resize((w, h))
+
+
+class ReversedBlocksProcessor:
+    """The InternVL script's multi-image order, for an HF InternVL processor (`internvl_reverse_images=true`).
+
+    The script prepends `<image>` + sep once per image and expands the first `<image>` each time, so the text holds
+    the image blocks in reverse order (block i sized for image n-1-i) while the pixel values stay in file order:
+    when the images have different tile counts, image boundaries and `<img>`/`</img>` no longer line up with the
+    visual features. This proxy reproduces it: it tokenises with the images reversed (block sizes reversed) and
+    hands the pixel values back in file order. Everything else is delegated to the wrapped processor.
+    """
+
+    def __init__(self, processor):
+        self._processor = processor
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+    def __call__(self, *args, images=None, **kwargs):
+        if not images or len(images) < 2:
+            return self._processor(*args, images=images, **kwargs)
+        import torch
+
+        reversed_images = list(images)[::-1]
+        out = self._processor(*args, images=reversed_images, **kwargs)
+        ip = self._processor.image_processor
+        counts = [int(ip.get_number_of_image_patches(im.height, im.width, {})) for im in reversed_images]
+        pixels = out["pixel_values"]
+        if sum(counts) != pixels.shape[0]:
+            raise ValueError(f"ReversedBlocksProcessor: {pixels.shape[0]} tiles for per-image counts {counts}")
+        out["pixel_values"] = torch.cat(list(torch.split(pixels, counts, dim=0))[::-1], dim=0)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """radar_hf's protocol settings once the preset and the explicit model args are resolved (explicit wins)."""
+
+    protocol: str | None
+    style_arg: str  # as asked (may be `auto`); the concrete style needs the loaded model's type
+    score: str
+    dtype: str
+    processor_kwargs: dict
+    qwen_vl_utils_resize: bool
+    llava_mmmu_one_distractor: bool
+    internvl_reverse_images: bool
+
+
+def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, prompt_style=None, score=None,
+                     dtype=None, processor_kwargs=None, qwen_vl_utils_resize=None, llava_mmmu_one_distractor=False,
+                     internvl_reverse_images=False) -> Settings:
+    """`protocol=paper` = the reference script of the checkpoint's family (prompt_style auto -> qwen2vl_base |
+    llava_ov_plain | internvl, by `model_type()` or by an explicit family prompt_style), score=logit, the family's
+    dtype and processor settings (PAPER_PRESETS). `model_type` is called only when a preset needs it (it reads
+    the checkpoint's config); a bad value fails here, before any model loads."""
+    protocol = str(protocol).strip().lower() if protocol not in (None, "") else None
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    style_arg = prompt_style or ("auto" if protocol else "raw")
+    resolve_style(style_arg, None)  # an unknown style fails now
+    preset = {}
+    if protocol == "paper":
+        family = model_type()
+        style = resolve_style(style_arg, family)
+        preset = paper_preset(style)
+        if style not in prompts.FAMILY_STYLES:
+            from loguru import logger
+
+            logger.warning(f"radar_hf: protocol=paper: no reference script for model_type {family!r} "
+                           f"(prompt_style {style}); only score=logit is set")
+    score = str(score or preset.get("score") or "logprob").strip().lower()
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
+    resize = (as_bool(qwen_vl_utils_resize) if qwen_vl_utils_resize not in (None, "")
+              else preset.get("qwen_vl_utils_resize", False))
+    return Settings(
+        protocol=protocol, style_arg=style_arg, score=score, dtype=dtype or preset.get("dtype") or "auto",
+        processor_kwargs=merge_kwargs(preset.get("processor_kwargs", {}), parse_kwargs(processor_kwargs)),
+        qwen_vl_utils_resize=resize, llava_mmmu_one_distractor=as_bool(llava_mmmu_one_distractor),
+        internvl_reverse_images=as_bool(internvl_reverse_images),
+    )

@@ -1,0 +1,117 @@
+"""Running lmms-eval with `radar_hf` from Python: in this process (no second start-up) or as a subprocess.
+
+Used by the demo, the checkpoint series and the sweep. Both ways run lmms-eval's own CLI entry point with the same
+arguments, so the output folder is exactly what `lmms-eval ... --output_path` writes. lmms-eval's CLI exits 0
+when the evaluation fails; these functions look for the results JSON and raise when there is none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class RunFailed(RuntimeError):
+    """lmms-eval wrote no results (the message ends with the tail of its log)."""
+
+
+def lmms_eval_args(model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = ()) -> list[str]:
+    """The lmms-eval CLI arguments of a radar_hf run with per-item logs."""
+    return ["--model", "radar_hf", "--model_args", model_args, "--tasks", tasks, "--output_path", str(output_path),
+            "--log_samples", *extra]
+
+
+def lmms_eval_env(data_dir: str | os.PathLike) -> dict[str, str]:
+    """Environment of such a run: the data root, and no hub access."""
+    return {"RADAR_M3BENCH_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def results_json(output_path: str | os.PathLike) -> Path:
+    """Newest `*_results.json` under an lmms-eval --output_path (FileNotFoundError when the evaluation wrote none)."""
+    from radar_tasks.analysis.runs import RunError, find_results
+
+    try:
+        return find_results(output_path)[-1]
+    except RunError:
+        raise FileNotFoundError(f"no *_results.json under {output_path}: the evaluation failed (see its log)") from None
+
+
+def existing_results(output_path: str | os.PathLike) -> Path | None:
+    """The results JSON of an earlier run into `output_path`, or None."""
+    try:
+        return results_json(output_path) if Path(output_path).exists() else None
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """`os.environ` with `values` set, restored afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_subprocess(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
+                   extra: Sequence[str] = ()) -> Path:
+    """`python -m lmms_eval ...` in a subprocess (output to this terminal); returns its results JSON."""
+    cmd = [sys.executable, "-m", "lmms_eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
+    env = {**os.environ, **lmms_eval_env(data_dir)}
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=env, check=True)
+    return results_json(output_path)
+
+
+def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
+                   extra: Sequence[str] = (), *, threads: int | None = None) -> Path:
+    """lmms-eval's CLI entry point (`lmms_eval.__main__.cli_evaluate`) in this process, its output going to
+    `output_path/lmms_eval.log`; returns the results JSON. Saves the ~25 s of importing lmms-eval per run.
+    `threads`: torch's intra-op threads during the run (restored afterwards)."""
+    import torch
+
+    output_path, data_dir = Path(output_path).absolute(), Path(data_dir).absolute()
+    output_path.mkdir(parents=True, exist_ok=True)
+    log = output_path / "lmms_eval.log"
+    argv = ["lmms-eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
+    old_threads, old_argv = torch.get_num_threads(), sys.argv
+    with environment(**lmms_eval_env(data_dir)), \
+            open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        print("$ " + " ".join(argv), flush=True)
+        from lmms_eval.__main__ import cli_evaluate
+
+        sys.argv = argv  # cli_evaluate parses sys.argv, as the CLI does
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            cli_evaluate()
+        except SystemExit as exc:
+            if exc.code:
+                raise RunFailed(f"lmms-eval exited with {exc.code}; see {log}") from None
+        finally:
+            sys.argv = old_argv
+            torch.set_num_threads(old_threads)
+            _restore_loguru()
+    try:
+        return results_json(output_path)
+    except FileNotFoundError:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+        raise RunFailed(f"lmms-eval wrote no results into {output_path} (log: {log}):\n{tail}") from None
+
+
+def _restore_loguru() -> None:
+    """cli_evaluate points loguru at the (redirected) stdout; point it back at stderr."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
