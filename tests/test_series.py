@@ -196,9 +196,9 @@ def test_run_series_end_to_end(tmp_path):
     report_dir = series.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=lambda *a: None)
     assert report_dir == tmp_path / "report"
     assert (report_dir / "report.md").exists()
-    series = json.loads((report_dir / "series.json").read_text())
-    assert series["steps"] == [0, 4] and series["tasks"] == tasks
-    assert [c["step"] for c in series["checkpoints"]] == [0, 4]
+    meta = json.loads((report_dir / "series.json").read_text())
+    assert meta["steps"] == [0, 4] and meta["tasks"] == tasks
+    assert [c["step"] for c in meta["checkpoints"]] == [0, 4]
     for step in (0, 4):
         results = list((tmp_path / "results" / f"step_{step}").rglob("*_results.json"))
         assert len(results) == 1
@@ -209,7 +209,7 @@ def test_run_series_end_to_end(tmp_path):
     assert "step 0" in runs and "step 4" in runs
     asym = (report_dir / "asymmetry.csv").read_text().splitlines()
     assert len(asym) >= 3  # header + one row per checkpoint
-    table = series.format_development(report_dir, series["checkpoints"])
+    table = series.format_development(report_dir, meta["checkpoints"])
     assert "step 4" in table and " - " not in table.splitlines()[1]
 
     # everything is reused: no training, no evaluation

@@ -8,7 +8,8 @@ Every function returns a `Figure`, or raises `FigureSkipped(reason)` when the la
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -316,6 +317,27 @@ def asymmetry_curve(runs: Sequence[Run], asym_rows: list[dict]) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+class Entry(NamedTuple):
+    caption: str  # the report's heading of the figure
+    draw: Callable[[Sequence[Run], list[dict], list[dict]], Figure]  # (runs, summary, asymmetry rows) -> Figure
+
+
+# Every figure of the report, in order; `figures/<name>.png`. A new figure is a function above and a line here.
+FIGURES: dict[str, Entry] = {
+    "radar_sds": Entry("Per-subset SDS of every run (dashed: chance 1/K)",
+                       lambda runs, summary, asym: radar_chart(runs, summary, "sds")),
+    "development": Entry("Development curves: perception vs reasoning, SDS and accuracy against training progress",
+                         lambda runs, summary, asym: development_curves(runs, summary)),
+    "scaling": Entry("Scaling with model size", lambda runs, summary, asym: scaling(runs, summary)),
+    "strategies": Entry("Pretraining strategies compared",
+                        lambda runs, summary, asym: strategy_comparison(runs, summary, asym)),
+    "sds_vs_acc": Entry("SDS against accuracy, per subset and run",
+                        lambda runs, summary, asym: sds_vs_accuracy(runs, summary)),
+    "heatmap_sds": Entry("SDS per category and run", lambda runs, summary, asym: category_heatmap(runs, summary, "sds")),
+    "asymmetry": Entry("Asymmetry gap over training", lambda runs, summary, asym: asymmetry_curve(runs, asym)),
+}
 
 
 def describe(fig: Figure) -> list[dict]:

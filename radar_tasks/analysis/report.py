@@ -70,36 +70,22 @@ def _score_ci(cell: dict | None) -> str:
 
 
 def draw_figures(runs: Sequence[Run], summary: list[dict], asym_rows: list[dict]) -> tuple[dict, dict]:
-    """All report figures: ({name: Figure}, {name: reason skipped})."""
+    """All report figures (`figures.FIGURES`): ({name: Figure}, {name: reason skipped})."""
     from radar_tasks.analysis import figures as F
 
-    makers = {
-        "radar_sds": lambda: F.radar_chart(runs, summary, "sds"),
-        "development": lambda: F.development_curves(runs, summary),
-        "scaling": lambda: F.scaling(runs, summary),
-        "strategies": lambda: F.strategy_comparison(runs, summary, asym_rows),
-        "sds_vs_acc": lambda: F.sds_vs_accuracy(runs, summary),
-        "heatmap_sds": lambda: F.category_heatmap(runs, summary, "sds"),
-        "asymmetry": lambda: F.asymmetry_curve(runs, asym_rows),
-    }
     figs, skipped = {}, {}
-    for name, make in makers.items():
+    for name, figure in F.FIGURES.items():
         try:
-            figs[name] = make()
+            figs[name] = figure.draw(runs, summary, asym_rows)
         except F.FigureSkipped as exc:
             skipped[name] = str(exc)
     return figs, skipped
 
 
-FIGURE_CAPTIONS = {
-    "radar_sds": "Per-subset SDS of every run (dashed: chance 1/K)",
-    "development": "Development curves: perception vs reasoning, SDS and accuracy against training progress",
-    "scaling": "Scaling with model size",
-    "strategies": "Pretraining strategies compared",
-    "sds_vs_acc": "SDS against accuracy, per subset and run",
-    "heatmap_sds": "SDS per category and run",
-    "asymmetry": "Asymmetry gap over training",
-}
+def _caption(name: str) -> str:
+    from radar_tasks.analysis import figures as F
+
+    return F.FIGURES[name].caption if name in F.FIGURES else name
 
 
 def analyse(runs: Sequence[Run], bootstrap_iters: int = 1000, seed: int = 0) -> dict:
@@ -256,7 +242,7 @@ def render_markdown(runs: Sequence[Run], data: dict, figure_files: dict, skipped
 
     L += ["", "## Figures", ""]
     for name, path in figure_files.items():
-        L += [f"### {FIGURE_CAPTIONS.get(name, name)}", "", f"![{name}]({_rel(path, out)})", ""]
+        L += [f"### {_caption(name)}", "", f"![{name}]({_rel(path, out)})", ""]
     if skipped:
         L += ["Figures not drawn:", ""]
         L += [f"- `{name}`: {reason}" for name, reason in skipped.items()]

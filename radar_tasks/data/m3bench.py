@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from PIL import Image
-
 from radar_tasks import prompts, taxonomy
+from radar_tasks.data import images as images_io
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
 
 ENV_VAR = "RADAR_M3BENCH_DIR"
@@ -78,12 +77,6 @@ def read_json(path: Path, root: Path) -> dict:
     if not isinstance(data, dict):
         raise M3BenchError(f"expected a JSON object q_id -> item, got {type(data).__name__}", rel)
     return data
-
-
-def check_image(path: Path) -> None:
-    """Raise OSError/ValueError when the file is missing, unreadable or truncated (a full decode catches truncation)."""
-    with Image.open(path) as im:
-        im.load()
 
 
 @dataclass
@@ -153,7 +146,7 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
             if not img.is_file():
                 raise bad(f"image {img.relative_to(root)} is missing")
             try:
-                check_image(img)
+                images_io.decode(img).close()
             except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
                 raise bad(f"image {img.relative_to(root)} is unreadable or truncated ({exc})") from None
     rest = {k: v for k, v in item.items() if k not in ("question", "answer", "distraction")}

@@ -8,12 +8,10 @@ prompt kwargs and caching, with no conversion step. The prompt text is `radar_ta
 
 from __future__ import annotations
 
-from PIL import Image
-
 from loguru import logger
 
 from radar_tasks import prompts, taxonomy
-from radar_tasks.data import m3bench
+from radar_tasks.data import images, m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 
@@ -34,12 +32,7 @@ def process_docs(index_rows):
 def doc_to_visual(doc: dict) -> list:
     if doc["skipped"]:
         return []
-    images = []
-    for path in doc["images"]:
-        with Image.open(path) as im:
-            # Grayscale, palette and RGBA files exist in the data: every wrapper expects RGB.
-            images.append(im.convert("RGB"))
-    return images
+    return [images.load_rgb(path) for path in doc["images"]]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
