@@ -1,6 +1,7 @@
 """Reading the released layout, and every kind of bad input named in one line (radar_tasks/m3bench.py)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,21 @@ def test_check_data_reports_every_problem(root, capsys):
     assert f"item {ids[1]!r}: 'distraction' is missing" in err
     assert "MMBench_made_up_category_3_pretrained_mllm_eval.json: file name matches no category" in err
     assert "malformed JSON" in err
+
+
+def test_data_fingerprint_follows_content_and_subsets(tmp_path):
+    root = make_fixture(tmp_path / "M3-Bench")
+    first = m3bench.data_fingerprint(root)
+    assert first == m3bench.data_fingerprint(root) and len(first) == 16
+    wiki = m3bench.data_fingerprint(root, ["wiki_animal"])
+    assert wiki != first
+    spatial = root / "spatial_reasoning" / "spatial_reasoning_5_pretrained_mllm_eval.json"
+    text = spatial.read_text()
+    stat = spatial.stat()
+    spatial.write_text(text.replace('"above"', '"abovE"', 1))  # same size: the content counts, not the stat
+    os.utime(spatial, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert m3bench.data_fingerprint(root) != first
+    assert m3bench.data_fingerprint(root, ["wiki_animal"]) == wiki  # other subsets untouched
+    image = next((root / "Wiki_animal_identification" / "images").iterdir())
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert m3bench.data_fingerprint(root, ["wiki_animal"]) != wiki

@@ -216,6 +216,31 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
         raise
 
 
+def data_fingerprint(root: str | os.PathLike | None = None, subsets: list[str] | None = None) -> str:
+    """A digest of what the tasks of `subsets` (default: all) would read: the bytes of every json file of their
+    folders and the name, size and mtime of every file under their `images/` (hashing every image would read
+    gigabytes). Missing subset folders count as absent. Runs scored on data of one fingerprint are comparable."""
+    import hashlib
+
+    root_path = resolve_root(root)
+    digest = hashlib.sha256(f"records v{RECORD_VERSION}".encode())
+    for subset in subsets or [s.name for s in taxonomy.SUBSETS]:
+        folder = root_path / taxonomy.SUBSETS_BY_NAME[subset].folder
+        digest.update(f"\0{subset}".encode())
+        if not folder.is_dir():
+            digest.update(b"\0absent")
+            continue
+        for path in sorted(folder.glob("*.json")):
+            digest.update(f"\0{path.name}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        images = folder / "images"
+        for path in sorted(images.rglob("*")) if images.is_dir() else ():
+            if path.is_file():
+                st = path.stat()
+                digest.update(f"\0{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
 def absent_category(subset: str, category: str):
     """A one-row stand-in for a category whose json file is missing from its subset folder.
 
