@@ -4,3 +4,12 @@ Importing this package is cheap; lmms-eval, torch and transformers are imported 
 """
 
 __version__ = "0.1.0"
+__all__ = ["RadarCallback", "evaluate"]
+
+
+def __getattr__(name):  # lazy: `import radar_tasks` stays free of torch and lmms-eval
+    if name in ("evaluate", "RadarCallback"):
+        from radar_tasks import inloop
+
+        return getattr(inloop, name)
+    raise AttributeError(f"module 'radar_tasks' has no attribute {name!r}")

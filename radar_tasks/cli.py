@@ -74,6 +74,30 @@ def _demo(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from radar_tasks.sweep import run_cli
+
+    return run_cli(args)
+
+
+SWEEP_EPILOG = """\
+CHECKPOINT: a checkpoint folder (config.json + weights + processor files) or a quoted glob ('run/step_*').
+Order: the training step in the folder name (step_1000, step-1000, checkpoint-1000, iter_0001000,
+global_step1000, a trailing number), or the manifest's `step`. Tokens seen: the manifest's `tokens`, else
+num_input_tokens_seen of the checkpoint's trainer_state.json.
+
+Output: DIR/runs/<checkpoint name>/ (lmms-eval's output, lmms_eval.log, sweep.json) and DIR/report/.
+A checkpoint already evaluated with the same tasks, model args, --limit, data and weights is skipped;
+an interrupted one is redone. Exit status: 0 when every checkpoint of this shard has results, 1 when one
+failed or its weights were incomplete, 2 on bad arguments.
+
+example:
+  radar-tasks sweep ckpt/step_* --tasks radar_mmm --model_args dtype=bfloat16 --out sweep/ --log_samples
+  radar-tasks sweep 'ckpt/checkpoint-*' --tasks radar_mmm_lite --out sweep/ --watch 3600   # a running job
+  radar-tasks sweep ckpt/step_* --tasks radar_mmm --out sweep/ --shard $SLURM_ARRAY_TASK_ID/8
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radar-tasks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrain a tiny Qwen2-VL on CPU (1.5-3 min), evaluate 5 checkpoints, write the report")
     p.add_argument("--steps", help="with --series: checkpoint steps, comma-separated (default 0,250,500,750,1000)")
     p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("sweep", help="evaluate every checkpoint of a run (resumable, shardable, watching) + report",
+                       description="Evaluate checkpoints one after the other with lmms-eval and radar_hf, in one "
+                                   "process; refresh the report after each.", epilog=SWEEP_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint folder or quoted glob")
+    p.add_argument("--tasks", required=True, help="lmms-eval tasks, comma-separated (e.g. radar_mmm)")
+    p.add_argument("--out", required=True, help="output folder: runs/ and report/")
+    p.add_argument("--model_args", default="", help="radar_hf args without pretrained, e.g. device=cpu,dtype=float32")
+    p.add_argument("--batch_size", help="lmms-eval --batch_size (questions per batch, or auto)")
+    p.add_argument("--limit", type=float, help="lmms-eval --limit (items per task; testing only)")
+    p.add_argument("--log_samples", action="store_true", help="write per-item logs (item-level report intervals)")
+    p.add_argument("--shard", help="I/N: evaluate this process's share of the checkpoints (e.g. a SLURM array job)")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="keep looking for new checkpoints; stop after SECONDS without a new one")
+    p.add_argument("--poll", type=float, default=30.0, help="with --watch: seconds between looks (default 30)")
+    p.add_argument("--manifest", help="YAML/CSV manifest (the report's format; run = checkpoint folder)")
+    p.add_argument("--data", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
+    p.set_defaults(fn=_sweep)
 
     from radar_tasks.analysis.cli import add_parsers as add_analysis_parsers
     from radar_tasks.convert.cli import add_parsers as add_convert_parsers

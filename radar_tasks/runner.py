@@ -19,10 +19,11 @@ class RunFailed(RuntimeError):
     """lmms-eval wrote no results (the message ends with the tail of its log)."""
 
 
-def lmms_eval_args(model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = ()) -> list[str]:
-    """The lmms-eval CLI arguments of a radar_hf run with per-item logs."""
+def lmms_eval_args(model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = (),
+                   log_samples: bool = True) -> list[str]:
+    """The lmms-eval CLI arguments of a radar_hf run (with per-item logs unless `log_samples` is false)."""
     return ["--model", "radar_hf", "--model_args", model_args, "--tasks", tasks, "--output_path", str(output_path),
-            "--log_samples", *extra]
+            *(["--log_samples"] if log_samples else []), *extra]
 
 
 def lmms_eval_env(data_dir: str | os.PathLike) -> dict[str, str]:
@@ -74,21 +75,26 @@ def run_subprocess(model_args: str, tasks: str, output_path: str | os.PathLike, 
 
 
 def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
-                   extra: Sequence[str] = (), *, threads: int | None = None) -> Path:
+                   extra: Sequence[str] = (), *, threads: int | None = None, log_samples: bool = True) -> Path:
     """lmms-eval's CLI entry point (`lmms_eval.__main__.cli_evaluate`) in this process, its output going to
     `output_path/lmms_eval.log`; returns the results JSON. Saves the ~25 s of importing lmms-eval per run.
-    `threads`: torch's intra-op threads during the run (restored afterwards)."""
+    `threads`: torch's intra-op threads during the run (restored afterwards). The task index is built once per
+    process (`plugin.reuse_task_index`) and the model is freed afterwards: a sweep calls this once per checkpoint."""
     import torch
 
     output_path, data_dir = Path(output_path).absolute(), Path(data_dir).absolute()
     output_path.mkdir(parents=True, exist_ok=True)
     log = output_path / "lmms_eval.log"
-    argv = ["lmms-eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
+    argv = ["lmms-eval", *lmms_eval_args(model_args, tasks, output_path, extra, log_samples)]
     old_threads, old_argv = torch.get_num_threads(), sys.argv
     with environment(**lmms_eval_env(data_dir)), \
             open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         print("$ " + " ".join(argv), flush=True)
         from lmms_eval.__main__ import cli_evaluate
+
+        from radar_tasks.tasks.plugin import reuse_task_index
+
+        reuse_task_index()  # the second and later runs of this process skip lmms-eval's task indexing
 
         sys.argv = argv  # cli_evaluate parses sys.argv, as the CLI does
         if threads:
@@ -102,11 +108,22 @@ def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, 
             sys.argv = old_argv
             torch.set_num_threads(old_threads)
             _restore_loguru()
+            _free_memory()
     try:
         return results_json(output_path)
     except FileNotFoundError:
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
         raise RunFailed(f"lmms-eval wrote no results into {output_path} (log: {log}):\n{tail}") from None
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _restore_loguru() -> None:

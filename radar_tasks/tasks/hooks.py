@@ -11,7 +11,7 @@ from __future__ import annotations
 from loguru import logger
 
 from radar_tasks import prompts, taxonomy
-from radar_tasks.data import images, m3bench
+from radar_tasks.data import images, lite, m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 
@@ -22,11 +22,18 @@ def process_docs(index_rows):
         raise ValueError(f"task index: expected one row naming subset and category, got {len(rows)}")
     subset, category = rows[0]["subset"], rows[0]["category"]
     try:
-        return m3bench.load_category(subset, category)
+        records = m3bench.load_category(subset, category)
     except CategoryFileMissing as exc:
         logger.warning(f"{exc}: task {taxonomy.task_name(subset, category)} reports no score, and its groups "
                        "average the categories present (as the reference scripts do)")
         return m3bench.absent_category(subset, category)
+    if rows[0].get("ids") is None:
+        return records
+    # a lite task: its pinned sample of the category (radar_tasks.data.lite)
+    positions, warning = lite.select(records["id"], rows[0])
+    if warning:
+        logger.warning(f"{taxonomy.task_name(subset, category)}{lite.SUFFIX}: {warning}")
+    return records.select(positions) if positions else m3bench.absent_category(subset, category)
 
 
 def doc_to_visual(doc: dict) -> list:

@@ -10,7 +10,9 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
 4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean
    (`install_stderr_hooks`).
 Set RADAR_TASKS_NO_DISCOVERY=1 to skip 2 (then use `--include_path $(radar-tasks task-dir)`).
-This module is the one place that changes lmms-eval's behaviour (2 and 4, both wrapping the original).
+5. on request (`reuse_task_index`, by the sweep and the in-loop evaluator, which build many TaskManagers in one
+   process), the task index is built once per include path instead of once per TaskManager (~9 s each here).
+This module is the one place that changes lmms-eval's behaviour (2, 4 and 5, all wrapping the original).
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ import radar_tasks.task_yamls
 TASK_DIR = str(Path(radar_tasks.task_yamls.__file__).resolve().parent)
 
 
-def enable_task_discovery() -> None:
+_INDEX_CACHE: dict | None = None  # None: off (lmms-eval's own behaviour); else (include path, defaults) -> index
+
+
+def reuse_task_index() -> None:
+    """From now on in this process, a TaskManager reuses the task index of an earlier one with the same
+    include path (task YAMLs are read once per process: edit them, and start a new process)."""
+    global _INDEX_CACHE
+    _wrap_initialize_tasks()
+    if _INDEX_CACHE is None:
+        _INDEX_CACHE = {}
+
+
+def _wrap_initialize_tasks() -> None:
     from lmms_eval.tasks import TaskManager
 
     if getattr(TaskManager.initialize_tasks, "radar_tasks", False):
@@ -31,13 +45,22 @@ def enable_task_discovery() -> None:
     original = TaskManager.initialize_tasks
 
     def initialize_tasks(self, include_path=None, include_defaults=True):
+        key = (repr(include_path), include_defaults)
+        if _INDEX_CACHE is not None and key in _INDEX_CACHE:
+            return dict(_INDEX_CACHE[key])
         index = original(self, include_path=include_path, include_defaults=include_defaults)
-        if include_defaults:
+        if include_defaults and not os.environ.get("RADAR_TASKS_NO_DISCOVERY"):
             index = {**self._get_task_and_group(TASK_DIR), **index}
+        if _INDEX_CACHE is not None:
+            _INDEX_CACHE[key] = dict(index)
         return index
 
     initialize_tasks.radar_tasks = True
     TaskManager.initialize_tasks = initialize_tasks
+
+
+def enable_task_discovery() -> None:
+    _wrap_initialize_tasks()
 
 
 def install_stderr_hooks() -> None:
