@@ -72,6 +72,7 @@ class RadarHF(lmms):
         qwen_vl_utils_resize=None,
         llava_mmmu_one_distractor=False,
         internvl_reverse_images=False,
+        loaded=None,  # (model, processor) already in memory: `from_model`
     ) -> None:
         super().__init__()
         self.accelerator = Accelerator()
@@ -81,9 +82,12 @@ class RadarHF(lmms):
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
         device = device or likelihood.default_device()
+        if loaded is not None:  # a model in memory scores where it is
+            device = str(loaded[0].device)
         self._device = torch.device(device)
         settings = _protocol.resolve_settings(
-            model_type=lambda: self._model_type_of(pretrained, as_bool(trust_remote_code)), protocol=protocol,
+            model_type=lambda: (getattr(loaded[0].config, "model_type", None) if loaded is not None else
+                                self._model_type_of(pretrained, as_bool(trust_remote_code))), protocol=protocol,
             prompt_style=prompt_style, score=score, dtype=dtype, processor_kwargs=processor_kwargs,
             qwen_vl_utils_resize=qwen_vl_utils_resize, llava_mmmu_one_distractor=llava_mmmu_one_distractor,
             internvl_reverse_images=internvl_reverse_images,
@@ -96,7 +100,7 @@ class RadarHF(lmms):
         self.share_prefix = as_bool(share_prefix)
         self._scorer = None
         self.pretrained = pretrained
-        self._model, self.processor = likelihood.load_model(
+        self._model, self.processor = loaded if loaded is not None else likelihood.load_model(
             pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
             processor_kwargs=self.processor_kwargs,
         )
@@ -104,6 +108,18 @@ class RadarHF(lmms):
         if self.rank == 0:
             logger.info(f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
                         f"prompt_style {self.prompt_style}, score {self.score}")
+
+    @classmethod
+    def from_model(cls, model, processor, **model_args) -> "RadarHF":
+        """radar_hf around a model already in memory: no loading and no copy; it scores on the model's device in
+        the model's dtype. `model_args`: the model args other than those of loading (pretrained, device, dtype,
+        trust_remote_code, attn_implementation)."""
+        taken = sorted({"pretrained", "device", "dtype", "trust_remote_code", "attn_implementation"} & set(model_args))
+        if taken:
+            raise ValueError(f"radar_hf.from_model: {', '.join(taken)} come from the model in memory")
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        dtype = str(model.dtype).removeprefix("torch.")
+        return cls(pretrained=name, dtype=dtype, loaded=(model, processor), **model_args)
 
     @property
     def model(self):
