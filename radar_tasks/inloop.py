@@ -222,13 +222,14 @@ class RadarCallback(_trainer_callback_base()):
         trainer = Trainer(model=model, args=args, train_dataset=...)
         trainer.add_callback(RadarCallback(processor, tasks=["radar_mmm_lite"], eval_steps=500, trainer=trainer))
 
-    Logged keys: `<prefix>/<task>/<metric>` for `metrics` of every task and group. `history` keeps every
+    Logged keys: `<prefix>/<task>/<metric>` for `metrics` of every task and group; the default prefix `eval_radar`
+    makes the W&B and TensorBoard integrations file them as `eval/radar/<task>/<metric>`. `history` keeps every
     evaluation (step and scores). `eval_steps` None: `args.eval_steps` when it is a whole number, else only at
     the end. Extra keyword arguments go to `evaluate` (batch_size, limit, data_dir, radar_hf args).
     """
 
     def __init__(self, processor, tasks: str | Sequence[str] = ("radar_mmm_lite",), eval_steps: int | None = None,
-                 *, trainer=None, prefix: str = "radar",
+                 *, trainer=None, prefix: str = "eval_radar",
                  metrics: Sequence[str] = ("sds", "acc", "sds_perception", "sds_reasoning"), **evaluate_kwargs):
         self.processor, self.tasks, self.eval_steps = processor, tasks, eval_steps
         self.trainer, self.prefix, self.metrics = trainer, prefix, tuple(metrics)

@@ -450,11 +450,13 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
           model_args: str = "", batch_size: str | int | None = None, limit: float | None = None,
           log_samples: bool = False, shard: str | tuple[int, int] | None = None, watch: float | None = None,
           manifest: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-          poll: float = 30.0, threads: int | None = None, print_fn: Callable[[str], None] | None = None,
+          poll: float = 30.0, threads: int | None = None, report: bool = True,
+          print_fn: Callable[[str], None] | None = None,
           evaluate_fn: Callable[..., Path] = evaluate_checkpoint) -> SweepResult:
     """Evaluate, resume, shard and watch (module docstring). `print_fn`: where the per-checkpoint lines go (None:
-    stdout, with a progress bar on stderr). `evaluate_fn(checkpoint, tasks, output_path, data_dir, **options)`
-    evaluates one checkpoint into `output_path` and returns its results JSON (default: lmms-eval in process)."""
+    stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `evaluate_fn(checkpoint, tasks,
+    output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results JSON
+    (default: lmms-eval in process)."""
     from radar_tasks.data import m3bench
 
     task_list = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -476,10 +478,10 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
                "threads": threads}
 
     progress = _Progress(print_fn)
+    report_on, report = report, None
     outcomes: list[Outcome] = []
     handled: set[str] = set()
     seen: set[str] = set()
-    report = None
     last_new = time.monotonic()
     try:
         while True:
@@ -510,7 +512,8 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
                     progress.line(f"{position} {c.name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}", True)
                 else:
                     evaluated_any = True
-                    report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
+                    if report_on:
+                        report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
                     progress.line(f"{position} {c.name}: evaluated in {outcome.seconds:.1f} s, "
                                   f"{headline(outcome.results, task_list)}", True)
             if watch is None:
@@ -528,7 +531,8 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
                             progress.line(f"{c.name}: weights not completely written ({problem}): not evaluated")
                     break
                 time.sleep(max(0.0, min(poll, watch - idle)))
-        report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
+        if report_on:
+            report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
     finally:
         progress.close()
     return SweepResult(outcomes, report)

@@ -77,3 +77,42 @@ def tiny_images():
     rng = np.random.default_rng(0)
     sizes = [(96, 64), (40, 72), (50, 50)]  # (width, height)
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB") for w, h in sizes]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A checkpoint series and the miniature M3-Bench (test_sweep, test_inloop)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_series(tmp_path_factory):
+    """Three tiny Qwen2-VL checkpoints of different weights in run/step_100, run/step_200, run/step_300."""
+    from radar_tasks.demo.tiny_models import build_tiny_model
+
+    run = tmp_path_factory.mktemp("series") / "run"
+    for step in (100, 200, 300):
+        build_tiny_model(run / f"step_{step}", "qwen2_vl", seed=step)
+    return run
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory):
+    """The miniature M3-Bench (seed 0), written once per session."""
+    from radar_tasks.demo.fixture import make_fixture
+
+    return make_fixture(tmp_path_factory.mktemp("m3bench") / "M3-Bench")
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_series, fixture_root, tmp_path_factory):
+    """`radar_tasks.sweep` of the three tiny checkpoints on two tasks through lmms-eval, in this process:
+    (output folder, SweepResult, seconds)."""
+    import time
+
+    from radar_tasks import sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "S"
+    t0 = time.monotonic()
+    result = sweep.sweep([str(tiny_series / "step_*")], "radar_wiki_animal,radar_spatial", out,
+                         model_args="device=cpu,dtype=float32", data_dir=fixture_root, print_fn=lambda _line: None)
+    return out, result, time.monotonic() - t0
