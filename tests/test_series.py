@@ -200,11 +200,11 @@ def test_run_series_end_to_end(tmp_path):
     assert meta["steps"] == [0, 4] and meta["tasks"] == tasks
     assert [c["step"] for c in meta["checkpoints"]] == [0, 4]
     for step in (0, 4):
-        results = list((tmp_path / "results" / f"step_{step}").rglob("*_results.json"))
+        results = list((tmp_path / "runs" / f"step_{step}").rglob("*_results.json"))
         assert len(results) == 1
         data = json.loads(results[0].read_text())["results"]
         assert {"radar_wiki_animal", "radar_spatial"} <= set(data)
-        assert list((tmp_path / "results" / f"step_{step}").rglob("*_samples_radar_spatial.jsonl"))
+        assert list((tmp_path / "runs" / f"step_{step}").rglob("*_samples_radar_spatial.jsonl"))
     runs = (report_dir / "runs.csv").read_text()
     assert "step 0" in runs and "step 4" in runs
     asym = (report_dir / "asymmetry.csv").read_text().splitlines()
@@ -213,8 +213,8 @@ def test_run_series_end_to_end(tmp_path):
     assert "step 4" in table and " - " not in table.splitlines()[1]
 
     # everything is reused: no training, no evaluation
-    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*_results.json")}
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*_results.json")}
     messages = []
     series.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=messages.append)
     assert any("reusing" in m for m in messages)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*_results.json")} == stamp
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*_results.json")} == stamp

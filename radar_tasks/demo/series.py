@@ -5,9 +5,10 @@
 1. writes the miniature M3-Bench (`fixture.make_fixture`) and the tiny Qwen2-VL (`training.init_model`);
 2. trains it on freshly drawn synthetic examples (`synthetic`, `training.train`) and saves checkpoints at `steps`
    (default 0, 250, 500, 750, 1000: about two minutes on two CPU cores);
-3. evaluates every checkpoint on the fixture with lmms-eval and the `radar_hf` wrapper, with per-item logs
-   (`evaluate`: lmms-eval's CLI entry point in this process, or a subprocess; `radar_tasks.runner`);
-4. writes the analysis report (`radar_tasks.analysis.write_report`) with each checkpoint's step and tokens seen.
+3. evaluates the checkpoints with `radar-tasks sweep` (`radar_tasks.sweep`: lmms-eval and `radar_hf` in this
+   process, per-item logs, resume), the workflow of a real run, with a manifest of each checkpoint's step and
+   tokens seen;
+4. the sweep writes the analysis report (`radar_tasks.analysis.write_report`) after each checkpoint.
 
 Nothing here needs a network or a GPU.
 """
@@ -22,7 +23,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from radar_tasks import runner
 from radar_tasks.demo import fixture as F
 from radar_tasks.demo.synthetic import EXAMPLE_KINDS
 from radar_tasks.demo.training import ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, init_model, train
@@ -31,21 +31,7 @@ from radar_tasks.demo.training import ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFA
 # multi-image items are beyond a two-minute model, and its 60 items would double the evaluation time.
 DEFAULT_TASKS = ("radar_wiki_animal,radar_wiki_plant,radar_wiki_attraction,radar_wiki_celebrity,"
                  "radar_mmbench,radar_mathvista,radar_seephys,radar_spatial")
-
-
-def evaluate(checkpoint: str | os.PathLike, tasks: str, output_path: str | os.PathLike,
-             data_dir: str | os.PathLike, *, in_process: bool = True) -> Path:
-    """Evaluate `checkpoint` with `radar_hf` (CPU, float32, per-item logs) on `tasks` through the lmms-eval CLI;
-    returns the results JSON under `output_path`. `in_process`: `runner.run_in_process` (its log in
-    `output_path/lmms_eval.log`), else `runner.run_subprocess`. Either way one torch thread: this model's
-    matrices are too small for threads to pay off.
-    """
-    model_args = f"pretrained={Path(checkpoint).absolute()},device=cpu,dtype=float32"
-    output_path, data_dir = Path(output_path).absolute(), Path(data_dir).absolute()
-    if in_process:
-        return runner.run_in_process(model_args, tasks, output_path, data_dir, threads=1)
-    with runner.environment(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
-        return runner.run_subprocess(model_args, tasks, output_path, data_dir)
+MODEL_ARGS = "device=cpu,dtype=float32"
 
 
 def _load_checkpoints(ckpt_dir: Path, steps: Sequence[int], **settings) -> list[dict] | None:
@@ -73,10 +59,12 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
     """Pretrain, checkpoint, evaluate and report (module docstring); returns the report folder `out_dir/report`.
 
     Layout of `out_dir`: `M3-Bench/` (fixture), `checkpoints/step_<n>/` (+ `train_log.json`),
-    `results/step_<n>/` (lmms-eval output), `report/` (report.md, CSVs, figures). A folder that already holds
-    the fixture, the checkpoints of these `steps` or a checkpoint's results reuses them (delete to redo).
+    `runs/step_<n>/` (the sweep's lmms-eval output), `report/` (report.md, CSVs, figures). A folder that already
+    holds the fixture, the checkpoints of these `steps` or a checkpoint's results reuses them (delete to redo).
     """
-    from radar_tasks.analysis import write_report
+    import yaml
+
+    from radar_tasks.sweep import sweep
 
     tasks = DEFAULT_TASKS if tasks is None else tasks if isinstance(tasks, str) else ",".join(tasks)
     steps = sorted({int(s) for s in steps})
@@ -87,7 +75,7 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
     data = work / "M3-Bench"
     if not data.exists():
         F.make_fixture(data)  # the benchmark: seed 0 whatever the training seed
-    ckpt_dir, results_dir = work / "checkpoints", work / "results"
+    ckpt_dir, results_dir = work / "checkpoints", work / "runs"
     checkpoints = _load_checkpoints(ckpt_dir, steps, batch_size=batch_size, lr=lr, seed=seed)
     t_train = 0.0
     if checkpoints is None:
@@ -102,26 +90,23 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
     else:
         print_fn(f"reusing the checkpoints in {ckpt_dir}")
 
+    manifest = ckpt_dir / "manifest.yaml"  # the report's labels of every checkpoint
+    manifest.write_text(yaml.safe_dump([
+        {"run": str(Path(c["path"]).absolute()), "label": f"step {c['step']}", "model": f"tiny-{ARCH}",
+         "series": f"tiny-{ARCH} demo", "step": c["step"], "tokens": c["tokens"]} for c in checkpoints],
+        sort_keys=False), encoding="utf-8")
     t0 = time.time()
-    runs, labels = [], []
-    print_fn(f"evaluating {len(checkpoints)} checkpoints with lmms-eval (radar_hf) on {tasks}")
-    for c in checkpoints:
-        out = results_dir / f"step_{c['step']}"
-        results = runner.existing_results(out)
-        if results is None:
-            t1 = time.time()
-            results = evaluate(c["path"], tasks, out, data)
-            print_fn(f"  step {c['step']}: {time.time() - t1:.0f}s, log {out / 'lmms_eval.log'}")
-        runs.append(results)
-        labels.append({"label": f"step {c['step']}", "model": f"tiny-{ARCH}", "series": f"tiny-{ARCH} demo",
-                       "step": c["step"], "tokens": c["tokens"]})
+    print_fn(f"$ radar-tasks sweep {ckpt_dir}/step_* --tasks {tasks} --model_args {MODEL_ARGS} --log_samples "
+             f"--manifest {manifest} --out {work}")
+    result = sweep([c["path"] for c in checkpoints], tasks, work, model_args=MODEL_ARGS, log_samples=True,
+                   manifest=manifest, data_dir=data, threads=1, print_fn=print_fn)
     t_eval = time.time() - t0
-
-    t0 = time.time()
-    report = write_report(runs, work / "report", labels=labels)
-    t_report = time.time() - t0
+    if result.failed or result.report is None:
+        raise RuntimeError("the sweep did not evaluate every checkpoint: " + "; ".join(
+            f"{o.checkpoint.name}: {o.message}" for o in result.failed))
+    report = result.report
     report_dir = Path(report).parent
-    timing = {"train_s": round(t_train, 1), "eval_s": round(t_eval, 1), "report_s": round(t_report, 1),
+    timing = {"train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
               "total_s": round(time.time() - t_start, 1)}
     (report_dir / "series.json").write_text(json.dumps(
         {"tasks": tasks, "steps": steps, "checkpoints": checkpoints, "timing": timing,
@@ -129,7 +114,7 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
                      for k, v in EXAMPLE_KINDS.items()}}, indent=2) + "\n")
     print_fn("")
     print_fn(format_development(report_dir, checkpoints))
-    print_fn(f"\ntrain {timing['train_s']:.0f}s, evaluation {timing['eval_s']:.0f}s, report {timing['report_s']:.0f}s"
+    print_fn(f"\ntrain {timing['train_s']:.0f}s, evaluation and report {timing['eval_s']:.0f}s"
              f"\nreport: {report}")
     return report_dir
 
