@@ -84,7 +84,7 @@ def _cycle() -> list[str] | None:
 def test_the_graph_is_read():
     assert "radar_tasks.models.radar_hf" in MODULES and "radar_tasks.metrics.sds" in MODULES
     assert {"radar_tasks.prompts", "radar_tasks.models.protocol"} <= GRAPH["radar_tasks.models.radar_hf"]
-    assert "radar_tasks.runner" in GRAPH["radar_tasks.demo.series"]
+    assert "radar_tasks.sweep" in GRAPH["radar_tasks.demo.series"] and "radar_tasks.runner" in GRAPH["radar_tasks.sweep"]
 
 
 def test_no_import_cycle():
