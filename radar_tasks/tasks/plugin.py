@@ -45,7 +45,7 @@ def _wrap_initialize_tasks() -> None:
     original = TaskManager.initialize_tasks
 
     def initialize_tasks(self, include_path=None, include_defaults=True):
-        key = (repr(include_path), include_defaults)
+        key = (repr(include_path), include_defaults, bool(os.environ.get("RADAR_TASKS_NO_DISCOVERY")))
         if _INDEX_CACHE is not None and key in _INDEX_CACHE:
             return dict(_INDEX_CACHE[key])
         index = original(self, include_path=include_path, include_defaults=include_defaults)
