@@ -75,14 +75,32 @@ def inline(text: str, marker: str = IMAGE_MARKER) -> str:
     return IMAGE_REF.sub(lambda _: marker, text)
 
 
-def option_block(answer: str, distractors: list[str], correct_first: bool) -> tuple[str, list[str]]:
-    """MMMU-Pro items whose options hold images: the options block shown after the question (the record's
-    `options_text`) and the letters scored instead of the options, the correct letter first (its `choices`)."""
+def option_block(answer: str, distractors: list[str], correct_first: bool) -> str:
+    """MMMU-Pro items whose `ori_options` hold images: the options block shown after the question (the record's
+    `options_text`), as the three scripts write it: the options in the drawn order (the answer first, or last after
+    the distractors), every one lettered, then SELECT_PROMPT. The same under every protocol."""
     options = [answer, *distractors] if correct_first else [*distractors, answer]
-    letters = OPTION_LETTERS[: len(options)]
-    text = " " + " ".join(f"{l}. {o}" for l, o in zip(letters, options)) + SELECT_PROMPT
-    correct_letter = letters[options.index(answer)]
-    return text, [correct_letter, *[l for l in letters if l != correct_letter]]
+    return " " + " ".join(f"{letter}. {o}" for letter, o in zip(OPTION_LETTERS, options)) + SELECT_PROMPT
+
+
+def option_letters(n_options: int, correct_first: bool, two_letters: bool = False) -> list[str]:
+    """The letters scored for an options block of `n_options`, the correct one first.
+
+    Default: every option's letter (the correct option is A, or the last letter after the distractors), so the
+    letters and the block agree. `two_letters` (the scripts): exactly `["A", "B"]`, or `["B", "A"]` when the answer
+    comes last, whatever the number of options: with more than two options `B` may then letter a distractor while it
+    is scored as the correct one.
+    """
+    if two_letters:
+        return ["A", "B"] if correct_first else ["B", "A"]
+    letters = list(OPTION_LETTERS[:n_options])
+    correct = letters[0] if correct_first else letters[-1]
+    return [correct, *[letter for letter in letters if letter != correct]]
+
+
+def shows_options(doc) -> bool:
+    """Whether the record shows an options block (its candidates are letters)."""
+    return bool(doc.get("options_text"))
 
 
 def _shown_text(doc) -> str:

@@ -90,6 +90,49 @@ def test_mmmu_pro_inline_images_and_image_options(root):
         assert len(r["images"]) == len(prompts.IMAGE_REF.findall(r["question"] + r["options_text"]))
 
 
+def test_options_block_follows_ori_options(root):
+    """The scripts show the options (and score letters) when `ori_options` names an image, not the candidates."""
+    path = root / "multiple_discipline_reasoning" / "MMMU_Pro_Agriculture_2_pretrained_mllm_eval.json"
+    data = json.loads(path.read_text())
+    text_item = next(k for k, v in data.items() if "<image" not in v["ori_options"])
+    image_item = next(k for k, v in data.items() if "<image" in v["ori_options"])
+    # text options whose ORIGINAL options held an image: shown, lettered
+    data[text_item]["ori_options"] = repr(["<image 2>", "a red circle"])
+    # image candidates whose original options were text: not shown; the candidates are scored as written
+    data[image_item]["ori_options"] = repr(["one", "two", "three"])
+    path.write_text(json.dumps(data))
+    recs = {r["id"]: r for r in m3bench.load_category("mmmu_pro", "Agriculture")}
+    shown, plain = recs[text_item], recs[image_item]
+    options = [shown["answer"], *shown["distractors"]]
+    assert shown["options_text"] == prompts.option_block(shown["answer"], shown["distractors"],
+                                                         shown["correct_first"])
+    assert shown["choices"] == prompts.option_letters(len(options), shown["correct_first"])
+    assert len(shown["images"]) == len(prompts.IMAGE_REF.findall(shown["question"]))  # options hold no image
+    assert plain["options_text"] == "" and plain["choices"] == [plain["answer"], *plain["distractors"]]
+    assert not plain["correct_first"] and "<image" in plain["answer"]
+    assert len(plain["images"]) == len(prompts.IMAGE_REF.findall(plain["question"]))
+
+
+def test_correct_first_is_the_seeded_draw_in_every_file_order(root):
+    recs = [r for c in taxonomy.MMMU_PRO_SUBJECTS for r in m3bench.load_category("mmmu_pro", c)]
+    lettered = [r for r in recs if r["options_text"]]
+    assert {r["correct_first"] for r in lettered} == {True, False}  # both orders occur in the fixture
+    for r in lettered:
+        assert r["options_text"].startswith(f" A. {r['answer']} " if r["correct_first"] else " A. ")
+        assert r["options_text"].endswith(f" {r['answer']}{prompts.SELECT_PROMPT}") != r["correct_first"]
+
+
+@pytest.mark.parametrize("value,message", [(None, "'ori_options' is missing"),
+                                           (["<image 1>"], "'ori_options' is not a string")])
+def test_mmmu_pro_needs_ori_options(root, value, message):
+    path = root / "multiple_discipline_reasoning" / "MMMU_Pro_Art_2_pretrained_mllm_eval.json"
+    qid = _first_id(path)
+    _edit(path, lambda d: d[qid].pop("ori_options") if value is None else d[qid].__setitem__("ori_options", value))
+    with pytest.raises(M3BenchError) as err:
+        m3bench.load_category("mmmu_pro", "Art")
+    assert message in str(err.value) and f"item {qid!r}" in str(err.value) and path.name in str(err.value)
+
+
 def test_non_rgb_images_are_converted(root):
     modes = set()
     for subset, category in taxonomy.leaf_tasks():

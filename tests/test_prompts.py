@@ -193,9 +193,83 @@ def test_paper_presets():
     i = R.paper_preset("internvl")
     assert i["dtype"] == "bfloat16" and i["processor_kwargs"]["max_patches"] == 3
     assert R.paper_preset("llava_ov_plain")["dtype"] == "float16"
-    assert R.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
+    # each family's image conversion and quirks, as its script; two letters in all three
+    assert (q["image_conversion"], i["image_conversion"], R.paper_preset("llava_ov_plain")["image_conversion"]) \
+        == ("qwen_vl_utils", "pil_convert", "pil_convert")
+    assert i["internvl_reverse_images"] and not q["internvl_reverse_images"]
+    assert R.paper_preset("llava_ov_plain")["llava_mmmu_one_distractor"] and not i["llava_mmmu_one_distractor"]
+    assert all(R.paper_preset(s)["mmmu_two_letters"] for s in P.FAMILY_STYLES)
+    # no script for the style: only score=logit; every switch as without protocol
+    assert R.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, **R.SWITCH_DEFAULTS}
+    assert R.SWITCH_DEFAULTS["image_conversion"] == "white" and not R.SWITCH_DEFAULTS["mmmu_two_letters"]
     q["processor_kwargs"]["size"]["shortest_edge"] = 1  # a deep enough copy: the table itself is not changed
     assert R.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
+
+
+@pytest.mark.parametrize("family, style", [("qwen2_vl", "qwen2vl_base"), ("internvl", "internvl"),
+                                           ("llava_onevision", "llava_ov_plain")])
+def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
+    paper = R.resolve_settings(model_type=lambda: family, protocol="paper")
+    preset = R.paper_preset(style)
+    for name in R.SWITCH_DEFAULTS:
+        assert getattr(paper, name) == preset[name], name
+    default = R.resolve_settings(model_type=lambda: family)
+    assert all(getattr(default, n) == v for n, v in R.SWITCH_DEFAULTS.items())
+    for name, value in R.SWITCH_DEFAULTS.items():  # explicit args win over the preset, one at a time
+        flipped = "white" if name == "image_conversion" else str(not preset[name]).lower()
+        off = R.resolve_settings(model_type=lambda: family, protocol="paper", **{name: flipped})
+        assert getattr(off, name) == (flipped if name == "image_conversion" else not preset[name]), name
+        assert all(getattr(off, n) == getattr(paper, n) for n in R.SWITCH_DEFAULTS if n != name)
+    with pytest.raises(ValueError, match="image_conversion"):
+        R.resolve_settings(model_type=lambda: family, image_conversion="black")
+
+
+def test_option_block_and_letters_as_the_scripts_write_them():
+    answer, distractors = "<image 4>", ["<image 2>", "<image 3>"]
+    assert P.option_block(answer, distractors, True) == \
+        " A. <image 4> B. <image 2> C. <image 3> Please select the correct option: "
+    assert P.option_block(answer, distractors, False) == \
+        " A. <image 2> B. <image 3> C. <image 4> Please select the correct option: "
+    # default: every letter, the one that names the answer first
+    assert P.option_letters(3, True) == ["A", "B", "C"] and P.option_letters(3, False) == ["C", "A", "B"]
+    # the scripts: two letters whatever the number of options (B may letter a distractor)
+    assert P.option_letters(3, True, two_letters=True) == ["A", "B"]
+    assert P.option_letters(4, False, two_letters=True) == ["B", "A"]
+    assert P.option_letters(2, False) == P.option_letters(2, False, two_letters=True) == ["B", "A"]
+
+
+def test_scored_candidates_per_quirk():
+    doc = dict(MMMU_IMG_OPTS, distractors=["B", "C"], choices=["C", "A", "B"], correct_first=False)
+    assert R.scored_candidates(doc, doc["choices"]) == (["C", "A", "B"], (True, True, True))
+    assert R.scored_candidates(doc, doc["choices"], two_letters=True) == (["B", "A", "B"], (True, True, False))
+    first = dict(doc, choices=["A", "B", "C"], correct_first=True)
+    assert R.scored_candidates(first, first["choices"], two_letters=True) == (["A", "B", "C"], (True, True, False))
+    # a skipped item's single request is left alone; text options never get letters
+    assert R.scored_candidates(doc, ["C"], two_letters=True) == (["C"], (True,))
+    assert R.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], two_letters=True)[1] == (True, True, True)
+    cands, scored = R.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], one_distractor=True)
+    assert cands == MMMU_TEXT["choices"] and scored == R.one_distractor_mask(MMMU_TEXT, 3) and sum(scored) == 2
+
+
+def test_qwen_base_template_check():
+    def render_base(messages):  # Qwen2-VL base: a flat list of items
+        return "".join(R.QWEN_VISION if m["type"] == "image" else m["text"] for m in messages)
+
+    def render_instruct(messages):  # loops over roles and content: the question is lost
+        return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + "".join(
+            "<|im_start|>\n" + "".join(R.QWEN_VISION for c in m["content"]) + "<|im_end|>\n" for m in messages)
+
+    assert R.qwen_template_problem(render_base) is None
+    assert "without the question" in R.qwen_template_problem(render_instruct)
+    assert "cannot render" in R.qwen_template_problem(lambda m: m[0]["role"])
+
+
+def test_internvl_system_message_from_the_config():
+    assert R.internvl_system_message(SimpleNamespace()) == P.INTERNVL_SYSTEM_MESSAGE
+    assert R.internvl_system_message(SimpleNamespace(system_message="Be brief.")) == "Be brief."
+    assert R.internvl_system_message(SimpleNamespace(system_message="")) == ""  # the original keeps it, empty too
+    q = P.build(MMB, "internvl", ["red"], system_message="Be brief.")
+    assert q.context.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
 
 
 def test_loss_sign_trick_and_answers():

@@ -193,7 +193,9 @@ def build_processor(tokenizer, image_size: int, image_seq_length: int, min_tiles
 def _tokenizer(src: Path):
     from transformers import AutoTokenizer
 
-    plain = AutoTokenizer.from_pretrained(src)
+    # trust_remote_code=False: the source config's `auto_map` (every released InternVL) would otherwise make
+    # transformers ask whether to run the repository's code (and wait for an answer); the tokenizer needs none.
+    plain = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
     before = {}
     for name, token in SPECIAL_TOKENS.items():
         tid = plain.convert_tokens_to_ids(token)
@@ -202,7 +204,7 @@ def _tokenizer(src: Path):
                 raise ConversionError(f"{src}: the tokenizer has no {token} token (not an InternVL tokenizer?)")
         else:
             before[token] = tid
-    tokenizer = AutoTokenizer.from_pretrained(src, extra_special_tokens=dict(SPECIAL_TOKENS))
+    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=False, extra_special_tokens=dict(SPECIAL_TOKENS))
     for token, tid in before.items():
         if tokenizer.convert_tokens_to_ids(token) != tid:
             raise ConversionError(f"naming {token} changed its id {tid} -> {tokenizer.convert_tokens_to_ids(token)}")
@@ -216,7 +218,8 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
 
     dtype: storage dtype (`bfloat16` = the released weights and what the RADAR script runs in; `float32`, `float16`);
     min_tiles / max_tiles: the dynamic tiling range (RADAR: 1..3; a thumbnail is added when > 1 tile);
-    system_message: the chat template's default system message (default: that of the config's `template`).
+    system_message: the chat template's default system message, also written to the converted config (default: the
+    source config's `system_message`, else that of its `template`).
     """
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
@@ -272,21 +275,24 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
             state["lm_head.weight"] = state[embed_key]
     text_config.vocab_size = state[embed_key].shape[0]
 
+    template = cfg.get("template")
+    if system_message is None:  # as the original model: the config's (even empty), else the template's
+        has_own = isinstance(cfg.get("system_message"), str)
+        system_message = cfg["system_message"] if has_own else TEMPLATE_SYSTEM.get(template)
+        if template and template not in TEMPLATE_SYSTEM and not has_own:
+            log.warning("template %r: no known system message; the chat template has none", template)
+    # kept in the config as the original model keeps it (radar_hf's internvl style reads it from there)
+    extra = {"system_message": system_message} if system_message is not None else {}
     config = InternVLConfig(
         text_config=text_config.to_dict(), vision_config=vision_kwargs, image_token_id=image_token_id,
         image_seq_length=image_seq_length, downsample_ratio=ratio, projector_hidden_act="gelu",
         vision_feature_layer=int(cfg.get("select_layer", -1)), vision_feature_select_strategy="default",
-        tie_word_embeddings=tied,
+        tie_word_embeddings=tied, **extra,
     )
     config.architectures = ["InternVLForConditionalGeneration"]
     out.mkdir(parents=True, exist_ok=True)
     save_model(InternVLForConditionalGeneration, config, state, out, torch_dtype)
 
-    template = cfg.get("template")
-    if system_message is None:
-        system_message = cfg.get("system_message") or TEMPLATE_SYSTEM.get(template)
-        if template and template not in TEMPLATE_SYSTEM and not cfg.get("system_message"):
-            log.warning("template %r: no known system message; the chat template has none", template)
     processor = build_processor(tokenizer, tile, image_seq_length, min_tiles, max_tiles, system_message)
     processor.save_pretrained(out)
     record = {

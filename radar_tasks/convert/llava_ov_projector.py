@@ -214,9 +214,11 @@ def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", ima
     del vis_model
 
     # --- language model and tokenizer
-    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=torch_dtype)
+    # trust_remote_code=False: a converter never runs (nor asks to run) a repository's own code
+    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=torch_dtype, trust_remote_code=False)
     text_config = lm.config
-    tokenizer = AutoTokenizer.from_pretrained(llm, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tokenizer = AutoTokenizer.from_pretrained(llm, trust_remote_code=False,
+                                              extra_special_tokens={"image_token": IMAGE_TOKEN})
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     base = getattr(lm, lm.base_model_prefix)
     lm_state = {"model.language_model." + k: v for k, v in base.state_dict().items()}

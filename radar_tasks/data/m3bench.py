@@ -21,7 +21,7 @@ from radar_tasks.errors import CategoryFileMissing, M3BenchError
 
 ENV_VAR = "RADAR_M3BENCH_DIR"
 # Bump when the record layout or its derivation changes: part of the datasets cache fingerprint.
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -135,10 +135,20 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise bad(f"'img_num' must be a non-negative integer (got {n!r})")
 
-    options_text, choices = "", [answer, *distractors]
-    options_have_images = subset == "mmmu_pro" and any(prompts.IMAGE_REF.search(o) for o in [answer, *distractors])
-    if options_have_images:
-        options_text, choices = prompts.option_block(answer, distractors, draw.correct_first(f"{subset}/{qid}"))
+    # The scripts show the options (and score letters) when the ORIGINAL options name an image, whatever the
+    # answer and the distractors hold.
+    options_text, choices, correct_first = "", [answer, *distractors], False
+    if subset == "mmmu_pro":
+        ori_options = item.get("ori_options")
+        if not isinstance(ori_options, str):
+            raise bad("'ori_options' is missing" if ori_options is None else
+                      f"'ori_options' is not a string (got {type(ori_options).__name__})")
+        if prompts.IMAGE_REF.search(ori_options):
+            if len(choices) > len(prompts.OPTION_LETTERS):
+                raise bad(f"{len(choices)} options: more than the {len(prompts.OPTION_LETTERS)} letters A..Z")
+            correct_first = draw.correct_first(f"{subset}/{qid}")
+            options_text = prompts.option_block(answer, distractors, correct_first)
+            choices = prompts.option_letters(len(choices), correct_first)
     images = image_paths(root, subset, category, qid, item, question + options_text)
     skipped = len(images) > taxonomy.MAX_IMAGES
     if not skipped:
@@ -162,6 +172,7 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
         "distractors": list(distractors),
         "choices": choices,
         "options_text": options_text,
+        "correct_first": correct_first,
         "skipped": skipped,
         "absent": False,
         "source": json.dumps(rest, ensure_ascii=False, sort_keys=True),
@@ -251,7 +262,7 @@ def absent_category(subset: str, category: str):
 
     row = {"id": "", "subset": subset, "category": category, "ability": taxonomy.ability_of(subset, category),
            "source_file": "", "images": [], "question": "", "answer": "", "distractors": [], "choices": ["-"],
-           "options_text": "", "skipped": True, "absent": True, "source": "{}"}
+           "options_text": "", "correct_first": False, "skipped": True, "absent": True, "source": "{}"}
     return datasets.Dataset.from_list([row], features=record_features())
 
 
@@ -262,7 +273,8 @@ def record_features():
     return datasets.Features({
         "id": s, "subset": s, "category": s, "ability": s, "source_file": s,
         "images": datasets.Sequence(s), "question": s, "answer": s, "distractors": datasets.Sequence(s),
-        "choices": datasets.Sequence(s), "options_text": s, "skipped": datasets.Value("bool"),
+        "choices": datasets.Sequence(s), "options_text": s, "correct_first": datasets.Value("bool"),
+        "skipped": datasets.Value("bool"),
         "absent": datasets.Value("bool"), "source": s,
     })
 

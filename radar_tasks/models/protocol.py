@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from radar_tasks import prompts
+from radar_tasks.data import images as images_io
 from radar_tasks.models.args import as_bool, merge_kwargs, parse_kwargs
 
 # `prompt_style=auto`: the reference script's style for the checkpoint's `config.model_type`, else `raw`.
@@ -72,7 +73,8 @@ def answers(scored, scores, score: str) -> list[tuple[float, bool]]:
 
 
 # --------------------------------------------------------------------------------------------------- presets
-# `protocol=paper`: what each reference script sets, by family style. Explicit model_args override every key.
+# `protocol=paper`: what each reference script sets, by family style. Explicit model_args override every key, so
+# each quirk below can be turned off on its own (e.g. `protocol=paper,mmmu_two_letters=false`).
 PAPER_PRESETS = {
     "qwen2vl_base": {
         "dtype": "bfloat16",
@@ -80,21 +82,34 @@ PAPER_PRESETS = {
         # transformers 5 keeps them as size.shortest_edge / longest_edge (min_pixels= at call time is deprecated)
         "processor_kwargs": {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}},
         "qwen_vl_utils_resize": True,
+        "image_conversion": "qwen_vl_utils",  # qwen-vl-utils `to_rgb`: only RGBA is pasted onto white
     },
     "internvl": {
         "dtype": "bfloat16",
         # the checkpoint's own tile size (448 px, 256 tokens per tile); 1..3 tiles + a thumbnail when > 1 tile
         "processor_kwargs": {"crop_to_patches": True, "min_patches": 1, "max_patches": 3},
+        "image_conversion": "pil_convert",
+        "internvl_reverse_images": True,
     },
-    "llava_ov_plain": {"dtype": "float16", "processor_kwargs": {}},
+    "llava_ov_plain": {"dtype": "float16", "processor_kwargs": {}, "image_conversion": "pil_convert",
+                       "llava_mmmu_one_distractor": True},
 }
+# What every family script does alike: score=logit and the two letters A/B of MMMU-Pro options blocks.
+PAPER_COMMON = {"score": "logit", "mmmu_two_letters": True}
 PROTOCOLS = ("paper",)
+# The switches a preset may set, with their value without protocol (the default path).
+SWITCH_DEFAULTS = {"qwen_vl_utils_resize": False, "image_conversion": images_io.DEFAULT_CONVERSION,
+                   "llava_mmmu_one_distractor": False, "internvl_reverse_images": False, "mmmu_two_letters": False}
 
 
 def paper_preset(style: str) -> dict:
     """The `protocol=paper` settings for a resolved style (score=logit always; family settings where known)."""
-    preset = {"score": "logit", "processor_kwargs": {}, "qwen_vl_utils_resize": False}
-    preset.update(copy.deepcopy(PAPER_PRESETS.get(style, {})))
+    preset = {"processor_kwargs": {}, **SWITCH_DEFAULTS}
+    if style in PAPER_PRESETS:
+        preset.update(PAPER_COMMON)
+        preset.update(copy.deepcopy(PAPER_PRESETS[style]))
+    else:
+        preset["score"] = PAPER_COMMON["score"]
     return preset
 
 
@@ -103,13 +118,32 @@ def one_distractor_mask(doc, n_candidates: int, seed: int = 0) -> tuple[bool, ..
     """LLaVA script quirk: MMMU-Pro text-option items keep the answer and ONE distractor drawn at random.
 
     The script draws with `random.sample(distraction, 1)` from one global generator, so its draw depends on the
-    file order and on every earlier draw: it cannot be replayed. Ours is a per-item draw seeded by the item id.
+    file order and on every earlier draw: it cannot be replayed. Ours is a per-item draw seeded by the item id:
+    candidate `random.Random(f"{seed}:llava_mmmu_one_distractor/{id}").randrange(1, n_candidates)` is kept.
     """
     keep = [True] * n_candidates
-    if doc.get("subset") != "mmmu_pro" or doc.get("options_text") or n_candidates <= 2:
+    if doc.get("subset") != "mmmu_pro" or prompts.shows_options(doc) or n_candidates <= 2:
         return tuple(keep)
     kept = random.Random(f"{seed}:llava_mmmu_one_distractor/{doc['id']}").randrange(1, n_candidates)
     return tuple(i == 0 or i == kept for i in range(n_candidates))
+
+
+def scored_candidates(doc, candidates: list[str], *, two_letters: bool = False,
+                      one_distractor: bool = False) -> tuple[list[str], tuple[bool, ...]]:
+    """The strings to score for one request's `candidates` (the record's `choices`, correct first) under the
+    candidate quirks, and which of them are scored (the others get DROPPED_LOSS: one per request either way).
+
+    `two_letters` (every script): an options block is scored on `A`/`B` only (prompts.option_letters), the
+    remaining letters are dropped. `one_distractor` (LLaVA script): one_distractor_mask.
+    """
+    candidates = list(candidates)
+    n_options = 1 + len(doc.get("distractors") or [])
+    if two_letters and prompts.shows_options(doc) and len(candidates) == n_options:
+        letters = prompts.option_letters(n_options, bool(doc.get("correct_first")), two_letters=True)
+        return letters + candidates[2:], tuple(i < 2 for i in range(n_options))
+    if one_distractor:
+        return candidates, one_distractor_mask(doc, len(candidates))
+    return candidates, tuple(True for _ in candidates)
 
 
 QWEN_FACTOR, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS, QWEN_MAX_RATIO = 28, 4 * 28 * 28, 16384 * 28 * 28, 200
@@ -174,6 +208,41 @@ class ReversedBlocksProcessor:
         return out
 
 
+# --------------------------------------------------------------------------------------------------- checkpoints
+def internvl_system_message(config) -> str:
+    """The InternVL script's system message: `config.system_message` when the checkpoint has one, even empty (the
+    original model reads it from there; `convert-internvl` keeps it), else the `internvl2_5` template's default."""
+    own = getattr(config, "system_message", None)
+    return own if isinstance(own, str) else prompts.INTERNVL_SYSTEM_MESSAGE
+
+
+QWEN_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+_QWEN_PROBE = "How many dots are there?"
+
+
+def qwen_script_messages(n_images: int, question: str) -> list[dict]:
+    """What the Qwen2-VL script hands `apply_chat_template`: a flat, role-less list (one item per image, then the
+    question)."""
+    images = [{"type": "image", "content": [{"type": "image", "image": f"image_{i}.png"}]} for i in range(n_images)]
+    return images + [{"type": "text", "text": question, "content": []}]
+
+
+def qwen_template_problem(render: Callable[[list], str]) -> str | None:
+    """None when the checkpoint's chat template (`render(messages)`, no generation prompt) turns the Qwen2-VL
+    script's messages into images then the question, as the base checkpoint's template does (and as
+    prompt_style qwen2vl_base scores them); else a description of what the script would have scored instead.
+    An Instruct-style template, which loops over each message's roles and content, renders a system prompt and
+    empty turns and drops the question."""
+    try:
+        rendered = render(qwen_script_messages(2, _QWEN_PROBE))
+    except Exception as exc:  # a template that cannot render the script's messages: the script fails there
+        return f"cannot render the script's messages ({type(exc).__name__}: {exc})"
+    if rendered == 2 * QWEN_VISION + _QWEN_PROBE:
+        return None
+    lost = "" if _QWEN_PROBE in rendered else ", without the question"
+    return f"renders the script's messages (2 images, a question) as {rendered!r}{lost}"
+
+
 # --------------------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class Settings:
@@ -185,23 +254,30 @@ class Settings:
     dtype: str
     processor_kwargs: dict
     qwen_vl_utils_resize: bool
+    image_conversion: str  # data.images.CONVERSIONS
     llava_mmmu_one_distractor: bool
     internvl_reverse_images: bool
+    mmmu_two_letters: bool
+
+
+def _given(value) -> bool:
+    return value not in (None, "")
 
 
 def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, prompt_style=None, score=None,
-                     dtype=None, processor_kwargs=None, qwen_vl_utils_resize=None, llava_mmmu_one_distractor=False,
-                     internvl_reverse_images=False) -> Settings:
+                     dtype=None, processor_kwargs=None, qwen_vl_utils_resize=None, image_conversion=None,
+                     llava_mmmu_one_distractor=None, internvl_reverse_images=None,
+                     mmmu_two_letters=None) -> Settings:
     """`protocol=paper` = the reference script of the checkpoint's family (prompt_style auto -> qwen2vl_base |
     llava_ov_plain | internvl, by `model_type()` or by an explicit family prompt_style), score=logit, the family's
-    dtype and processor settings (PAPER_PRESETS). `model_type` is called only when a preset needs it (it reads
-    the checkpoint's config); a bad value fails here, before any model loads."""
-    protocol = str(protocol).strip().lower() if protocol not in (None, "") else None
+    dtype, processor settings, image conversion and quirks (PAPER_PRESETS). `model_type` is called only when a
+    preset needs it (it reads the checkpoint's config); a bad value fails here, before any model loads."""
+    protocol = str(protocol).strip().lower() if _given(protocol) else None
     if protocol is not None and protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     style_arg = prompt_style or ("auto" if protocol else "raw")
     resolve_style(style_arg, None)  # an unknown style fails now
-    preset = {}
+    preset = dict(SWITCH_DEFAULTS)
     if protocol == "paper":
         family = model_type()
         style = resolve_style(style_arg, family)
@@ -214,11 +290,18 @@ def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, pro
     score = str(score or preset.get("score") or "logprob").strip().lower()
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
-    resize = (as_bool(qwen_vl_utils_resize) if qwen_vl_utils_resize not in (None, "")
-              else preset.get("qwen_vl_utils_resize", False))
+    conversion = str(image_conversion).strip().lower() if _given(image_conversion) else preset["image_conversion"]
+    if conversion not in images_io.CONVERSIONS:
+        raise ValueError(f"image_conversion must be one of {', '.join(images_io.CONVERSIONS)}; got {conversion!r}")
+
+    def switch(name, value) -> bool:
+        return as_bool(value) if _given(value) else bool(preset[name])
+
     return Settings(
         protocol=protocol, style_arg=style_arg, score=score, dtype=dtype or preset.get("dtype") or "auto",
         processor_kwargs=merge_kwargs(preset.get("processor_kwargs", {}), parse_kwargs(processor_kwargs)),
-        qwen_vl_utils_resize=resize, llava_mmmu_one_distractor=as_bool(llava_mmmu_one_distractor),
-        internvl_reverse_images=as_bool(internvl_reverse_images),
+        qwen_vl_utils_resize=switch("qwen_vl_utils_resize", qwen_vl_utils_resize), image_conversion=conversion,
+        llava_mmmu_one_distractor=switch("llava_mmmu_one_distractor", llava_mmmu_one_distractor),
+        internvl_reverse_images=switch("internvl_reverse_images", internvl_reverse_images),
+        mmmu_two_letters=switch("mmmu_two_letters", mmmu_two_letters),
     )

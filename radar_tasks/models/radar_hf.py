@@ -3,7 +3,8 @@
 Model args: pretrained, device, dtype (float32|bfloat16|float16|auto), batch_size (questions per batch, or auto),
 share_prefix (default true; false = one forward per candidate, the reference), trust_remote_code,
 attn_implementation; the reference protocol's: protocol (paper), prompt_style, score, processor_kwargs,
-qwen_vl_utils_resize, llava_mmmu_one_distractor, internvl_reverse_images (`protocol.resolve_settings`).
+qwen_vl_utils_resize, image_conversion, llava_mmmu_one_distractor, internvl_reverse_images, mmmu_two_letters
+(`protocol.resolve_settings`).
 This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `likelihood`) and its results back
 (docs/ARCHITECTURE.md, "Prompt contract"); the prompt text is `radar_tasks.prompts`, the family rules `protocol`.
 """
@@ -22,6 +23,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from radar_tasks import prompts
+from radar_tasks.data import images as images_io
 from radar_tasks.models import likelihood, prefix_sharing
 from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
 from radar_tasks.models.args import as_bool, parse_batch_size
@@ -70,8 +72,10 @@ class RadarHF(lmms):
         score: str | None = None,  # logprob (default) | logit (the paper)
         processor_kwargs=None,  # "key:value;key:value", a JSON object or a dict -> AutoProcessor.from_pretrained
         qwen_vl_utils_resize=None,
-        llava_mmmu_one_distractor=False,
-        internvl_reverse_images=False,
+        image_conversion: str | None = None,  # white (default) | qwen_vl_utils | pil_convert (data.images)
+        llava_mmmu_one_distractor=None,  # None: the protocol preset's (on for LLaVA under protocol=paper)
+        internvl_reverse_images=None,
+        mmmu_two_letters=None,
         loaded=None,  # (model, processor) already in memory: `from_model`
     ) -> None:
         super().__init__()
@@ -89,8 +93,9 @@ class RadarHF(lmms):
             model_type=lambda: (getattr(loaded[0].config, "model_type", None) if loaded is not None else
                                 self._model_type_of(pretrained, as_bool(trust_remote_code))), protocol=protocol,
             prompt_style=prompt_style, score=score, dtype=dtype, processor_kwargs=processor_kwargs,
-            qwen_vl_utils_resize=qwen_vl_utils_resize, llava_mmmu_one_distractor=llava_mmmu_one_distractor,
-            internvl_reverse_images=internvl_reverse_images,
+            qwen_vl_utils_resize=qwen_vl_utils_resize, image_conversion=image_conversion,
+            llava_mmmu_one_distractor=llava_mmmu_one_distractor, internvl_reverse_images=internvl_reverse_images,
+            mmmu_two_letters=mmmu_two_letters,
         )
         for field in dataclasses.fields(settings):  # self.protocol, self.score, self.processor_kwargs, ...
             setattr(self, field.name, getattr(settings, field.name))
@@ -145,8 +150,21 @@ class RadarHF(lmms):
         if doc_to_visual is None:
             return None, []
         doc = self.task_dict[task][split][doc_id]
-        images = doc_to_visual(doc)
-        return doc, list(images or [])
+        return doc, self._question_images(doc, doc_to_visual)
+
+    def _question_images(self, doc, doc_to_visual) -> list:
+        """The images of one question as the model gets them. The task's `doc_to_visual` gives RGB with
+        transparency composited onto white; under another `image_conversion` (protocol=paper: the family script's)
+        an M3-Bench record's files are read again from its paths and converted that way. Then the Qwen script's
+        first resize, when set. With `_prepare_question`, the whole per-question preparation (no shared state)."""
+        if (self.image_conversion != images_io.DEFAULT_CONVERSION and prompts.is_m3bench_record(doc)
+                and not doc.get("skipped")):
+            images = [images_io.load_rgb(path, self.image_conversion) for path in doc["images"]]
+        else:
+            images = list(doc_to_visual(doc) or [])
+        if self.qwen_vl_utils_resize:
+            images = [_protocol.qwen_vl_utils_resize(im) for im in images]
+        return images
 
     # ------------------------------------------------------------------------------------------- reference protocol
     @staticmethod
@@ -161,9 +179,20 @@ class RadarHF(lmms):
         self.prompt_style = _protocol.resolve_style(self.style_arg, self.model_type)
         if self.prompt_style == "chat" and not getattr(self.processor, "chat_template", None):
             raise ValueError(f"prompt_style=chat: the processor of {self.pretrained} has no chat template")
-        if self.prompt_style == "raw" and (self.llava_mmmu_one_distractor or self.internvl_reverse_images):
-            logger.warning("radar_hf: llava_mmmu_one_distractor / internvl_reverse_images act only with a "
-                           "non-raw prompt_style; ignored")
+        if self.prompt_style == "raw" and (self.llava_mmmu_one_distractor or self.internvl_reverse_images
+                                           or self.mmmu_two_letters):
+            logger.warning("radar_hf: llava_mmmu_one_distractor / internvl_reverse_images / mmmu_two_letters act "
+                           "only with a non-raw prompt_style; ignored")
+        self.system_message = _protocol.internvl_system_message(self._model.config)
+        if self.protocol == "paper" and self.prompt_style == "qwen2vl_base":
+            problem = _protocol.qwen_template_problem(
+                lambda messages: self.processor.apply_chat_template(messages, tokenize=False,
+                                                                    add_generation_prompt=False))
+            if problem:
+                logger.warning(f"radar_hf: protocol=paper: the chat template of {self.pretrained} is not a Qwen2-VL "
+                               f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
+                               "prompt_style qwen2vl_base scores images then the question, as with the base "
+                               "checkpoint")
         if self.protocol == "paper" and self.model_type == "llava_onevision":
             logger.warning("radar_hf: protocol=paper on a transformers LlavaOnevision model: its image tokens (anyres "
                            "tiles + newline embeddings) are not the reference's 729 flat tokens per image; convert "
@@ -183,18 +212,16 @@ class RadarHF(lmms):
         and continuations; a family/chat style rebuilds both from the doc with `radar_tasks.prompts` (the candidate
         = continuation minus lmms-eval's target_delimiter " ").
         """
-        if self.qwen_vl_utils_resize:
-            images = [_protocol.qwen_vl_utils_resize(im) for im in images]
         styled = None
         if (self.prompt_style != "raw" and prompts.is_m3bench_record(doc)
                 and all(isinstance(c, str) for c in continuations)):
-            candidates = [prompts.strip_delimiter(c) for c in continuations]
-            scored = (_protocol.one_distractor_mask(doc, len(candidates)) if self.llava_mmmu_one_distractor
-                      else None)
+            candidates, scored = _protocol.scored_candidates(
+                doc, [prompts.strip_delimiter(c) for c in continuations], two_letters=self.mmmu_two_letters,
+                one_distractor=self.llava_mmmu_one_distractor)
             styled = prompts.build(
                 doc, self.prompt_style, candidates, scored=scored,
                 chat_template=self._render_chat, image_placeholder=self._chat_placeholder(),
-                reverse_blocks=self.internvl_reverse_images,
+                system_message=self.system_message, reverse_blocks=self.internvl_reverse_images,
             )
         elif self.prompt_style != "raw" and not getattr(self, "_warned_raw_fallback", False):
             self._warned_raw_fallback = True
