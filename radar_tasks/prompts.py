@@ -17,9 +17,11 @@ images, as they appear); `radar_hf` swaps each for the model's own image tokens.
 | `chat` | the processor's chat template: one user turn (images, then `Q`; MMMU-Pro interleaved) | `A` |
 
 Other wrappers get `task_text(doc, image_markers=False)`: `Q` + the options block, no marker (they place images
-themselves, as lmms-eval wrappers do). MMMU-Pro items whose options hold images carry `options_text`
-(`" A. <opt> B. <opt> Please select the correct option: "`) and letter candidates: every style shows
-`Q + options_text`. Skipped records (more than 12 images) are rendered without images; they are never scored.
+themselves, as lmms-eval wrappers do). MMMU-Pro items whose `ori_options` hold an image carry `options_text`
+(`" A. <opt> B. <opt> ... Please select the correct option: "`, every option lettered in the drawn order, the same
+under every protocol) and letter candidates (`option_letters`: by default every letter, correct first; the scripts'
+two letters `A`/`B` under `protocol=paper`): every style shows `Q + options_text`. Skipped records (more than 12
+images) are rendered without images; they are never scored.
 """
 
 from __future__ import annotations

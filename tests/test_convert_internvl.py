@@ -386,3 +386,28 @@ def test_scores_with_radar_likelihood(converted):
               "<|im_end|>\n<|im_start|>assistant\n"
     scores = score_continuations(model, processor, context, [_noise(300, 200)], ["A dog", "A cat"])
     assert all(s.n_tokens > 0 and s.prefix_ok and math.isfinite(s.mean_logit) for s in scores)
+
+
+def test_never_asks_to_run_remote_code_and_keeps_the_system_message(tmp_path, source, monkeypatch):
+    """Released InternVL configs carry an `auto_map`: without trust_remote_code=False, transformers asks "Do you
+    wish to run the custom code?" (and waits). The converted config keeps the system message (the source config's
+    when it has one, as the original model reads it)."""
+    import shutil
+
+    from radar_tasks.convert.internvl import convert_internvl
+
+    assert "auto_map" in json.loads((source / "config.json").read_text())
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda *a, **k: asked.append(a) or "n")
+    out = convert_internvl(source, tmp_path / "default", dtype="float32")
+    assert not asked
+    assert json.loads((out / "config.json").read_text())["system_message"] == SYSTEM
+    own = tmp_path / "src-own-system"
+    shutil.copytree(source, own)
+    cfg = json.loads((own / "config.json").read_text())
+    (own / "config.json").write_text(json.dumps(dict(cfg, system_message="You are InternVL.")))
+    out = convert_internvl(own, tmp_path / "own", dtype="float32")
+    assert json.loads((out / "config.json").read_text())["system_message"] == "You are InternVL." and not asked
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(out).system_message == "You are InternVL."
