@@ -441,6 +441,8 @@ def test_transparency_moves_the_qwen_scores(lmms_runs, items, tiny_checkpoint):
         if "RGBA" in _modes(item) and not item["letters"]:
             dropped_alpha = softmax(reference_qwen2_vl(model, processor, item, to_rgb=lambda im: im.convert("RGB")))
             moved = max(moved, abs(dropped_alpha[0] - lmms_runs["qwen2_vl"][key]["p"]))
+            if moved > 1e-3:
+                break
     assert moved > 1e-3
 
 
@@ -633,12 +635,17 @@ def _warnings_of(make) -> list[str]:
     return messages
 
 
-def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_path):
+def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_path, monkeypatch):
     from transformers import AutoProcessor
 
+    from radar_tasks.models import radar_hf
+
+    monkeypatch.setattr(radar_hf, "_TEMPLATE_WARNED", set())  # earlier tests loaded this checkpoint already
     folder = tiny_checkpoint("qwen2_vl")  # its template is Instruct-like: roles, a system turn
     warned = _warnings_of(lambda: RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32"))
     assert any("not a Qwen2-VL base template" in m and "without the question" in m for m in warned), warned
+    again = _warnings_of(lambda: RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32"))
+    assert not any("base template" in m for m in again)  # once per checkpoint (an in-loop run builds it often)
     assert not any("base template" in m for m in _warnings_of(
         lambda: RadarHF(pretrained=str(folder), device="cpu", dtype="float32", prompt_style="qwen2vl_base")))
     base = tmp_path / "qwen-base-template"

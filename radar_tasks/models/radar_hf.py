@@ -29,6 +29,9 @@ from radar_tasks.models import protocol as _protocol  # `protocol` is also a mod
 from radar_tasks.models.args import as_bool, parse_batch_size
 
 
+_TEMPLATE_WARNED: set[str] = set()  # checkpoints already warned about a non-base Qwen2-VL chat template
+
+
 def _get(obj, key):
     value = getattr(obj, key, None)
     if value is None and hasattr(obj, "get"):
@@ -188,7 +191,8 @@ class RadarHF(lmms):
             problem = _protocol.qwen_template_problem(
                 lambda messages: self.processor.apply_chat_template(messages, tokenize=False,
                                                                     add_generation_prompt=False))
-            if problem:
+            if problem and self.pretrained not in _TEMPLATE_WARNED:  # once per checkpoint (in-loop: every eval)
+                _TEMPLATE_WARNED.add(self.pretrained)
                 logger.warning(f"radar_hf: protocol=paper: the chat template of {self.pretrained} is not a Qwen2-VL "
                                f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
                                "prompt_style qwen2vl_base scores images then the question, as with the base "
