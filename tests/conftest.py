@@ -2,7 +2,41 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# ------------------------------------------------------------------------------------------------------------------
+# Caches: the suite writes only into temporary folders. Every cache a library would keep under the user's home goes
+# to one folder per session, removed at exit; the lmms-eval subprocesses inherit it. Set here, before any test module
+# imports `datasets`, which reads HF_DATASETS_CACHE once, at import (tests/test_isolation.py checks it took effect).
+# ------------------------------------------------------------------------------------------------------------------
+SESSION_CACHE = tempfile.mkdtemp(prefix="radar-tasks-test-cache-")
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+for _var, _folder in (("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HF_DATASETS_CACHE", "hf/datasets"),
+                      ("HF_MODULES_CACHE", "hf/modules"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
+                      ("TORCH_HOME", "torch")):
+    os.environ[_var] = os.path.join(SESSION_CACHE, _folder)
+
+
+@pytest.fixture
+def loguru_messages():
+    """The warnings (and worse) loguru logs while the test runs (loguru does not reach pytest's caplog).
+
+    Import lmms_eval.models before this fixture runs: its first import removes every loguru sink."""
+    import contextlib
+
+    from loguru import logger
+
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(message.record["message"]), level="WARNING")
+    yield messages
+    with contextlib.suppress(ValueError):
+        logger.remove(sink)
+
 
 # ------------------------------------------------------------------------------------------------------------------
 # Tiny models (radar_tasks.demo.tiny_models; used by test_tiny_models, test_likelihood, test_radar_hf)

@@ -8,21 +8,44 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from radar_tasks import taxonomy
 from radar_tasks.demo.fixture import make_fixture
-from radar_tasks.metrics.sds import softmax
 from radar_tasks.runner import results_json
 from radar_tasks.summary import format_table
 from radar_tasks.demo.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
 SUBSET_TASKS = [taxonomy.task_name(s.name) for s in taxonomy.SUBSETS]
+# The fixture has 2 items in every MMBench category; these get more, so that a size-weighted mean shows.
+GROWN = {"image_style": 2, "future_prediction": 1}
+
+
+def softmax(scores):
+    x = np.asarray(scores, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def grow_mmbench_category(root: Path, category: str, extra: int) -> None:
+    """Add `extra` items to an MMBench category of the released layout: its first item with the question reworded,
+    under a new id with its own copy of the image (images/<category>/<q_id>.jpg); the file name keeps the count."""
+    folder = root / "general_visual_question_answering"
+    [path] = folder.glob(f"MMBench_{category}_*_pretrained_mllm_eval.json")
+    items = json.loads(path.read_text(encoding="utf-8"))
+    qid, item = next(iter(items.items()))
+    for k in range(extra):
+        items[f"{qid}x{k}"] = {**item, "question": f"{item['question']} (look again, {k + 1})"}
+        shutil.copy(folder / "images" / category / f"{qid}.jpg", folder / "images" / category / f"{qid}x{k}.jpg")
+    path.unlink()
+    (folder / f"MMBench_{category}_{len(items)}_pretrained_mllm_eval.json").write_text(json.dumps(items, indent=1))
 
 
 def run_lmms_eval(tasks, out, data, model, extra=(), env=None, launcher=(sys.executable, "-m", "lmms_eval")):
@@ -45,8 +68,10 @@ def samples(out: Path, task: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    os.environ.setdefault("HF_DATASETS_CACHE", str(root / "hf-cache"))
-    return make_fixture(root / "M3-Bench"), build_tiny_model(root / "tiny-qwen2_vl", "qwen2_vl"), root
+    data = make_fixture(root / "M3-Bench")
+    for category, extra in GROWN.items():
+        grow_mmbench_category(data, category, extra)
+    return data, build_tiny_model(root / "tiny-qwen2_vl", "qwen2_vl"), root
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +100,8 @@ def test_every_level_has_sds_and_acc(full_run):
 
 def test_totals_are_unweighted_means_of_subsets(full_run):
     res = full_run[0]["results"]
+    sizes = {c: res[taxonomy.task_name("mmbench", c)]["items,none"] for c in taxonomy.MMBENCH_CATEGORIES}
+    assert sizes == {c: 2 + GROWN.get(c, 0) for c in taxonomy.MMBENCH_CATEGORIES}  # categories of unequal sizes
     for metric in ("sds", "acc"):
         subset_scores = [res[t][f"{metric},none"] for t in SUBSET_TASKS]
         assert res["radar_mmm"][f"{metric},none"] == pytest.approx(sum(subset_scores) / 9, abs=1e-9)
@@ -87,7 +114,7 @@ def test_totals_are_unweighted_means_of_subsets(full_run):
                                         for k in ("animal", "plant", "attraction", "celebrity")]
     assert res["radar_mmm"]["sds_perception,none"] == pytest.approx(sum(parts) / 5, abs=1e-9)
     # counts
-    assert res["radar_mmm"]["items,none"] == sum(res[t]["items,none"] for t in SUBSET_TASKS) == 132
+    assert res["radar_mmm"]["items,none"] == sum(res[t]["items,none"] for t in SUBSET_TASKS) == 132 + 3
     assert (res["radar_mmm"]["items_perception,none"] + res["radar_mmm"]["items_reasoning,none"]
             == res["radar_mmm"]["items,none"])
 
@@ -103,7 +130,7 @@ def test_stderrs_are_bootstrap_and_group_stderr_combines_subsets(full_run):
 def test_item_logs_identify_items_and_match_softmax(full_run):
     results, out, _ = full_run
     n_checked = 0
-    for task in ("radar_wiki_animal", "radar_mmmu_pro_math", "radar_seephys"):
+    for task in ("radar_wiki_animal", "radar_mmmu_pro_math", "radar_seephys", "radar_mmbench_image_style"):
         rows = samples(out, task)
         assert len(rows) == results["results"][task]["items,none"] == results["n-samples"][task]["effective"]
         for row in rows:
@@ -166,8 +193,6 @@ def test_missing_subset_folder_fails_loudly(setup, tmp_path):
 
 def test_missing_category_file_is_reported_and_left_out_of_the_subset_mean(setup, tmp_path):
     """A partial release (a category file absent): that leaf reports no score, the group averages the others."""
-    import shutil
-
     data, model, _ = setup
     partial = tmp_path / "M3-Bench"
     shutil.copytree(data, partial)
@@ -181,4 +206,4 @@ def test_missing_category_file_is_reported_and_left_out_of_the_subset_mean(setup
                if a == "perception" and c != "ocr"]
     assert len(present) == 11
     assert res["radar_mmbench_perception"]["sds,none"] == pytest.approx(sum(present) / 11, abs=1e-9)
-    assert res["radar_mmbench_perception"]["items,none"] == 22
+    assert res["radar_mmbench_perception"]["items,none"] == 11 * 2 + GROWN["image_style"]

@@ -149,7 +149,8 @@ def test_bfloat16_close_to_float32(tiny_checkpoint, tiny_loaded, tiny_images):
     s16 = score_continuations(model16, processor, *args, dtype=torch.bfloat16)
     for a, b in zip(s32, s16):
         assert a.n_tokens == b.n_tokens
-        assert math.isfinite(b.nll) and b.nll == pytest.approx(a.nll, abs=0.05)
+        # measured 4.8e-5 and 9.2e-5 (nll ~ 6; 2-core CPU, torch 2.14): 1e-3 still catches a softmax in bf16
+        assert math.isfinite(b.nll) and b.nll == pytest.approx(a.nll, abs=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

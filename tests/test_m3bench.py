@@ -1,4 +1,4 @@
-"""Reading the released layout, and every kind of bad input named in one line (radar_tasks/m3bench.py)."""
+"""Reading the released layout, and every kind of bad input named in one line (radar_tasks/data/m3bench.py)."""
 
 import json
 import os
@@ -23,12 +23,20 @@ def pristine(tmp_path_factory):
 
 @pytest.fixture
 def root(pristine, tmp_path, monkeypatch):
-    """A private copy of the fixture (tests corrupt it), with a private datasets cache."""
+    """A private copy of the fixture (tests corrupt it), with a private datasets cache.
+
+    `datasets` reads HF_DATASETS_CACHE once, at import: the cache it really uses is `datasets.config`'s."""
+    import datasets.config
+
     copy = tmp_path / "M3-Bench"
     shutil.copytree(pristine, copy)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     monkeypatch.setenv(m3bench.ENV_VAR, str(copy))
     return copy
+
+
+def _arrow_files(tmp_path) -> set[Path]:
+    return set((tmp_path / "hf-cache").rglob("*.arrow"))
 
 
 def _json_of(root, folder):
@@ -145,10 +153,11 @@ def test_non_rgb_images_are_converted(root):
     assert modes - {"RGB"}, "the fixture should hold non-RGB files"
 
 
-def test_results_are_cached_and_edits_invalidate_the_cache(root):
+def test_results_are_cached_and_edits_invalidate_the_cache(root, tmp_path):
     first = m3bench.load_category("wiki_animal", "wiki_animal")
     again = m3bench.load_category("wiki_animal", "wiki_animal")
     assert again.cache_files and again.cache_files[0]["filename"] == first.cache_files[0]["filename"]
+    assert {Path(f["filename"]) for f in first.cache_files} <= _arrow_files(tmp_path)  # in the private cache
     path = _json_of(root, WIKI)
     data = _edit(path, lambda d: d[next(iter(d))].__setitem__("question", "Edited question?"))
     edited = m3bench.load_category("wiki_animal", "wiki_animal")
@@ -222,12 +231,16 @@ def test_missing_and_truncated_images(root):
 
 
 def test_failed_read_leaves_no_cache_behind(root, tmp_path):
+    m3bench.load_category("wiki_plant", "wiki_plant")
+    cached = _arrow_files(tmp_path)
+    assert cached  # a good read is cached here: this is the folder to watch
     path = _json_of(root, WIKI)
     qid = _first_id(path)
     _edit(path, lambda d: d[qid].__setitem__("answer", None))
-    with pytest.raises(M3BenchError):
-        m3bench.load_category("wiki_animal", "wiki_animal")
-    assert not list((tmp_path / "hf-cache").rglob("*.arrow"))
+    for _ in range(2):  # and the second read fails again: nothing was cached to serve it
+        with pytest.raises(M3BenchError, match=rf"item '{qid}': 'answer' is not a string"):
+            m3bench.load_category("wiki_animal", "wiki_animal")
+    assert _arrow_files(tmp_path) == cached
 
 
 def test_check_data_reports_every_problem(root, capsys):

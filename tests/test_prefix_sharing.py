@@ -3,7 +3,8 @@
 Every architecture radar_hf claims, single-image, multi-image, interleaved, images-first and text-only prompts, a BPE
 merge across the prompt/candidate boundary, candidates of one and of several tokens, batch sizes 1 and 3 (questions
 of different lengths, with and without images, in one call). fp32: equal within 1e-5 (measured: <= 1e-6).
-bf16: measured max |difference| 1.1e-3 (nll and mean logit, tiny models, nll ~ 6), asserted within 5e-3.
+bf16: within 1.1e-3, the README's number (nll and mean logit, all six tiny models, nll ~ 6; measured on the 2-core
+CPU, torch 2.14: at most 9.8e-4, llava; 2.8e-4 to 4.9e-4 on the others).
 """
 
 from __future__ import annotations
@@ -103,14 +104,18 @@ def test_is_greedy_forced_true(arch, tiny_biased_to_the, tiny_images):
     assert_same(reference(model, processor, qs), [got])
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl"])
+BF16_TOLERANCE = 1.1e-3  # README: "within 1.1e-3 in bfloat16 (tiny models)"
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_bfloat16_tolerance(arch, tiny_checkpoint, tiny_images):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint(arch), dtype=torch.bfloat16).eval()
     processor = AutoProcessor.from_pretrained(tiny_checkpoint(arch))
     qs = questions(tiny_images)
-    assert_same(reference(model, processor, qs), score_questions(model, processor, qs, batch_size=3), tol=5e-3)
+    assert_same(reference(model, processor, qs), score_questions(model, processor, qs, batch_size=3),
+                tol=BF16_TOLERANCE)
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "llava"])
@@ -254,7 +259,6 @@ def test_batch_size_parsing():
 
 def test_radar_hf_shares_and_batches(tiny_checkpoint, tiny_images):
     """The lmms-eval wrapper: share_prefix (default) with batch_size 2 gives the share_prefix=false numbers."""
-    pytest.importorskip("lmms_eval")
     from lmms_eval.api.instance import Instance
 
     from radar_tasks.models.radar_hf import RadarHF

@@ -5,9 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
-pytest.importorskip("lmms_eval")
-
 from lmms_eval.api.instance import GenerationResult, Instance, unwrap_generation_output
 
 from radar_tasks.models.likelihood import score_continuations

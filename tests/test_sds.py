@@ -128,13 +128,15 @@ def test_leaf_aggregation_excludes_unscored_from_sds_but_counts_them_wrong_in_ac
     assert all("sds_perception" in x and "sds_reasoning" not in x for x in per_doc)
 
 
-def test_non_finite_model_output_is_reported_and_kept_out_of_sds(caplog):
+def test_non_finite_model_output_is_reported_and_kept_out_of_sds(loguru_messages):
     from radar_tasks.metrics import lmms as M
 
-    docs = [_doc("ok", n=2), _doc("bad", n=2)]
+    docs = [_doc("ok", n=2), dict(_doc("bad", n=2), source_file="Wiki_animal_identification/w.json")]
     per_doc = [M.process_results(docs[0], ["(0.5, False)", "(1.5, False)"]),
                M.process_results(docs[1], ["(nan, False)", "(1.0, False)"])]
     assert per_doc[1]["sds"]["skipped"] == I.SKIP_NON_FINITE and per_doc[1]["skipped"] == 1
+    [warning] = loguru_messages  # one line, naming the file and the item (tests/test_non_finite.py: end to end)
+    assert warning.startswith("Wiki_animal_identification/w.json: item 'bad': model returned a non-finite score")
     sds = M.sds_aggregate([x["sds"] for x in per_doc])
     assert sds == pytest.approx(1 / (1 + math.exp(-1.0)))  # only the finite item
     assert M.acc_aggregate([x["acc"] for x in per_doc]) == pytest.approx(0.5)
