@@ -102,6 +102,20 @@ def score(results: Sequence[Any], gold: int) -> dict[str, float]:
     return {"sds": float(S.item_sds(scores, gold)), "acc": float(S.item_correct(scores, gold))}
 
 
+def score_doc(doc: dict, results: Sequence[Any], gold_field: str | None = "gold",
+              choices_field: str | None = "choices") -> dict[str, float]:
+    """`score` of one doc, its gold index read from `doc[gold_field]` (None: the first choice)."""
+    n = len(results)
+    choices = doc.get(choices_field) if choices_field else None
+    if isinstance(choices, (list, tuple)) and len(choices) != n:
+        raise ValueError(
+            f"{n} results for {len(choices)} choices in doc[{choices_field!r}]: does the task add other "
+            "requests (e.g. metric acc_mutual_info), or do the choices differ from doc_to_choice?"
+        )
+    gold = 0 if gold_field is None else resolve_gold(doc, n, gold_field, choices_field)
+    return score(results, gold)
+
+
 def make_process_results(
     gold_field: str | None = "gold", choices_field: str | None = "choices"
 ) -> Callable[[dict, Sequence[Any]], dict[str, float]]:
@@ -112,15 +126,7 @@ def make_process_results(
     """
 
     def process_results(doc: dict, results: Sequence[Any]) -> dict[str, float]:
-        n = len(results)
-        choices = doc.get(choices_field) if choices_field else None
-        if isinstance(choices, (list, tuple)) and len(choices) != n:
-            raise ValueError(
-                f"{n} results for {len(choices)} choices in doc[{choices_field!r}]: does the task add other "
-                "requests (e.g. metric acc_mutual_info), or do the choices differ from doc_to_choice?"
-            )
-        gold = 0 if gold_field is None else resolve_gold(doc, n, gold_field, choices_field)
-        return score(results, gold)
+        return score_doc(doc, results, gold_field, choices_field)
 
     process_results.__name__ = "process_results"
     process_results.__doc__ = (

@@ -54,19 +54,29 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
     return {"sds": record, "acc": I.compact(record)}
 
 
+def leaf_mean(values_of, records: Sequence[dict]) -> float:
+    """A leaf task's score: the mean of `values_of(records)`, tagged with its (subset, category)."""
+    return I.leaf_score(records, values_of(records), S.mean)
+
+
+def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
+    """The seeded bootstrap stderr of `leaf_mean`, the same for any order of `records`."""
+    # Item order differs between 1 and N processes (lmms-eval gathers rank by rank): sort, so the seeded
+    # bootstrap gives the same estimate however the run was sharded.
+    records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
+    boot = lambda v: S.bootstrap_stderr(v, iters=min(iters, MAX_BOOTSTRAP_ITERS), seed=0)  # noqa: E731
+    return I.leaf_score(records, values_of(records), boot)
+
+
 def _bootstrappable(values_of):
     """An aggregation over item records, carrying its own bootstrap stderr as `.radar_stderr(records, iters)`
     (lmms-eval computes stderrs only for its built-in aggregations: radar_tasks.tasks.plugin hooks this in)."""
 
     def aggregate(records: Sequence[dict]) -> float:
-        return I.leaf_score(records, values_of(records), S.mean)
+        return leaf_mean(values_of, records)
 
     def stderr(records: Sequence[dict], iters: int) -> float:
-        # Item order differs between 1 and N processes (lmms-eval gathers rank by rank): sort, so the seeded
-        # bootstrap gives the same estimate however the run was sharded.
-        records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
-        boot = lambda v: S.bootstrap_stderr(v, iters=min(iters, MAX_BOOTSTRAP_ITERS), seed=0)  # noqa: E731
-        return I.leaf_score(records, values_of(records), boot)
+        return leaf_stderr(values_of, records, iters)
 
     aggregate.radar_stderr = stderr
     return aggregate

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 MUTATED = ["radar_tasks/metrics/*", "radar_tasks/taxonomy.py", "radar_tasks/data/m3bench.py", "radar_tasks/prompts.py"]
 # The fast test files that exercise the mutated modules (the ones that exist are used).
 TESTS = ["test_sds.py", "test_prompts.py", "test_m3bench.py", "test_lm_eval.py", "test_analysis_stats.py",
-         "test_fixture.py", "test_aggregation.py", "test_taxonomy.py", "test_data_oracles.py"]
+         "test_fixture.py", "test_aggregation.py", "test_metric_contracts.py", "test_taxonomy.py", "test_bad_input.py",
+         "test_prompt_contracts.py", "test_non_finite.py"]
 
 PLUGIN = '''\
 """pytest plugin of the mutation check: a fresh datasets cache for every run of the tests (one run per mutant)."""
@@ -50,6 +51,7 @@ def build(work: Path, only: list[str]) -> list[str]:
     shutil.copytree(REPO / "metrics", work / "radar_tasks" / "metrics", ignore=ignore)
     shutil.copytree(REPO / "task_yamls", work / "radar_tasks" / "task_yamls", ignore=ignore)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
+    shutil.copy(REPO / "README.md", work / "README.md")  # tests/test_taxonomy.py reads it
     tests = [f"tests/{t}" for t in TESTS if (REPO / "tests" / t).is_file()]
     (work / "_mutation_plugin.py").write_text(PLUGIN)
     (work / "pyproject.toml").write_text(textwrap.dedent(f"""\
