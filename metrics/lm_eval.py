@@ -102,8 +102,7 @@ def score(results: Sequence[Any], gold: int) -> dict[str, float]:
     return {"sds": float(S.item_sds(scores, gold)), "acc": float(S.item_correct(scores, gold))}
 
 
-def score_doc(doc: dict, results: Sequence[Any], gold_field: str | None = "gold",
-              choices_field: str | None = "choices") -> dict[str, float]:
+def score_doc(doc: dict, results: Sequence[Any], gold_field: str | None, choices_field: str | None) -> dict[str, float]:
     """`score` of one doc, its gold index read from `doc[gold_field]` (None: the first choice)."""
     n = len(results)
     choices = doc.get(choices_field) if choices_field else None

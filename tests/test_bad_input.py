@@ -132,6 +132,30 @@ def test_a_missing_category_file(root, monkeypatch):
     assert m3bench.absent_category("mmbench", "ocr").features == m3bench.record_features()
 
 
+def test_every_problem_of_a_category_is_reported(root):
+    """Two category files missing, and in a category of two files a malformed one and one with a bad item."""
+    folder = root / MMBENCH
+    for category in ("ocr", "action_recognition"):
+        [path] = folder.glob(f"MMBench_{category}_*.json")
+        path.unlink()
+    [first] = folder.glob("MMBench_future_prediction_*.json")
+    items = load(first)
+    qid = next(iter(items))
+    second = first.with_name("MMBench_future_prediction_9_pretrained_mllm_eval.json")
+    save(second, {f"{qid}-copy": {**items[qid], "answer": None}})
+    first.write_text("{not json")
+    report = m3bench.check_root(root, ["mmbench"])
+    assert report.problems == [
+        f"{MMBENCH}/: no json file for category 'ocr' (task radar_mmbench_ocr)",
+        f"{MMBENCH}/: no json file for category 'action_recognition' (task radar_mmbench_action_recognition)",
+        f"{MMBENCH}/{first.name}: malformed JSON at line 1 column 2: Expecting property name enclosed in double "
+        "quotes",
+        f"{MMBENCH}/{second.name}: item '{qid}-copy': 'answer' is not a string (got NoneType: None)",
+    ]
+    assert report.counts[("mmbench", "future_prediction")] == 0
+    assert report.counts[("mmbench", "structuralized_imagetext_understanding")] == 2  # checked after them
+
+
 def test_every_problem_of_a_root_is_reported(root):
     shutil.rmtree(root / MMBENCH)  # the first subset: the others are still checked
     wiki, seephys = only_json(root, WIKI), only_json(root, SEEPHYS)
@@ -157,15 +181,18 @@ def test_check_data_counts_are_the_json_files(root, capsys):
         for path in (root / spec.folder).glob("*.json"):
             category = taxonomy.category_of_file(spec.name, path.stem)
             counts[(spec.name, category)] = counts.get((spec.name, category), 0) + len(load(path))
-    seephys = load(only_json(root, SEEPHYS))
+    path = only_json(root, SEEPHYS)
+    seephys = load(path)
+    seephys[next(iter(seephys))]["img_num"] = 14  # skipped too, and not the last item
+    save(path, seephys)
     too_many = sum(item["img_num"] > 12 for item in seephys.values())
-    assert too_many == 1
+    assert too_many == 2
     report = m3bench.check_root(root)
     assert report.ok and report.counts == counts
     assert report.skipped == {key: too_many if key == ("seephys", "seephys") else 0 for key in counts}
     assert radar_tasks_cli(["check-data", str(root)]) == 0
     out = capsys.readouterr().out
-    assert f"{len(seephys)} items in 1 categories, 1 skipped (> 12 images)" in out
+    assert f"{len(seephys)} items in 1 categories, 2 skipped (> 12 images)" in out
     mmbench = sum(n for (s, _), n in counts.items() if s == "mmbench")
     assert f"{mmbench} items in 20 categories" in out
     assert out.rstrip().endswith(f"0 problem(s) in {root}")

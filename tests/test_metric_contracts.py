@@ -123,6 +123,17 @@ def test_untagged_group_values_fall_back_to_lmms_evals_mean():
     assert I.group_mean([0.2, 0.6], [1, 3], weight_by_size=False) == pytest.approx(0.4)
     assert I.group_mean([0.2, 0.6], [1, 3], weight_by_size=True) == pytest.approx(0.5)
     assert M.group_mean([0.2, 0.6], [1, 3]) == pytest.approx(0.4)
+    assert M.group_mean([0.2, 0.6], [1, 3], weight_by_size=True) == pytest.approx(0.5)
+
+
+def test_leaf_stderr_is_the_seed_0_bootstrap_of_the_sorted_values():
+    recs = [{"id": f"q{k}", "subset": "mmbench", "category": "ocr", "p": p, "correct": p > 0.5, "skipped": None}
+            for k, p in zip((3, 1, 4, 0, 2), (0.9, 0.2, 0.6, 0.4, 0.7))]
+    in_id_order = [0.4, 0.2, 0.7, 0.9, 0.6]
+    assert M.sds_aggregate.radar_stderr(recs, 200) == S.bootstrap_stderr(in_id_order, iters=200, seed=0)
+    # lmms-eval asks for 100000 resamples by default: capped
+    assert M.leaf_stderr(I.sds_values, recs, 100_000) == S.bootstrap_stderr(in_id_order, iters=M.MAX_BOOTSTRAP_ITERS,
+                                                                             seed=0)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def build(work: Path, only: list[str]) -> list[str]:
         [tool.mutmut]
         source_paths = ["radar_tasks/"]
         only_mutate = {json.dumps(only)}
-        also_copy = ["_mutation_plugin.py"]
+        also_copy = ["_mutation_plugin.py", "README.md"]
         pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "_mutation_plugin", "-m", "not slow", "-W", "ignore"]
         pytest_add_cli_args_test_selection = {json.dumps(tests)}
         use_git_change_detection = false
@@ -67,6 +67,21 @@ def build(work: Path, only: list[str]) -> list[str]:
         markers = ["slow: runs lmms-eval end to end"]
         """))
     return tests
+
+
+def counts_per_file(work: Path) -> dict[str, dict[str, int]]:
+    """file -> {status: mutants} from mutmut's result files (killed, survived, no tests, timeout, ...)."""
+    from collections import Counter
+
+    from mutmut.stats import status_by_exit_code
+
+    out = {}
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if codes:
+            name = str(meta.relative_to(work / "mutants"))[: -len(".meta")]
+            out[name] = dict(Counter(status_by_exit_code[c] for c in codes.values()))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen([*mutmut, "run", "--max-children", str(args.children)], cwd=args.work, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        proc.wait(timeout=args.minutes * 60)
+        if proc.wait(timeout=args.minutes * 60) != 0:
+            log.close()
+            tail = (args.work / "mutmut.log").read_text(errors="replace")[-3000:]
+            print(f"mutmut failed (exit {proc.returncode}); the end of {args.work / 'mutmut.log'}:\n{tail}")
+            return 1
     except subprocess.TimeoutExpired:
         print(f"\nstopping mutmut after {args.minutes} min (the mutants not reached are not counted)", flush=True)
         os.killpg(proc.pid, signal.SIGINT)
@@ -97,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     log.close()
     subprocess.run([*mutmut, "export-cicd-stats"], cwd=args.work, env=env, check=True, capture_output=True)
     stats = json.loads((args.work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    if not stats["total"]:
+        print(f"mutmut tested nothing: see {args.work / 'mutmut.log'}")
+        return 1
     print(json.dumps(stats, indent=1))
+    for name, counts in counts_per_file(args.work).items():
+        print(f"{name:36s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     listed = subprocess.run([*mutmut, "results"], cwd=args.work, env=env, capture_output=True, text=True).stdout
     names = [line.split(":")[0].strip() for line in listed.splitlines() if line.strip().endswith(": survived")]
     with open(args.work / "survivors.txt", "w") as out:
