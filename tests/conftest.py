@@ -15,11 +15,15 @@ import pytest
 # imports `datasets`, which reads HF_DATASETS_CACHE once, at import (tests/test_isolation.py checks it took effect).
 # ------------------------------------------------------------------------------------------------------------------
 SESSION_CACHE = tempfile.mkdtemp(prefix="radar-tasks-test-cache-")
-atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)  # pytest_unconfigure too: forks skip atexit
 for _var, _folder in (("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HF_DATASETS_CACHE", "hf/datasets"),
                       ("HF_MODULES_CACHE", "hf/modules"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
                       ("TORCH_HOME", "torch")):
     os.environ[_var] = os.path.join(SESSION_CACHE, _folder)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -69,7 +69,9 @@ def scored_per_rank(log: str) -> dict[int, int]:
 def test_two_processes_match_one(tmp_path):
     data = make_fixture(tmp_path / "M3-Bench")
     model = build_tiny_model(tmp_path / "tiny-qwen2_vl", "qwen2_vl")
-    cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    (tmp_path / "tmp").mkdir()
+    # torch's elastic launcher keeps its logs in a temporary folder: this test's, not /tmp
+    cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "TMPDIR": str(tmp_path / "tmp")}
     single, single_log = run([sys.executable, "-m", "lmms_eval"], tmp_path / "one", data, model, cache)
     launcher = [*ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
@@ -101,4 +103,5 @@ def test_two_processes_match_one(tmp_path):
             assert other["skipped"] == rec["skipped"] and other["correct"] == rec["correct"]
             if not rec["skipped"]:
                 assert other["scores"] == pytest.approx(rec["scores"], abs=1e-6)
+    assert list((tmp_path / "tmp").glob("torchelastic_*"))  # where the launcher wrote
     shutil.rmtree(tmp_path / "hf-cache", ignore_errors=True)

@@ -32,14 +32,22 @@ TESTS = ["test_sds.py", "test_prompts.py", "test_m3bench.py", "test_lm_eval.py",
 
 PLUGIN = '''\
 """pytest plugin of the mutation check: a fresh datasets cache for every run of the tests (one run per mutant)."""
+import shutil
 import tempfile
 from pathlib import Path
+
+CACHE = []
 
 
 def pytest_configure(config):
     import datasets.config
 
-    datasets.config.HF_DATASETS_CACHE = Path(tempfile.mkdtemp(prefix="mutmut-hf-"))
+    CACHE.append(tempfile.mkdtemp(prefix="mutmut-hf-"))
+    datasets.config.HF_DATASETS_CACHE = Path(CACHE[-1])
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE.pop(), ignore_errors=True)
 '''
 
 
