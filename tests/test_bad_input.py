@@ -16,7 +16,6 @@ import pytest
 from radar_tasks import taxonomy
 from radar_tasks.cli import main as radar_tasks_cli
 from radar_tasks.data import m3bench
-from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
 from radar_tasks.tasks import hooks
 
@@ -24,17 +23,12 @@ WIKI, SEEPHYS, MMBENCH = "Wiki_animal_identification", "physical_reasoning", "ge
 SUBSET_OF = {WIKI: "wiki_animal", SEEPHYS: "seephys"}
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    return make_fixture(tmp_path_factory.mktemp("bad-input") / "M3-Bench")
-
-
 @pytest.fixture
-def root(pristine, tmp_path, monkeypatch):
+def root(fixture_root, tmp_path, monkeypatch):
     """A private copy of the fixture and a private datasets cache; the root is always passed explicitly."""
     import datasets.config
 
-    shutil.copytree(pristine, tmp_path / "M3-Bench")
+    shutil.copytree(fixture_root, tmp_path / "M3-Bench")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     monkeypatch.delenv(m3bench.ENV_VAR, raising=False)
     return tmp_path / "M3-Bench"

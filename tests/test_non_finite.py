@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from radar_tasks.data import m3bench
-from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.metrics import lmms as M
 from radar_tasks.tasks import hooks
 
@@ -26,8 +25,8 @@ def softmax(scores):
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    return make_fixture(tmp_path_factory.mktemp("non-finite") / "M3-Bench")
+def bench(fixture_root):
+    return fixture_root  # read only
 
 
 @pytest.fixture(scope="module")
