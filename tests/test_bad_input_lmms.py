@@ -5,7 +5,8 @@ Each case is one `python -m lmms_eval ... --tasks radar_wiki_animal` subprocess 
 no traceback, no retry, no model loaded, no results file and nothing cached. Then the intact copy scores every
 item, and its per-item logs and results JSON explain themselves; deleting an image after that good run is reported
 in one line before scoring (the cache re-checks its images). Cases run two at a time: each costs an lmms-eval
-start-up, and fails before any model loads.
+start-up, and fails before any model loads. Every other kind of bad input takes the same path (the one validator,
+the one model-arg table) and is tested in-process: tests/test_m3bench.py, test_images.py, test_model_args.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +33,8 @@ MODEL_LOADED = "on cpu (torch.float32), world size"  # radar_hf's INFO line once
 
 
 def _wiki_json(root: Path) -> Path:
-    return next((root / WIKI).glob("*.json"))
+    [path] = (root / WIKI).glob("*_pretrained_mllm_eval.json")
+    return path
 
 
 def _edit_first_item(root: Path, fn) -> None:
@@ -64,7 +65,8 @@ def _id_walks_out(root):
 def _png_header_only(root):
     """A 12000 x 12000 PNG with no pixel data, in place of an item's image."""
     chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+    header = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+              + chunk(b"IEND", b""))
     sorted((root / WIKI / "images").glob("*.jpg"))[0].write_bytes(header)
 
 
@@ -87,26 +89,22 @@ CASES = [
     Case("header-only 144-Mpx PNG", "12000x12000 = 144,000,000 pixels, above the limit", _png_header_only),
     Case("model control token in a question", "'<|image_pad|>', a model control token",
          lambda r: _edit_first_item(r, lambda d, k: d[k].__setitem__("question", "What is <|image_pad|> this?"))),
-    Case("empty answer", "'answer' is empty", lambda r: _edit_first_item(r, lambda d, k: d[k].__setitem__("answer", ""))),
     Case("boolean typo", "share_prefix='flase': expected one of true, false, 1, 0, yes, no",
          model_args="share_prefix=flase", names_file=False),
-    Case("batch_size 0 in model_args", "batch_size=0: batch_size must be an integer >= 1", model_args="batch_size=0",
-         names_file=False),
     Case("--batch_size abc", "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'",
          extra=("--batch_size", "abc"), names_file=False),
 ]
 
 
-def run_cli(model_args: str, out: Path, data: Path | None, cache: Path, extra=()) -> tuple[int, str, float]:
+def run_cli(model_args: str, out: Path, data: Path | None, cache: Path, extra=()) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", model_args, "--tasks", TASK,
            "--output_path", str(out), "--log_samples", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)}
     env.pop("RADAR_M3BENCH_DIR", None)
     if data is not None:
         env["RADAR_M3BENCH_DIR"] = str(data)
-    start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +124,8 @@ def outcomes(bench):
         if case.corrupt:
             case.corrupt(data)
         args = f"pretrained={model},device=cpu,dtype=float32" + (f",{case.model_args}" if case.model_args else "")
-        code, log, seconds = run_cli(args, work / "out", None if case.unset_root else data, work / "cache",
-                                     case.extra)
-        return case.name, (code, log, seconds, work, data)
+        code, log = run_cli(args, work / "out", None if case.unset_root else data, work / "cache", case.extra)
+        return case.name, (code, log, work, data)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, CASES))
@@ -136,7 +133,7 @@ def outcomes(bench):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_a_failed_exit(outcomes, case):
-    code, log, seconds, work, data = outcomes[case.name]
+    code, log, work, data = outcomes[case.name]
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
     assert code != 0, log[-3000:]
     assert len(errors) == 1 and case.expect in errors[0], log[-3000:]
@@ -146,7 +143,6 @@ def test_bad_input_is_one_line_and_a_failed_exit(outcomes, case):
     assert MODEL_LOADED not in log, "the model loaded before the input was checked"
     assert not list((work / "out").rglob("*_results.json"))
     assert not list((work / "cache").rglob("*.arrow")), "something was cached from a failed run"
-    assert seconds < 180  # generous on a shared 2-core machine; about 10 s alone
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +153,7 @@ def intact_run(bench):
     shutil.copytree(pristine, data)
     (data / WIKI / "notes.json").write_text(json.dumps({"Q1": {"question": "?", "answer": "a", "distraction": ["b"]}}))
     out, cache = root / "intact" / "out", root / "intact" / "cache"
-    code, log, _ = run_cli(f"pretrained={model},device=cpu,dtype=float32,batch_size=2", out, data, cache)
+    code, log = run_cli(f"pretrained={model},device=cpu,dtype=float32,batch_size=2", out, data, cache)
     results = sorted(out.rglob("*_results.json"))
     assert code == 0 and results, log[-4000:]
     samples = [json.loads(line) for p in out.rglob(f"*_samples_{TASK}.jsonl") for line in p.read_text().splitlines()]
@@ -196,7 +192,7 @@ def test_image_deleted_after_a_good_run_is_reported_before_scoring(intact_run):
     image = sorted((data / WIKI / "images").glob("*.jpg"))[0]
     image.unlink()
     out = root / "intact" / "out-after-delete"
-    code, log, _ = run_cli(f"pretrained={model},device=cpu,dtype=float32", out, data, root / "intact" / "cache")
+    code, log = run_cli(f"pretrained={model},device=cpu,dtype=float32", out, data, root / "intact" / "cache")
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
     assert code != 0 and len(errors) == 1 and f"image {WIKI}/images/{image.name} is missing" in errors[0], log[-3000:]
     assert "Traceback" not in log and MODEL_LOADED not in log and not list(out.rglob("*_results.json"))
