@@ -127,19 +127,21 @@ def _wrap_simple_evaluate(evaluator) -> None:
             results = original(*args, **kwargs)
         except Exception as exc:
             error = _input_error(exc)
-            if error is None or not from_cli:
+            if error is None:
                 raise
+            if not from_cli:
+                raise error from None  # itself, not tenacity's RetryError around it
             # the CLI: one line and a non-zero exit status instead of a traceback and 0 (SystemExit is not an
             # Exception: lmms-eval's `except Exception` lets it through)
             sys.stderr.write(f"error: {error}\n")
             sys.stderr.flush()
             raise SystemExit(1) from None
-        if isinstance(results, dict):
-            lm = given.get("model")
-            if lm == preflight.MODEL_NAME:
-                from radar_tasks.models.radar_hf import latest_instance
+        lm = given.get("model")
+        if lm == preflight.MODEL_NAME:
+            from radar_tasks.models.radar_hf import latest_instance
 
-                lm = latest_instance()
+            lm = latest_instance()
+        if isinstance(results, dict) and (checked.leaves or hasattr(lm, "run_metadata")):
             results["radar_tasks"] = preflight.metadata(checked, lm)
         return results
 
