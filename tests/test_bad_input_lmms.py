@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +60,6 @@ def _id_walks_out(root):
     _edit_first_item(root, lambda d, k: d.__setitem__("../../../outside/secret", d.pop(k)))
 
 
-def _png_header_only(root):
-    """A 12000 x 12000 PNG with no pixel data, in place of an item's image."""
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    header = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
-              + chunk(b"IEND", b""))
-    sorted((root / WIKI / "images").glob("*.jpg"))[0].write_bytes(header)
-
-
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -86,9 +76,6 @@ CASES = [
     Case("RADAR_M3BENCH_DIR unset", "RADAR_M3BENCH_DIR is not set", unset_root=True, names_file=False),
     Case("JPEG cut in half", "is unreadable or truncated", _cut_jpeg),
     Case("id walks out of the root", "item '../../../outside/secret': the id holds a path separator", _id_walks_out),
-    Case("header-only 144-Mpx PNG", "12000x12000 = 144,000,000 pixels, above the limit", _png_header_only),
-    Case("model control token in a question", "'<|image_pad|>', a model control token",
-         lambda r: _edit_first_item(r, lambda d, k: d[k].__setitem__("question", "What is <|image_pad|> this?"))),
     Case("boolean typo", "share_prefix='flase': expected one of true, false, 1, 0, yes, no",
          model_args="share_prefix=flase", names_file=False),
     Case("--batch_size abc", "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'",

@@ -406,3 +406,15 @@ def test_absolute_or_walking_image_paths_never_leave_the_images_folder(root):
     assert m3bench._inside(root / WIKI / "images" / "Q1.jpg", root / WIKI / "images")
     assert not m3bench._inside(root / WIKI / "images" / ".." / ".." / "x.jpg", root / WIKI / "images")
     assert not m3bench._inside(Path("/etc/passwd"), root / WIKI / "images")
+
+
+def test_header_only_image_above_the_pixel_limit_is_named(root):
+    import struct
+    import zlib
+
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    image = sorted((root / WIKI / "images").glob("*.jpg"))[0]
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+                      + chunk(b"IEND", b""))
+    text = _load_error()
+    assert f"image {WIKI}/images/{image.name} is 12000x12000 = 144,000,000 pixels, above the limit" in text
