@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from radar_tasks.demo.fixture import make_fixture
-
 pytestmark = pytest.mark.slow
 WIKI = "Wiki_animal_identification"
 TASK = "radar_wiki_animal"
@@ -95,9 +93,9 @@ def run_cli(model_args: str, out: Path, data: Path | None, cache: Path, extra=()
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory, tiny_checkpoint):
-    root = tmp_path_factory.mktemp("bad-input")
-    return make_fixture(root / "pristine" / "M3-Bench"), str(tiny_checkpoint("qwen2_vl")), root
+def bench(tmp_path_factory, tiny_checkpoint, fixture_root):
+    """(the session's miniature M3-Bench, read only: every case copies it; the tiny model; a work folder)."""
+    return fixture_root, str(tiny_checkpoint("qwen2_vl")), tmp_path_factory.mktemp("bad-input")
 
 
 @pytest.fixture(scope="module")
