@@ -9,6 +9,7 @@ unweighted mean of its subsets.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 from radar_tasks import taxonomy
@@ -16,6 +17,8 @@ from radar_tasks.metrics import sds as S
 
 SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
+# lmms-eval asks for 100000 bootstrap resamples by default: far more than a stderr needs, and slow on 60 tasks.
+MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
 
 
 class Scored(tuple):
@@ -78,6 +81,29 @@ def compact(record: dict, metric: str) -> dict:
     return {k: record[k] for k in ("id", "subset", "category", value)}
 
 
+def metric_values(doc: dict, record: dict) -> dict:
+    """The per-doc values of every M3-Bench metric (what `process_results` returns): the item record under `sds`,
+    what each aggregation needs of it under the other record metrics (`compact`), counts under the others."""
+    acc = compact(record, "acc")
+    return {
+        "sds": record,
+        "acc": acc,
+        "skipped": int(record["skipped"] is not None),
+        "items": 1,
+        f"sds_{doc['ability']}": compact(record, "sds"),
+        f"acc_{doc['ability']}": acc,
+        f"items_{doc['ability']}": 1,
+    }
+
+
+def non_finite_warning(doc: dict, record: dict) -> str | None:
+    """The line logged for an item whose model score is NaN/inf (None for any other item)."""
+    if record["skipped"] != SKIP_NON_FINITE:
+        return None
+    return (f"{doc.get('source_file', 'doc')}: item {record['id']!r}: model returned a non-finite score "
+            f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)")
+
+
 def sds_values(records: Sequence[dict]) -> list[float]:
     return [r["p"] for r in records if r["p"] is not None]
 
@@ -104,6 +130,16 @@ class Score(float):
 def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> Score:
     parts = sorted({(r.get("subset") or "", r.get("category") or "") for r in records})
     return Score(statistic(values), parts)
+
+
+def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> Score:
+    """Seeded bootstrap standard error of a leaf's mean of `values_of(records)`, tagged like its score.
+
+    Item order differs between 1 and N processes (lmms-eval gathers rank by rank): the records are sorted first, so
+    the estimate is the same however the run was sharded.
+    """
+    records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
+    return leaf_score(records, values_of(records), lambda v: S.bootstrap_stderr(v, iters=iters, seed=0))
 
 
 def _by_part(values: Sequence[float]) -> dict[tuple[str, int], float] | None:

@@ -10,38 +10,27 @@ Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.t
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 from radar_tasks.metrics import items as I
 from radar_tasks.metrics import sds as S
 
-# lmms-eval asks for 100000 bootstrap resamples by default: far more than a stderr needs, and slow on 60 tasks.
-MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
+MAX_BOOTSTRAP_ITERS = I.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
 
 
 def _warn_non_finite(doc: dict, record: dict) -> None:
-    if record["skipped"] == I.SKIP_NON_FINITE:
+    message = I.non_finite_warning(doc, record)
+    if message:
         from loguru import logger
 
-        logger.warning(f"{doc.get('source_file', 'doc')}: item {record['id']!r}: model returned a non-finite score "
-                       f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)")
+        logger.warning(message)
 
 
 def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
     record = I.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
-    acc = I.compact(record, "acc")
-    return {
-        "sds": record,
-        "acc": acc,
-        "skipped": int(record["skipped"] is not None),
-        "items": 1,
-        f"sds_{doc['ability']}": I.compact(record, "sds"),
-        f"acc_{doc['ability']}": acc,
-        f"items_{doc['ability']}": 1,
-    }
+    return I.metric_values(doc, record)
 
 
 def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
@@ -60,12 +49,9 @@ def leaf_mean(values_of, records: Sequence[dict]) -> float:
 
 
 def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
-    """The seeded bootstrap stderr of `leaf_mean`, the same for any order of `records`."""
-    # Item order differs between 1 and N processes (lmms-eval gathers rank by rank): sort, so the seeded
-    # bootstrap gives the same estimate however the run was sharded.
-    records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
-    boot = lambda v: S.bootstrap_stderr(v, iters=min(iters, MAX_BOOTSTRAP_ITERS), seed=0)  # noqa: E731
-    return I.leaf_score(records, values_of(records), boot)
+    """The seeded bootstrap stderr of `leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
+    with at most MAX_BOOTSTRAP_ITERS resamples."""
+    return I.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
 
 
 def _bootstrappable(values_of):

@@ -1,0 +1,102 @@
+"""The hooks of the exported lmms-eval task folder (`radar-tasks export-tasks`), and the per-doc hooks our own
+task folder shares with it.
+
+The exported folder's `utils.py` is this module with every package module it imports inlined
+(radar_tasks.tasks.export), so it holds one copy of the prompts, the taxonomy and the SDS math, and stock
+lmms-eval runs it without this package. It reads the exported dataset (radar_tasks.data.export): the normalized
+records, with the images' file bytes embedded.
+
+Two things the package does by patching lmms-eval 0.7.3 (radar_tasks.tasks.plugin) are done here with lmms-eval's
+own extension points instead:
+- bootstrap standard errors: lmms-eval computes stderrs only for its built-in aggregations (a custom one gets
+  "N/A"), so every metric `m` that aggregates item records also has a metric `m` + SE_SUFFIX whose aggregation is
+  the bootstrap standard error of `m` (`sds_se`, `acc_se`, `sds_perception_se`, ...);
+- group scores and their stderrs: a group aggregation sees only its leaves' values, so each leaf value carries its
+  (subset, category) (`items.Score`); groups average subsets unweighted (`items.group_mean`) and combine the
+  leaves' `*_se` values into the standard error of that mean (`group_se`). Group `*_stderr` keys stay "N/A".
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import datasets
+from loguru import logger
+
+from radar_tasks import prompts
+from radar_tasks.data import images as images_io
+from radar_tasks.metrics import items as I
+from radar_tasks.metrics import sds as S
+
+SE_SUFFIX = "_se"
+# The bootstrap standard error of each aggregation over item records (the export adds a `*_se` metric for every
+# metric aggregated by a key of this table), and the group aggregation of the `*_se` metrics.
+SE_AGGREGATIONS = {"sds_aggregate": "sds_se_aggregate", "acc_aggregate": "acc_se_aggregate"}
+GROUP_SE = "group_se"
+
+
+# ---------------------------------------------------------------------------------------------- per-doc hooks
+def process_docs(dataset):
+    """The images as their files' bytes: `doc_to_visual` decodes them exactly as the package decodes the files
+    (datasets' own decoding would also apply EXIF orientation)."""
+    return dataset.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
+
+
+def doc_to_visual(doc: dict) -> list:
+    if doc["skipped"]:
+        return []
+    return [images_io.load_rgb(io.BytesIO(image["bytes"])) for image in doc["images"]]
+
+
+def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
+    # `image_markers` (the template YAML's per-model kwargs): radar_hf places images at our markers
+    return prompts.task_text(doc, image_markers=bool((lmms_eval_specific_kwargs or {}).get("image_markers")))
+
+
+def doc_to_choice(doc: dict) -> list[str]:
+    # A skipped item is never scored: one candidate keeps its (text-only) request as cheap as possible.
+    return list(doc["choices"][:1] if doc["skipped"] else doc["choices"])
+
+
+def process_results(doc: dict, results) -> dict:
+    """The package's metric values of the item, plus the same item under every `*_se` metric."""
+    if doc.get("absent"):  # stand-in for a missing category file: no metric at all, so no score anywhere
+        return {}
+    record = I.score_item(doc, results, "loss")
+    message = I.non_finite_warning(doc, record)
+    if message:
+        logger.warning(message)
+    values = I.metric_values(doc, record)
+    return {**values, **{key + SE_SUFFIX: I.compact(v) for key, v in values.items() if isinstance(v, dict)}}
+
+
+# ------------------------------------------------------------------------------------------------ aggregations
+def sds_aggregate(records) -> float:
+    return I.leaf_score(records, I.sds_values(records), S.mean)
+
+
+def acc_aggregate(records) -> float:
+    return I.leaf_score(records, I.acc_values(records), S.mean)
+
+
+def sds_se_aggregate(records) -> float:
+    return I.leaf_stderr(records, I.sds_values, I.MAX_BOOTSTRAP_ITERS)
+
+
+def acc_se_aggregate(records) -> float:
+    return I.leaf_stderr(records, I.acc_values, I.MAX_BOOTSTRAP_ITERS)
+
+
+def count_aggregate(values) -> int:
+    return int(sum(values))
+
+
+def group_sum(metrics, sizes, weight_by_size: bool = False) -> int:
+    return int(sum(metrics))
+
+
+def group_se(stderrs, sizes, weight_by_size: bool = False) -> float:
+    """A group's `*_se`: the standard error of its unweighted mean over subsets, from the leaves' `*_se`."""
+    se = I.group_stderr(stderrs)
+    return math.nan if se is None else se
