@@ -54,6 +54,50 @@ def _check_data(args) -> int:
     return 0 if report.ok else 1
 
 
+def _export_dataset(args) -> int:
+    from radar_tasks.data.export import export_dataset
+    from radar_tasks.errors import M3BenchError
+
+    try:
+        summaries = export_dataset(args.out, args.root, args.subset or None)
+    except M3BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for s in summaries:
+        if s.absent:
+            print(f"warning: {s.config}: no json file for category {s.category!r}: exported as an absent "
+                  "stand-in (its task reports no score)", file=sys.stderr)
+    items = sum(s.items for s in summaries)
+    print(f"{args.out}: {len(summaries)} configs, {items} items, "
+          f"{sum(s.skipped for s in summaries)} skipped, {sum(s.shards for s in summaries)} parquet shards")
+    return 0
+
+
+def _export_tasks(args) -> int:
+    from radar_tasks.tasks import export
+
+    path = export.resolve_dataset_path(args.dataset_path)
+    if path == args.dataset_path and not Path(path).expanduser().is_dir():
+        print(f"note: {path} is not a local folder: the tasks will load it as a Hugging Face hub dataset id",
+              file=sys.stderr)
+    try:
+        if args.check:
+            stale = export.check_tasks(args.out, path)
+            for name in stale:
+                print(f"out of date: {Path(args.out) / name}")
+            return 1 if stale else 0
+        files = export.export_tasks(args.out, path)
+    except export.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    missing = export.missing_configs(path)
+    if missing:
+        print(f"warning: {path} lacks the configs of {len(missing)} tasks ({', '.join(missing[:5])}"
+              f"{', ...' if len(missing) > 5 else ''}): those tasks fail to load", file=sys.stderr)
+    print(f"{args.out}: {len(files)} files (dataset_path {path})")
+    return 0
+
+
 def _task_dir(_args) -> int:
     from radar_tasks.tasks.plugin import TASK_DIR
 
@@ -151,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("task-dir", help="print the lmms-eval task folder (for --include_path)")
     p.set_defaults(fn=_task_dir)
+
+    p = sub.add_parser("export-dataset", help="the validated records as a Hugging Face dataset folder (parquet, "
+                                              "one config per category, images embedded, dataset card)")
+    p.add_argument("out", help="dataset folder to write (replaces an earlier export)")
+    p.add_argument("--root", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
+    p.add_argument("--subset", action="append", help="only this subset (repeatable; default: all)")
+    p.set_defaults(fn=_export_dataset)
+
+    p = sub.add_parser("export-tasks", help="a self-contained lmms-eval task folder (no import of this package)")
+    p.add_argument("out", help="task folder to write (replaces an earlier export)")
+    p.add_argument("--dataset-path", required=True, help="the exported dataset: a local folder or a hub id")
+    p.add_argument("--check", action="store_true", help="only report files of OUT that differ from a fresh export")
+    p.set_defaults(fn=_export_tasks)
 
     p = sub.add_parser("demo", help="offline demo: fixture + tiny model + lmms-eval run + table")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")

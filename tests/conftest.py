@@ -154,3 +154,20 @@ def tiny_sweep(tiny_series, fixture_root, tmp_path_factory):
     result = sweep.sweep([str(tiny_series / "step_*")], "radar_wiki_animal,radar_spatial", out,
                          model_args="device=cpu,dtype=float32", data_dir=fixture_root, print_fn=lambda _line: None)
     return out, result, time.monotonic() - t0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The upstream export (radar_tasks.data.export, radar_tasks.tasks.export; used by test_export, test_export_parity)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def exported(fixture_root, tmp_path_factory):
+    """(miniature M3-Bench root, its exported dataset folder, the exported task folder reading that dataset)."""
+    from radar_tasks.data.export import export_dataset
+    from radar_tasks.tasks.export import export_tasks
+
+    root = tmp_path_factory.mktemp("export")
+    export_dataset(root / "dataset", fixture_root)
+    export_tasks(root / "tasks", str(root / "dataset"))
+    return fixture_root, root / "dataset", root / "tasks"

@@ -1,0 +1,109 @@
+"""The exported task folder through the real lmms-eval CLI (`--include_path`, our discovery off, the exported dataset,
+no M3-Bench release in sight) gives our package's numbers: every metric of every task and every item's
+probability within 1e-9. One run of each side, shared by the tests of this module."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radar_tasks import taxonomy
+from radar_tasks.runner import lmms_eval_args, results_json
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-9
+LEAF_TASKS = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
+
+
+def run(out: Path, model: str, env: dict, extra=()) -> dict:
+    cmd = [sys.executable, "-m", "lmms_eval",
+           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32", "radar_mmm", out, extra)]
+    base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
+    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
+                          timeout=1200)
+    try:
+        return json.loads(results_json(out).read_text())
+    except FileNotFoundError:
+        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+
+
+def items(out: Path) -> dict[tuple[str, str], dict]:
+    found = {}
+    for task in LEAF_TASKS:
+        [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+        for line in path.read_text().splitlines():
+            record = json.loads(line)["sds"]
+            found[(task, record["id"])] = record
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs(exported, tiny_checkpoint, tmp_path_factory):
+    root, dataset, tasks = exported
+    work = tmp_path_factory.mktemp("parity")
+    model = str(tiny_checkpoint("qwen2_vl"))
+    cache = {"HF_DATASETS_CACHE": str(work / "hf-cache")}
+    package = run(work / "package", model, {"RADAR_M3BENCH_DIR": str(root), **cache})
+    upstream = run(work / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache},
+                   extra=["--include_path", str(tasks)])
+    return package, upstream, work
+
+
+def test_the_exported_folder_and_dataset_were_run(runs, exported):
+    _, upstream, _ = runs
+    _, dataset, _ = exported
+    for task in LEAF_TASKS:
+        config = upstream["configs"][task]
+        assert config["dataset_path"] == str(dataset), task
+        assert "radar_tasks" not in json.dumps(config), task
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TOLERANCE
+    return a == b
+
+
+def test_every_metric_of_every_task_and_group_matches(runs):
+    """Scores and counts equal; our bootstrap `m_stderr` is the export's `m_se` (its `m_stderr` is N/A)."""
+    package, upstream, _ = runs
+    ours, theirs = package["results"], upstream["results"]
+    assert set(theirs) == set(ours)
+    compared = 0
+    for task, metrics in ours.items():
+        for key, value in metrics.items():
+            if key in ("alias", "samples", " ") or "_stderr_" in key:
+                continue
+            name, _, flt = key.partition(",")
+            if name.endswith("_stderr"):
+                counterpart = f"{name.removesuffix('_stderr')}_se,{flt}"
+                if isinstance(value, float) and counterpart in theirs[task]:
+                    assert _close(value, theirs[task][counterpart]), (task, key, value, theirs[task][counterpart])
+                    compared += 1
+                continue
+            assert _close(value, theirs[task][key]), (task, key, value, theirs[task][key])
+            compared += 1
+    assert compared > 600  # 692 on the fixture
+    for key in ("sds", "acc", "sds_perception", "sds_reasoning", "sds_stderr", "items"):
+        assert isinstance(ours["radar_mmm"][f"{key},none"], (int, float)), key
+    assert theirs["radar_mmm"]["sds_se,none"] == pytest.approx(ours["radar_mmm"]["sds_stderr,none"], abs=1e-9)
+    assert theirs["radar_wiki_animal"]["sds_stderr,none"] == "N/A"
+
+
+def test_every_item_probability_matches(runs):
+    _, _, work = runs
+    ours, theirs = items(work / "package"), items(work / "exported")
+    assert set(theirs) == set(ours) and len(ours) == 132
+    for key, record in ours.items():
+        other = theirs[key]
+        if record["p"] is None:
+            assert other["p"] is None and record["skipped"] == other["skipped"]
+            continue
+        assert abs(record["p"] - other["p"]) <= TOLERANCE, key
+        assert all(abs(a - b) <= TOLERANCE for a, b in zip(record["scores"], other["scores"], strict=True)), key
