@@ -102,6 +102,28 @@ def test_images_are_the_released_bytes_and_decode_as_the_package_decodes_files(e
     assert n >= 20
 
 
+def test_exif_orientation_is_not_applied_as_the_package_does_not(tmp_path, exported):
+    """datasets' own Image decoding rotates by the EXIF orientation; the package reads the pixels as stored, and so
+    does the exported folder (its process_docs keeps the bytes, doc_to_visual decodes them as the package)."""
+    from PIL import Image
+
+    root = tmp_path / "M3-Bench"
+    shutil.copytree(exported[0], root)
+    [image] = sorted((root / "Wiki_animal_identification" / "images").glob("*.jpg"))[:1]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.new("RGB", (40, 20), (10, 200, 10)).save(image, exif=exif)
+    dexport.export_dataset(tmp_path / "out", root, subsets=["wiki_animal"])
+    ds = load(tmp_path / "out", "wiki_animal", "wiki_animal")
+    [row] = [r for r in records(root, "wiki_animal", "wiki_animal") if r["images"][0] == str(image)][:1]
+    [exported_row] = [r for r in ds if r["id"] == row["id"]]
+    assert exported_row["images"][0].size == (20, 40)  # what a plain datasets user sees
+    [ours] = hooks.doc_to_visual(row)
+    utils_hooks = export.utils_namespace()
+    [theirs] = utils_hooks["doc_to_visual"](utils_hooks["process_docs"](ds.filter(lambda r: r["id"] == row["id"]))[0])
+    assert ours.size == theirs.size == (40, 20) and np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
 def test_the_dataset_loads_from_anywhere_without_the_release(exported, tmp_path):
     root, dataset_dir, _ = exported
     moved = tmp_path / "moved"

@@ -21,9 +21,9 @@ TOLERANCE = 1e-9
 LEAF_TASKS = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
 
 
-def run(out: Path, model: str, env: dict, extra=()) -> dict:
+def run(out: Path, model: str, env: dict, extra=(), tasks="radar_mmm") -> dict:
     cmd = [sys.executable, "-m", "lmms_eval",
-           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32", "radar_mmm", out, extra)]
+           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32", tasks, out, extra)]
     base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
     proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
                           timeout=1200)
@@ -107,3 +107,26 @@ def test_every_item_probability_matches(runs):
             continue
         assert abs(record["p"] - other["p"]) <= TOLERANCE, key
         assert all(abs(a - b) <= TOLERANCE for a, b in zip(record["scores"], other["scores"], strict=True)), key
+
+
+def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
+    """lmms-eval's own `dummy` model (every candidate the loss 0.0, returned as a plain tuple, so it reaches the
+    task as a string): each item's SDS is exactly 1/K, with the exported folder alone."""
+    _, _, tasks = exported
+    out = tmp_path / "dummy"
+    cmd = [sys.executable, "-m", "lmms_eval", "--model", "dummy", "--include_path", str(tasks),
+           "--tasks", "radar_wiki_animal,radar_mmmu_pro_math", "--output_path", str(out), "--log_samples"]
+    base = {k: v for k, v in os.environ.items() if k != "RADAR_M3BENCH_DIR"}
+    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", "RADAR_TASKS_NO_DISCOVERY": "1",
+                                    "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
+                          capture_output=True, text=True, timeout=1200)
+    try:
+        results = json.loads(results_json(out).read_text())["results"]
+    except FileNotFoundError:
+        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+    for task in ("radar_wiki_animal", "radar_mmmu_pro_math"):
+        [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+        logged = [json.loads(line)["sds"] for line in path.read_text().splitlines()]
+        assert logged and all(r["p"] == pytest.approx(1 / r["n_candidates"], abs=1e-12) for r in logged)
+        assert results[task]["sds,none"] == pytest.approx(sum(r["p"] for r in logged) / len(logged), abs=1e-12)
+        assert results[task]["acc,none"] == 1.0  # all tied: a tie counts as correct
