@@ -4,7 +4,8 @@
 `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` says (lmms-eval sets it to True for the whole process), and an image above
 `max_pixels()` is refused before its pixels are decoded (decompression bombs). `to_rgb` converts any mode to the RGB
 every wrapper expects, high-bit-depth modes by their value range (`by_value_range`); `load_rgb` is both, what
-`doc_to_visual` hands the wrappers.
+`doc_to_visual` hands the wrappers. `source` turns a record's image entry (a path, or the embedded file of an
+exported record) into what `decode` opens.
 
 How transparency becomes RGB (`conversion`):
 
@@ -21,6 +22,7 @@ hold (often black, so a transparent background turns black).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 import warnings
@@ -71,6 +73,12 @@ def _truncated_images_refused():
             _strict_users -= 1
             if _strict_users == 0:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _saved_flag
+
+
+def source(entry) -> str | os.PathLike | io.BytesIO:
+    """What `decode` opens for one entry of a record's `images`: a path as is, or the file bytes of an exported
+    record (`{"bytes": ..., "path": ...}`, datasets' undecoded Image), so both decode the same way."""
+    return io.BytesIO(entry["bytes"]) if isinstance(entry, dict) else entry
 
 
 def decode(path: str | os.PathLike) -> Image.Image:

@@ -230,9 +230,17 @@ def _merged_imports(statements: list[str]) -> list[str]:
 
 
 def _mention(match: re.Match) -> str:
-    """A mention of the package in a comment or docstring, in words that fit the inlined file."""
-    dotted = match.group(1)
-    return dotted.rsplit(".", 1)[-1] if dotted else "RADAR"
+    """A mention of the package in a comment or docstring, as the file of the package it names (`prompts.py`,
+    `tasks/export.py`, `metrics/items.py:Score`): the inlined text reads the same, naming no import."""
+    dotted = match.group(1).lstrip(".")
+    if not dotted:
+        return "RADAR"
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        if _is_module(f"{PACKAGE}.{'.'.join(parts[:n])}"):
+            rest = ".".join(parts[n:])
+            return "/".join(parts[:n]) + ".py" + (f":{rest}" if rest else "")
+    return dotted
 
 
 def _short(name: str) -> str:
@@ -247,7 +255,7 @@ def compose_utils() -> str:
     (`taxonomy`, `S`, `I`, ...) are bound to a small proxy that resolves attributes in this namespace, so the
     source text stays as written (`S.softmax`, `taxonomy.SUBSETS`). That is exact because no top-level name means
     two things across the modules (`ExportError` otherwise, naming it). Mentions of the package in comments and
-    docstrings are reduced to the module name.
+    docstrings become the file they name (`prompts.py`).
 
     The file has no `from __future__ import annotations`: lmms-eval executes it without registering it in
     `sys.modules`, where `dataclasses` looks up the module of a class with string annotations (an AttributeError
@@ -450,7 +458,6 @@ def _readme(groups: dict[str, list[str]], leaves: list[str], dataset_path: str, 
 
 def render_tasks(dataset_path: str) -> dict[str, str]:
     """File name -> content of every file of the exported folder."""
-    from radar_tasks.tasks.plugin import TASK_DIR
     from radar_tasks.task_yamls import generate_tasks
 
     hooks = importlib.import_module(HOOKS_MODULE)
@@ -458,7 +465,8 @@ def render_tasks(dataset_path: str) -> dict[str, str]:
     ours = generate_tasks.render_all()
     ctx = _Rewrite(dataset_path, utils_namespace(utils), json.loads(ours[generate_tasks.INDEX_FILE]))
     files = {UTILS: utils}
-    template = _rewrite_template(_load((Path(TASK_DIR) / TEMPLATE).read_text(encoding="utf-8")), ctx, hooks)
+    template_text = (Path(generate_tasks.__file__).parent / TEMPLATE).read_text(encoding="utf-8")
+    template = _rewrite_template(_load(template_text), ctx, hooks)
     files[TEMPLATE] = _dump(HEADER + "# Shared by every M3-Bench task (the per-category YAMLs include it).\n",
                             template)
     groups, leaves = {}, []

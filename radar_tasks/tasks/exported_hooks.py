@@ -1,13 +1,13 @@
-"""The hooks of the exported lmms-eval task folder (`radar-tasks export-tasks`), and the per-doc hooks our own
-task folder shares with it.
+"""The hooks of the exported lmms-eval task folder; `doc_to_visual`, `doc_to_text` and `doc_to_choice` are also our
+own task folder's (`radar_tasks.tasks.hooks`).
 
-The exported folder's `utils.py` is this module with every package module it imports inlined
-(radar_tasks.tasks.export), so it holds one copy of the prompts, the taxonomy and the SDS math, and stock
-lmms-eval runs it without this package. It reads the exported dataset (radar_tasks.data.export): the normalized
-records, with the images' file bytes embedded.
+The export (`radar_tasks.tasks.export`) writes this module, with the package modules it imports inlined, as the
+exported folder's utils.py: one copy of the taxonomy, the prompts, the image decoding and the SDS math, which stock
+lmms-eval runs without the package. Its docs are the rows of the exported dataset (`radar_tasks.data.export`): the
+normalized records, the images' file bytes embedded.
 
-Two things the package does by patching lmms-eval 0.7.3 (radar_tasks.tasks.plugin) are done here with lmms-eval's
-own extension points instead:
+Two things the package does by patching lmms-eval 0.7.3 (`radar_tasks.tasks.plugin`) are done here with
+lmms-eval's own extension points:
 - bootstrap standard errors: lmms-eval computes stderrs only for its built-in aggregations (a custom one gets
   "N/A"), so every metric `m` that aggregates item records also has a metric `m` + SE_SUFFIX whose aggregation is
   the bootstrap standard error of `m` (`sds_se`, `acc_se`, `sds_perception_se`, ...);
@@ -18,7 +18,6 @@ own extension points instead:
 
 from __future__ import annotations
 
-import io
 import math
 
 import datasets
@@ -34,6 +33,8 @@ SE_SUFFIX = "_se"
 # metric aggregated by a key of this table), and the group aggregation of the `*_se` metrics.
 SE_AGGREGATIONS = {"sds_aggregate": "sds_se_aggregate", "acc_aggregate": "acc_se_aggregate"}
 GROUP_SE = "group_se"
+# What the `*_se` aggregations read of an item record (items.leaf_stderr, items.sds_values, items.acc_values)
+SE_FIELDS = ("id", "subset", "category", "p", "correct")
 
 
 # ---------------------------------------------------------------------------------------------- per-doc hooks
@@ -46,7 +47,7 @@ def process_docs(dataset):
 def doc_to_visual(doc: dict) -> list:
     if doc["skipped"]:
         return []
-    return [images_io.load_rgb(io.BytesIO(image["bytes"])) for image in doc["images"]]
+    return [images_io.load_rgb(images_io.source(entry)) for entry in doc["images"]]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
@@ -68,7 +69,8 @@ def process_results(doc: dict, results) -> dict:
     if message:
         logger.warning(message)
     values = I.metric_values(doc, record)
-    return {**values, **{key + SE_SUFFIX: I.compact(v) for key, v in values.items() if isinstance(v, dict)}}
+    se = {key + SE_SUFFIX: {f: v[f] for f in SE_FIELDS if f in v} for key, v in values.items() if isinstance(v, dict)}
+    return {**values, **se}
 
 
 # ------------------------------------------------------------------------------------------------ aggregations

@@ -3,8 +3,8 @@
 How a task gets its data: the YAML loads one row of the checked-in task index (`_task_index.json`, json builder,
 `field: <task name>`), which names the subset and category; `process_docs` swaps it for that category's records
 read from $RADAR_M3BENCH_DIR (radar_tasks.data.m3bench). This keeps lmms-eval's own loading path, model-specific
-prompt kwargs and caching, with no conversion step. The prompt text is `radar_tasks.prompts`; `doc_to_text` and
-`doc_to_choice` are shared with the exported task folder (radar_tasks.tasks.exported_hooks).
+prompt kwargs and caching, with no conversion step. The prompt text is `radar_tasks.prompts`; `doc_to_visual`,
+`doc_to_text` and `doc_to_choice` are shared with the exported task folder (radar_tasks.tasks.exported_hooks).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from loguru import logger
 
 from radar_tasks import taxonomy
-from radar_tasks.data import images, lite, m3bench
+from radar_tasks.data import lite, m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 # One definition for our task folder and the exported one (the docs are the same records there)
-from radar_tasks.tasks.exported_hooks import doc_to_choice, doc_to_text  # noqa: F401
+from radar_tasks.tasks.exported_hooks import doc_to_choice, doc_to_text, doc_to_visual  # noqa: F401
 
 
 def process_docs(index_rows):
@@ -37,12 +37,6 @@ def process_docs(index_rows):
     if warning:
         logger.warning(f"{taxonomy.task_name(subset, category)}{lite.SUFFIX}: {warning}")
     return records.select(positions) if positions else m3bench.absent_category(subset, category)
-
-
-def doc_to_visual(doc: dict) -> list:
-    if doc["skipped"]:
-        return []
-    return [images.load_rgb(path) for path in doc["images"]]
 
 
 def process_results(doc: dict, results) -> dict:
