@@ -5,7 +5,6 @@ The runs through the lmms-eval CLI are test_export_parity.py."""
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
 import shutil

@@ -131,10 +131,11 @@ def test_1_loglikelihood_results_reach_process_results_as_strings(toy_run):
 def test_2_builtin_multiple_choice_scoring_crashes_on_the_string_form(toy_dir):
     from lmms_eval.api.task import ConfigurableTask
 
+    data = {"data_files": {"test": str(toy_dir / "toy2.jsonl")}}
     task = ConfigurableTask(config={
-        "task": "toy_builtin", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(toy_dir / "toy2.jsonl")}},
-        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{ q }}", "doc_to_choice": "choices",
-        "doc_to_target": "gold", "metric_list": [{"metric": "acc"}]})
+        "task": "toy_builtin", "dataset_path": "json", "dataset_kwargs": data, "test_split": "test",
+        "output_type": "multiple_choice", "doc_to_text": "{{ q }}", "doc_to_choice": "choices", "doc_to_target": "gold",
+        "metric_list": [{"metric": "acc"}]})
     doc = task.test_docs()[0]
     builtin = ConfigurableTask.process_results.__wrapped__  # without lmms-eval's 5 retries 2 s apart
     assert builtin(task, doc, [(0.5, False), (1.5, False)])["acc"] == 1.0  # tuples work ...

@@ -14,6 +14,7 @@ Everything is written to a hidden sibling folder first and renamed at the end: a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -160,6 +161,20 @@ def _card(summaries: list[ConfigSummary], infos: dict, root: Path) -> str:
     return DatasetCard("---\n" + data.to_yaml() + "\n---\n" + "\n".join(lines)).content
 
 
+@contextlib.contextmanager
+def replacing(out: Path):
+    """A hidden sibling folder to write into: it replaces `out` when the block succeeds, and is removed when not."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _replaceable(out: Path) -> bool:
     """`out` may be replaced: absent, an empty folder, or an earlier export (its card carries the marker)."""
     if not out.exists():
@@ -183,9 +198,7 @@ def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None
         raise M3BenchError(f"unknown subset {unknown[0]!r} (one of {', '.join(names)})")
     if not _replaceable(out):
         raise M3BenchError(f"{out} exists and is not an M3-Bench dataset export: refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with replacing(out) as staging:
         summaries, infos = [], {}
         for subset, category in taxonomy.leaf_tasks():
             if subsets and subset not in subsets:
@@ -201,11 +214,6 @@ def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None
                 splits=datasets.SplitDict({SPLIT: datasets.SplitInfo(SPLIT, num_bytes=dataset.data.nbytes,
                                                                      num_examples=len(dataset))}))
         (staging / "README.md").write_text(_card(summaries, infos, root_path), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return summaries
 
 

@@ -20,9 +20,7 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,17 +514,12 @@ def export_tasks(out: str | os.PathLike, dataset_path: str) -> dict[str, str]:
     out = Path(out).absolute()
     if not _replaceable(out):
         raise ExportError(f"{out} exists and is not an exported task folder: refusing to overwrite it")
+    from radar_tasks.data.export import replacing
+
     files = render_tasks(resolve_dataset_path(dataset_path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with replacing(out) as staging:
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return files
 
 
