@@ -68,15 +68,17 @@ def test_every_leaf_task_is_a_config_with_the_package_records(exported):
                              ("wiki_celebrity", "wiki_celebrity")]:
         ours = m3bench.load_category(subset, category, root)
         theirs = load(dataset_dir, subset, category)
-        assert list(theirs.features) == list(ours.features)
+        assert [f for f in theirs.features if f != "image_files"] == list(ours.features)
         assert isinstance(theirs.features["images"].feature, datasets.Image)
         assert len(theirs) == len(ours) > 0
         for a, b in zip(ours, theirs):
-            assert {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"}
+            assert {k: v for k, v in a.items() if k != "images"} == {
+                k: v for k, v in b.items() if k not in ("images", "image_files")}
             if a["skipped"]:  # more than 12 images: never shown to a model, not embedded
-                assert b["images"] == []
+                assert b["images"] == b["image_files"] == []
                 continue
             assert len(b["images"]) == len(a["images"]) > 0
+            assert b["image_files"] == [Path(p).relative_to(root).as_posix() for p in a["images"]]
 
 
 def test_images_are_the_released_bytes_and_decode_as_the_package_decodes_files(exported, utils):
@@ -92,9 +94,10 @@ def test_images_are_the_released_bytes_and_decode_as_the_package_decodes_files(e
         for a, b in zip(ours, theirs):
             if a["skipped"]:
                 continue
-            for path, image in zip(a["images"], b["images"]):
+            assert len(b["image_data"]) == len(a["images"])
+            for path, name, image in zip(a["images"], b["images"], b["image_data"]):
                 assert image["bytes"] == Path(path).read_bytes()
-                assert image["path"] == Path(path).relative_to(root).as_posix()
+                assert image["path"] == name == Path(path).relative_to(root).as_posix()
             for x, y in zip(hooks.doc_to_visual(a), utils.doc_to_visual(b)):
                 assert x.mode == y.mode == "RGB" and np.array_equal(np.asarray(x), np.asarray(y))
                 n += 1
@@ -142,7 +145,7 @@ def test_dataset_card_header_counts_and_license_left_to_the_owner(exported):
     assert len(header["configs"]) == len(LEAVES) == len(header["dataset_info"])
     info = {i["config_name"]: i for i in header["dataset_info"]}
     assert info["seephys"]["splits"][0]["num_examples"] == 6
-    assert {f["name"] for f in info["seephys"]["features"]} == set(m3bench.record_features())
+    assert {f["name"] for f in info["seephys"]["features"]} == {*m3bench.record_features(), "image_files"}
     assert "| `seephys` | seephys | seephys | reasoning | 6 | 1 |" in text
     assert "| **all** | | | | 132 | 1 |" in text
     assert "upload_folder" in text and "push_to_hub" in text
@@ -228,7 +231,7 @@ def test_same_tasks_and_groups_as_ours(exported):
             assert theirs[name]["dataset_name"] == dexport.config_name(data["metadata"]["subset"],
                                                                        data["metadata"]["category"])
     template = yaml.load((tasks / "_default_template_yaml").read_text(), Loader=export._Loader)
-    assert template["dataset_path"] == str(dataset_dir) and template["process_results_use_image"] is True
+    assert template["dataset_path"] == str(dataset_dir) and template["process_docs"] == "utils.process_docs"
 
 
 def test_utils_holds_the_source_of_every_inlined_function(exported):

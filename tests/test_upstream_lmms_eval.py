@@ -129,6 +129,7 @@ def test_1_loglikelihood_results_reach_process_results_as_strings(toy_run):
 
 # 2 ---------------------------------------------------------------------------------------------------------------
 def test_2_builtin_multiple_choice_scoring_crashes_on_the_string_form(toy_dir):
+    import lmms_eval.api.metrics  # noqa: F401  (registers the metrics a task config names)
     from lmms_eval.api.task import ConfigurableTask
 
     data = {"data_files": {"test": str(toy_dir / "toy2.jsonl")}}
@@ -294,6 +295,7 @@ def test_10_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_p
     import datasets
     from PIL import Image
 
+    import lmms_eval.api.metrics  # noqa: F401  (registers the metrics a task config names)
     from lmms_eval.api.task import ConfigurableTask
 
     ds = datasets.Dataset.from_dict({"q": ["x"], "images": [[Image.new("RGB", (4, 4))]]},
@@ -304,8 +306,13 @@ def test_10_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_p
               "dataset_kwargs": {"data_files": {"test": str(tmp_path / "test.parquet")}}, "doc_to_text": "{{ q }}",
               "doc_to_choice": ["a", "b"], "doc_to_target": 0, "metric_list": [{"metric": "acc"}]}
     assert "images" not in ConfigurableTask(config=config).eval_docs_no_media[0], fixed(
-        10, "docs keep their image columns", "process_results_use_image in the exported template")
+        10, "docs keep their image columns", "the image names the exported process_docs puts under `images`")
     assert "images" in ConfigurableTask(config={**config, "process_results_use_image": True}).eval_docs_no_media[0]
+    # ... but a doc that keeps its image bytes has them inlined into every logged sample (--log_samples)
+    from lmms_eval.evaluator import _collect_input_media
+
+    logged = _collect_input_media({"images": [{"bytes": b"\x89PNG....", "path": "a.png"}]}, [])
+    assert "data:image/png;base64,iVBORy4uLi4=" in logged
 
 
 def test_11_lmms_eval_accepts_truncated_images_process_wide():

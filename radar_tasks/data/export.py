@@ -6,7 +6,7 @@
 
 Each row is the normalized record of `m3bench.load_category` (docs/ARCHITECTURE.md), validated the same way, with
 `images` as a list of `datasets.Image` holding the released files' bytes (so the folder is portable; `path` is the
-file's path under the M3-Bench root). Skipped items (more than 12 images) carry no images. A category whose json
+file's path under the M3-Bench root) and `image_files` those paths. Skipped items (more than 12 images) carry no images. A category whose json
 file is missing gets the package's one-row stand-in (`absent`), so its task reports no score there either.
 `datasets.load_dataset(OUT, "<config>")` loads a config; publishing it (`push_to_hub`) is the data owner's call.
 Everything is written to a hidden sibling folder first and renamed at the end: a failed export leaves nothing.
@@ -25,6 +25,7 @@ from pathlib import Path
 from radar_tasks import taxonomy
 from radar_tasks.data import m3bench
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
+from radar_tasks.tasks.exported_hooks import IMAGE_FILES
 
 SPLIT = "test"
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
@@ -39,6 +40,7 @@ COLUMNS = {
     "ability": "`perception` or `reasoning`",
     "source_file": "the json file under the release root",
     "images": "the item's images in prompt order (none for skipped items); `path` is the released file",
+    IMAGE_FILES: "the same images' paths under the release root",
     "question": "as released (MMMU-Pro `<image k>` references kept)",
     "answer": "as released",
     "distractors": "as released (`distraction`)",
@@ -57,12 +59,17 @@ def config_name(subset: str, category: str) -> str:
 
 
 def exported_features():
-    """The record features with `images` as embedded images."""
+    """The record features with `images` as embedded images, and their paths under the release root beside."""
     import datasets
 
-    features = m3bench.record_features().copy()
-    features["images"] = datasets.Sequence(datasets.Image())
-    return features
+    features = {}
+    for name, feature in m3bench.record_features().items():
+        if name == "images":
+            features["images"] = datasets.Sequence(datasets.Image())
+            features[IMAGE_FILES] = datasets.Sequence(datasets.Value("string"))
+        else:
+            features[name] = feature
+    return datasets.Features(features)
 
 
 @dataclass
@@ -78,7 +85,7 @@ class ConfigSummary:
 
 
 def _embedded(record: dict, root: Path) -> dict:
-    """`record` with its images as {bytes, path} (path relative to the root); none for a skipped item."""
+    """`record` with its images as {bytes, path} and their paths (relative to the root); none for a skipped item."""
     images = []
     for path in [] if record["skipped"] else record["images"]:
         rel = Path(path).relative_to(root).as_posix()
@@ -87,7 +94,7 @@ def _embedded(record: dict, root: Path) -> dict:
         except OSError as exc:
             raise M3BenchError(f"image {rel} cannot be read ({exc.strerror})", record["source_file"],
                                record["id"]) from None
-    return {**record, "images": images}
+    return {**record, "images": images, IMAGE_FILES: [image["path"] for image in images]}
 
 
 def category_dataset(subset: str, category: str, root: Path):

@@ -376,10 +376,6 @@ def _rewrite_template(data: dict, ctx: _Rewrite, hooks) -> dict:
             out[key] = ctx.function(value, TEMPLATE)
         else:
             out[key] = value
-        if key == "process_docs":
-            # lmms-eval drops Image columns from the docs the prompt and process_results see; the prompt needs
-            # the image count, and every hook then sees the same record as in the package.
-            out["process_results_use_image"] = True
     if "dataset_path" not in out:
         raise ExportError(f"{TEMPLATE}: no dataset_path to replace")
     return out
