@@ -6,9 +6,9 @@
     OUT/README.md                what the folder is and how to run it
 
 One truth: the YAMLs are our generator's (`task_yamls/generate_tasks.py`: task names, groups, metadata) and our
-template, rewritten (see `rewrite`); `utils.py` is the source text of the hook module and of the pure modules it
-imports (taxonomy, prompts, image decoding, SDS math and aggregation), so a change to any of them shows in both
-folders. `compose_utils` says how the modules become one file. `check_tasks` tells whether a copy kept elsewhere
+template, rewritten (`_rewrite_template`, `_rewrite_leaf`, `_rewrite_group`); `utils.py` is the source text of the
+hook module and of the pure modules it imports (taxonomy, prompts, image decoding, SDS math and aggregation), so a
+change to any of them shows in both folders. `compose_utils` says how the modules become one file. `check_tasks` tells whether a copy kept elsewhere
 (an lmms-eval fork) is current; this repository commits none.
 """
 
@@ -106,8 +106,8 @@ def _read_source(name: str) -> _Source:
         if getattr(node, "level", 0):
             raise ExportError(f"{where}:{node.lineno}: relative import; use an absolute one")
         if package_import(node) and node not in tree.body:
-            raise ExportError(f"{where}:{node.lineno}: imports a package module inside a function; the export "
-                              "inlines top-level imports only")
+            raise ExportError(f"{where}:{node.lineno}: imports a package module inside a function or block; the "
+                              "export inlines top-level imports only")
 
     drop: set[int] = set()  # 0-based line numbers removed from the body
     comment: set[int] = set()  # lines turned into comments (the module docstring)
