@@ -235,7 +235,8 @@ def test_same_tasks_and_groups_as_ours(exported):
 
 
 def test_utils_holds_the_source_of_every_inlined_function(exported):
-    """One truth: each function and class of the inlined modules is in utils.py exactly as in its source."""
+    """One truth: each function and class of the inlined modules is in utils.py exactly as in its source (mentions
+    of the package in docstrings aside)."""
     text = (exported[2] / "utils.py").read_text()
     composed = {n.name: ast.dump(n) for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     sources = export._sources()
@@ -244,7 +245,7 @@ def test_utils_holds_the_source_of_every_inlined_function(exported):
             "radar_tasks.metrics.items", "radar_tasks.data.images"} <= {s.name for s in sources}
     n = 0
     for src in sources:
-        for node in ast.parse(src.path.read_text()).body:
+        for node in ast.parse(export.MENTION.sub(export._mention, src.path.read_text())).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 assert composed[node.name] == ast.dump(node), f"{src.name}.{node.name}"
                 n += 1
@@ -383,3 +384,33 @@ def test_cli_exports_and_checks(tmp_path, exported, capsys):
     assert "1 configs, 5 items" in capsys.readouterr().out
     assert main(["export-tasks", str(tmp_path / "t2"), "--dataset-path", str(tmp_path / "d")]) == 0
     assert "lacks the configs of" in capsys.readouterr().err
+
+
+def test_lite_leaves_select_the_docs_our_lite_tasks_select(exported, monkeypatch):
+    """A leaf whose task-index row selects docs (the lite sample) gets a process_docs of its own in utils.py,
+    bound to that row, and scores exactly the docs our own process_docs selects from the same category."""
+    root, dataset_dir, tasks = exported
+    index = json.loads(generate_tasks.render_all()[generate_tasks.INDEX_FILE])
+    utils = export.utils_namespace((tasks / "utils.py").read_text())
+    monkeypatch.setenv("RADAR_M3BENCH_DIR", str(root))
+    selecting = [t for t, rows in index.items() if set(rows[0]) != {"subset", "category"}]
+    assert selecting, "the generator has no leaf that selects docs any more: drop this test"
+    checked = 0
+    for task in selecting:
+        text = (tasks / f"{task}.yaml").read_text()
+        assert f"process_docs: !function 'utils.process_docs_{task}'" in text
+        row = index[task][0]
+        if row["subset"] not in ("mmmu_pro", "wiki_plant"):
+            continue
+        ours = hooks.process_docs([row])
+        theirs = utils[f"process_docs_{task}"](load(dataset_dir, row["subset"], row["category"]))
+        assert theirs["id"] == ours["id"] and len(ours) > 0
+        checked += 1
+    assert checked >= 30
+
+
+def test_a_row_that_selects_docs_needs_the_selecting_hook():
+    ctx = export._Rewrite("d", {}, {"t": [{"subset": "spatial", "category": "spatial", "ids": ["1"]}]})
+    with pytest.raises(export.ExportError, match=r"t.yaml: its task index row selects docs \(category, ids, "
+                                                 r"subset\); the exported utils.py needs `selecting\(row\)`"):
+        export._rewrite_leaf("t", {"task": "t", "dataset_kwargs": {"field": "t"}}, ctx)

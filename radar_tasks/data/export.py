@@ -6,8 +6,9 @@
 
 Each row is the normalized record of `m3bench.load_category` (docs/ARCHITECTURE.md), validated the same way, with
 `images` as a list of `datasets.Image` holding the released files' bytes (so the folder is portable; `path` is the
-file's path under the M3-Bench root) and `image_files` those paths. Skipped items (more than 12 images) carry no images. A category whose json
-file is missing gets the package's one-row stand-in (`absent`), so its task reports no score there either.
+file's path under the M3-Bench root) and `image_files` those paths. Skipped items (more than 12 images) carry no
+images. A category whose json file is missing gets the package's one-row stand-in (`absent`), so its task reports
+no score there either. Lite tasks read their category's config (their task selects the sample).
 `datasets.load_dataset(OUT, "<config>")` loads a config; publishing it (`push_to_hub`) is the data owner's call.
 Everything is written to a hidden sibling folder first and renamed at the end: a failed export leaves nothing.
 """

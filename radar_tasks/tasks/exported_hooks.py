@@ -18,13 +18,15 @@ lmms-eval's own extension points:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import datasets
 from loguru import logger
 
-from radar_tasks import prompts
+from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
+from radar_tasks.data import lite
 from radar_tasks.metrics import items as I
 from radar_tasks.metrics import sds as S
 
@@ -49,6 +51,32 @@ def process_docs(dataset):
     orientation)."""
     dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
     return dataset.rename_columns({"images": IMAGE_DATA, IMAGE_FILES: "images"})
+
+
+def select_docs(docs, row: dict):
+    """The docs a leaf scores, by its task-index row: all of its category's, or the sample the row pins (a lite
+    task, `radar_tasks.data.lite`; drawn again from the data present, with a warning, when pinned ids are
+    missing). None when nothing is left (the task then reports no score)."""
+    if row.get("ids") is None:
+        return docs
+    positions, warning = lite.select(docs["id"], row)
+    if warning:
+        logger.warning(f"{taxonomy.task_name(row['subset'], row['category'])}{lite.SUFFIX}: {warning}")
+    return docs.select(positions) if positions else None
+
+
+def process_selected_docs(dataset, row: dict):
+    """`process_docs` of an exported leaf whose task-index row selects docs (`select_docs`); with nothing left, its
+    first doc marked absent stands in (as the package's `absent_category`: no score, groups average the rest)."""
+    docs = process_docs(dataset)
+    selected = select_docs(docs, row)
+    return selected if selected is not None else docs.select([0]).map(lambda _: {"absent": True})
+
+
+def selecting(row: dict):
+    """The `process_docs` of one such leaf: lmms-eval passes `process_docs` only the docs, so the export binds
+    one per leaf, with its row."""
+    return functools.partial(process_selected_docs, row=row)
 
 
 def doc_to_visual(doc: dict) -> list:

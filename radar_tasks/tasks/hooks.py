@@ -4,7 +4,8 @@ How a task gets its data: the YAML loads one row of the checked-in task index (`
 `field: <task name>`), which names the subset and category; `process_docs` swaps it for that category's records
 read from $RADAR_M3BENCH_DIR (radar_tasks.data.m3bench). This keeps lmms-eval's own loading path, model-specific
 prompt kwargs and caching, with no conversion step. The prompt text is `radar_tasks.prompts`; `doc_to_visual`,
-`doc_to_text` and `doc_to_choice` are shared with the exported task folder (radar_tasks.tasks.exported_hooks).
+`doc_to_text`, `doc_to_choice` and the selection of a lite task's docs (`select_docs`) are shared with the exported
+task folder (radar_tasks.tasks.exported_hooks).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from loguru import logger
 
 from radar_tasks import taxonomy
-from radar_tasks.data import lite, m3bench
+from radar_tasks.data import m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
 # One definition for our task folder and the exported one (the docs are the same records there)
-from radar_tasks.tasks.exported_hooks import doc_to_choice, doc_to_text, doc_to_visual  # noqa: F401
+from radar_tasks.tasks.exported_hooks import doc_to_choice, doc_to_text, doc_to_visual, select_docs  # noqa: F401
 
 
 def process_docs(index_rows):
@@ -30,13 +31,8 @@ def process_docs(index_rows):
         logger.warning(f"{exc}: task {taxonomy.task_name(subset, category)} reports no score, and its groups "
                        "average the categories present (as the reference scripts do)")
         return m3bench.absent_category(subset, category)
-    if rows[0].get("ids") is None:
-        return records
-    # a lite task: its pinned sample of the category (radar_tasks.data.lite)
-    positions, warning = lite.select(records["id"], rows[0])
-    if warning:
-        logger.warning(f"{taxonomy.task_name(subset, category)}{lite.SUFFIX}: {warning}")
-    return records.select(positions) if positions else m3bench.absent_category(subset, category)
+    selected = select_docs(records, rows[0])  # a lite task: its pinned sample of the category
+    return selected if selected is not None else m3bench.absent_category(subset, category)
 
 
 def process_results(doc: dict, results) -> dict:
