@@ -23,9 +23,9 @@ TASKS = "radar_mmm,radar_mmmu_pro_lite"
 LEAF_TASKS = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
 
 
-def run(out: Path, model: str, env: dict, extra=(), tasks=TASKS) -> dict:
+def run(out: Path, model: str, env: dict, extra=(), tasks=TASKS, model_args="") -> dict:
     cmd = [sys.executable, "-m", "lmms_eval",
-           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32", tasks, out, extra)]
+           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32{model_args}", tasks, out, extra)]
     base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
     proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
                           timeout=1200)
@@ -135,3 +135,21 @@ def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
         assert logged and all(r["p"] == pytest.approx(1 / r["n_candidates"], abs=1e-12) for r in logged)
         assert results[task]["sds,none"] == pytest.approx(sum(r["p"] for r in logged) / len(logged), abs=1e-12)
         assert results[task]["acc,none"] == 1.0  # all tied: a tie counts as correct
+
+
+def test_protocol_paper_reads_the_exported_records_as_the_release(exported, tiny_checkpoint, tmp_path):
+    """radar_hf under protocol=paper rebuilds each prompt from the doc and converts the images again as the family
+    script does (Qwen2-VL: only RGBA pasted onto white): from an exported record's embedded files the same as from
+    the released files (MMMU-Pro and SeePhys hold RGBA, palette and grayscale PNGs)."""
+    root, _, tasks = exported
+    model, tasks_arg = str(tiny_checkpoint("qwen2_vl")), "radar_mmmu_pro_art_theory,radar_mmmu_pro_math,radar_seephys"
+    cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    run(tmp_path / "package", model, {"RADAR_M3BENCH_DIR": str(root), **cache}, tasks=tasks_arg,
+        model_args=",protocol=paper")
+    run(tmp_path / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache}, extra=["--include_path", str(tasks)],
+        tasks=tasks_arg, model_args=",protocol=paper")
+    leaves = tasks_arg.split(",")
+    ours, theirs = items(tmp_path / "package", leaves), items(tmp_path / "exported", leaves)
+    assert set(ours) == set(theirs) and len(ours) == 10
+    for key, record in ours.items():
+        assert record["p"] is None or abs(record["p"] - theirs[key]["p"]) <= TOLERANCE, key

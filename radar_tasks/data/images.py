@@ -4,8 +4,8 @@
 `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` says (lmms-eval sets it to True for the whole process), and an image above
 `max_pixels()` is refused before its pixels are decoded (decompression bombs). `to_rgb` converts any mode to the RGB
 every wrapper expects, high-bit-depth modes by their value range (`by_value_range`); `load_rgb` is both, what
-`doc_to_visual` hands the wrappers. `source` turns a record's image entry (a path, or the embedded file of an
-exported record) into what `decode` opens.
+`doc_to_visual` hands the wrappers. `sources` gives what `decode` opens for each image of a record: its paths,
+or the embedded files of an exported record.
 
 How transparency becomes RGB (`conversion`):
 
@@ -75,10 +75,17 @@ def _truncated_images_refused():
                 ImageFile.LOAD_TRUNCATED_IMAGES = _saved_flag
 
 
-def source(entry) -> str | os.PathLike | io.BytesIO:
-    """What `decode` opens for one entry of a record's `images`: a path as is, or the file bytes of an exported
-    record (`{"bytes": ..., "path": ...}`, datasets' undecoded Image), so both decode the same way."""
-    return io.BytesIO(entry["bytes"]) if isinstance(entry, dict) else entry
+# The column of an exported record holding its image files (datasets' undecoded Image: {"bytes", "path"}); its
+# `images` then holds their names under the release root (radar_tasks.tasks.exported_hooks.process_docs).
+IMAGE_DATA = "image_data"
+
+
+def sources(record: dict) -> list:
+    """What `decode` opens for each image of a record, in order: the file bytes of an exported record, else its
+    paths; so both decode the same way."""
+    if IMAGE_DATA in record:
+        return [io.BytesIO(entry["bytes"]) for entry in record[IMAGE_DATA]]
+    return list(record["images"])
 
 
 def decode(path: str | os.PathLike) -> Image.Image:

@@ -194,11 +194,12 @@ class RadarHF(lmms):
     def _question_images(self, doc, doc_to_visual) -> list:
         """The images of one question as the model gets them. The task's `doc_to_visual` gives RGB with
         transparency composited onto white; under another `image_conversion` (protocol=paper: the family script's)
-        an M3-Bench record's files are read again from its paths and converted that way. Then the Qwen script's
-        first resize, when set. With `_prepare_question`, the whole per-question preparation (no shared state)."""
+        an M3-Bench record's files are read again (its paths, or an exported record's embedded files) and converted
+        that way. Then the Qwen script's first resize, when set. With `_prepare_question`, the whole per-question
+        preparation (no shared state)."""
         if (self.image_conversion != images_io.DEFAULT_CONVERSION and prompts.is_m3bench_record(doc)
                 and not doc.get("skipped")):
-            images = [images_io.load_rgb(path, self.image_conversion) for path in doc["images"]]
+            images = [images_io.load_rgb(source, self.image_conversion) for source in images_io.sources(doc)]
         else:
             images = list(doc_to_visual(doc) or [])
         if self.qwen_vl_utils_resize:

@@ -36,21 +36,20 @@ SE_SUFFIX = "_se"
 SE_AGGREGATIONS = {"sds_aggregate": "sds_se_aggregate", "acc_aggregate": "acc_se_aggregate"}
 GROUP_SE = "group_se"
 # A record's images in the exported dataset: `images` holds the embedded files (datasets.Image), IMAGE_FILES their
-# paths under the release root. process_docs moves the files to IMAGE_DATA and the paths to `images`: lmms-eval
-# drops Image columns from the docs it builds prompts from (and logs), and the prompt needs the image count.
+# paths under the release root. process_docs moves the files to images.IMAGE_DATA and the paths to `images`:
+# lmms-eval drops Image columns from the docs it builds prompts from (and logs), and the prompt needs the image count.
 IMAGE_FILES = "image_files"
-IMAGE_DATA = "image_data"
 # What the `*_se` aggregations read of an item record (items.leaf_stderr, items.sds_values, items.acc_values)
 SE_FIELDS = ("id", "subset", "category", "p", "correct")
 
 
 # ---------------------------------------------------------------------------------------------- per-doc hooks
 def process_docs(dataset):
-    """The exported rows as the package's records: `images` the file names, IMAGE_DATA the files' bytes, which
+    """The exported rows as the package's records: `images` the file names, `image_data` the files' bytes, which
     `doc_to_visual` decodes exactly as the package decodes the files (datasets' own decoding would also apply EXIF
     orientation)."""
     dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
-    return dataset.rename_columns({"images": IMAGE_DATA, IMAGE_FILES: "images"})
+    return dataset.rename_columns({"images": images_io.IMAGE_DATA, IMAGE_FILES: "images"})
 
 
 def select_docs(docs, row: dict):
@@ -83,7 +82,7 @@ def doc_to_visual(doc: dict) -> list:
     """The item's images, RGB: from the embedded files of an exported record, else from the record's paths."""
     if doc["skipped"]:
         return []
-    return [images_io.load_rgb(images_io.source(entry)) for entry in doc.get(IMAGE_DATA, doc["images"])]
+    return [images_io.load_rgb(source) for source in images_io.sources(doc)]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
