@@ -54,7 +54,8 @@ class _Source:
     name: str
     path: Path
     body: str = ""
-    deps: list[str] = field(default_factory=list)  # package modules it imports, in import order
+    deps: list[str] = field(default_factory=list)  # package modules it imports at the top, in import order
+    lazy_deps: list[str] = field(default_factory=list)  # ... inside functions (needed by calls, not by definitions)
     imports: list[str] = field(default_factory=list)  # its other top-level import statements (hoisted)
     aliases: dict[str, str] = field(default_factory=dict)  # name -> package module it imports under that name
     defined: set[str] = field(default_factory=set)  # top-level names its code binds
@@ -109,12 +110,33 @@ def _read_source(name: str) -> _Source:
                                   f"rely on (allowed: the standard library, {', '.join(sorted(ALLOWED_IMPORTS))})")
         if getattr(node, "level", 0):
             raise ExportError(f"{where}:{node.lineno}: relative import; use an absolute one")
-        if package_import(node) and node not in tree.body:
-            raise ExportError(f"{where}:{node.lineno}: imports a package module inside a function or block; the "
-                              "export inlines top-level imports only")
 
     drop: set[int] = set()  # 0-based line numbers removed from the body
     comment: set[int] = set()  # lines turned into comments (the module docstring)
+    passes: dict[int, int] = {}  # line -> indentation: a removed import inside a function leaves `pass`
+
+    def inline_package_import(node, deps: list[str]) -> None:
+        """`from pkg import module [as alias]` / `from pkg.module import name`: the module becomes a section (a
+        dependency), the name is one of the shared namespace."""
+        if isinstance(node, ast.Import):
+            raise ExportError(f"{where}:{node.lineno}: write `from {PACKAGE}... import module` (the export "
+                              "inlines that form)")
+        for alias in node.names:
+            full = f"{node.module}.{alias.name}"
+            if _is_module(full):
+                deps.append(full)
+                src.aliases[alias.asname or alias.name] = full
+            else:
+                if alias.asname and alias.asname != alias.name:
+                    raise ExportError(f"{where}:{node.lineno}: `import {alias.name} as {alias.asname}` from a "
+                                      "package module: the inlined file has one namespace; drop the `as`")
+                deps.append(node.module)
+
+    for node in ast.walk(tree):  # package imports inside functions: removed, the names are the namespace's
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and package_import(node) and node not in tree.body:
+            inline_package_import(node, src.lazy_deps)
+            drop.update(range(node.lineno - 1, node.end_lineno))
+            passes[node.lineno - 1] = node.col_offset
     for i, node in enumerate(tree.body):
         span = range(node.lineno - 1, node.end_lineno)
         if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
@@ -124,19 +146,7 @@ def _read_source(name: str) -> _Source:
             drop.update(span)
         elif isinstance(node, (ast.Import, ast.ImportFrom)) and package_import(node):
             drop.update(span)
-            if isinstance(node, ast.Import):
-                raise ExportError(f"{where}:{node.lineno}: write `from {PACKAGE}... import module` (the export "
-                                  "inlines that form)")
-            for alias in node.names:
-                full = f"{node.module}.{alias.name}"
-                if _is_module(full):  # `from pkg import module [as alias]`: the module becomes a section
-                    src.deps.append(full)
-                    src.aliases[alias.asname or alias.name] = full
-                else:  # `from pkg.module import name`: the name is the section's own, in the shared namespace
-                    if alias.asname and alias.asname != alias.name:
-                        raise ExportError(f"{where}:{node.lineno}: `import {alias.name} as {alias.asname}` from a "
-                                          "package module: the inlined file has one namespace; drop the `as`")
-                    src.deps.append(node.module)
+            inline_package_import(node, src.deps)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             drop.update(span)
             src.imports.append(ast.get_source_segment(text, node))
@@ -148,6 +158,8 @@ def _read_source(name: str) -> _Source:
         if n in comment:
             line = line.replace('r"""', "").replace('"""', "")
             body.append(("# " + line).rstrip())
+        elif n in passes:  # keeps the block it stood in valid
+            body.append(" " * passes[n] + "pass  # an import from the package: its names are this file's")
         elif n not in drop:
             body.append(line)
     src.body = "\n".join(body).strip("\n") + "\n"
@@ -170,6 +182,9 @@ def _sources() -> list[_Source]:
             visit(dep)
         seen[name] = src
         order.append(src)
+        for dep in src.lazy_deps:  # needed when a function runs: anywhere in the file, so after this module too
+            if dep not in seen:
+                visit(dep)
 
     visit(HOOKS_MODULE)
     return order
