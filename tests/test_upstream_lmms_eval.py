@@ -1,5 +1,5 @@
-"""lmms-eval 0.7.3 behaviour this package works around: one minimal reproduction each (docs/UPSTREAM.md, same
-numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it: then drop
+"""lmms-eval 0.7.3 behaviour this package works around: one minimal reproduction each (docs/UPSTREAM.md and the
+README, same numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it: then drop
 the workaround the failure message names, and this test.
 
 In process where possible: one small evaluation of a toy task folder with a stub model (`toy_run`) shows several
@@ -268,7 +268,7 @@ def test_7_every_evaluation_patches_filelock_api_filelockmeta(monkeypatch):
 
 
 # 8 ---------------------------------------------------------------------------------------------------------------
-def test_8_function_utils_is_executed_again_for_every_reference(tmp_path, monkeypatch):
+def test_10_function_utils_is_executed_again_for_every_reference(tmp_path, monkeypatch):
     from lmms_eval.utils import load_yaml_config
 
     counter = tmp_path / "count"
@@ -277,11 +277,11 @@ def test_8_function_utils_is_executed_again_for_every_reference(tmp_path, monkey
     (tmp_path / "t.yaml").write_text("task: t\nprocess_docs: !function utils.f\ndoc_to_text: !function utils.g\n"
                                      "doc_to_target: !function utils.f\n")
     load_yaml_config(str(tmp_path / "t.yaml"))
-    assert counter.read_text() == "xxx", fixed(8, "a task's utils.py is imported once", "nothing (the exported "
+    assert counter.read_text() == "xxx", fixed(10, "a task's utils.py is imported once", "nothing (the exported "
                                                "utils.py only defines functions, so re-execution is harmless)")
 
 
-def test_9_a_dataclass_with_string_annotations_in_utils_fails_to_load(tmp_path):
+def test_11_a_dataclass_with_string_annotations_in_utils_fails_to_load(tmp_path):
     from lmms_eval.utils import load_yaml_config
 
     (tmp_path / "utils.py").write_text("from __future__ import annotations\nfrom dataclasses import dataclass\n\n"
@@ -291,7 +291,7 @@ def test_9_a_dataclass_with_string_annotations_in_utils_fails_to_load(tmp_path):
         load_yaml_config(str(tmp_path / "t.yaml"))
 
 
-def test_10_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_path):
+def test_12_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_path):
     import datasets
     from PIL import Image
 
@@ -306,7 +306,7 @@ def test_10_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_p
               "dataset_kwargs": {"data_files": {"test": str(tmp_path / "test.parquet")}}, "doc_to_text": "{{ q }}",
               "doc_to_choice": ["a", "b"], "doc_to_target": 0, "metric_list": [{"metric": "acc"}]}
     assert "images" not in ConfigurableTask(config=config).eval_docs_no_media[0], fixed(
-        10, "docs keep their image columns", "the image names the exported process_docs puts under `images`")
+        12, "docs keep their image columns", "the image names the exported process_docs puts under `images`")
     assert "images" in ConfigurableTask(config={**config, "process_results_use_image": True}).eval_docs_no_media[0]
     # ... but a doc that keeps its image bytes has them inlined into every logged sample (--log_samples)
     from lmms_eval.evaluator import _collect_input_media
@@ -315,10 +315,27 @@ def test_10_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_p
     assert "data:image/png;base64,iVBORy4uLi4=" in logged
 
 
-def test_11_lmms_eval_accepts_truncated_images_process_wide():
+def test_8_lmms_eval_accepts_truncated_images_process_wide():
     from PIL import ImageFile
 
     import lmms_eval.api.task  # noqa: F401
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True, fixed(
-        11, "importing lmms-eval leaves PIL's truncated-image check on", "nothing: the data checks decode in full")
+        8, "importing lmms-eval leaves PIL's truncated-image check on",
+        "the flag handling of radar_tasks/data/images.decode")
+
+
+def test_9_batch_size_is_passed_beside_the_model_args():
+    from lmms_eval.api.model import lmms
+
+    class Model(lmms):
+        def __init__(self, batch_size=1, **kwargs):
+            super().__init__()
+            self.given = batch_size
+
+        loglikelihood = generate_until = generate_until_multi_round = None
+
+    # what lmms_eval.evaluator.simple_evaluate passes: the CLI's --batch_size (default 1) beside the model args
+    assert Model.create_from_arg_string("", {"batch_size": 1}).given == 1
+    with pytest.raises(TypeError, match="got multiple values for keyword argument 'batch_size'"):
+        Model.create_from_arg_string("batch_size=4", {"batch_size": 1, "device": None})
