@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import OrderedDict
 
 import torch
@@ -27,6 +28,7 @@ from radar_tasks.data import images as images_io
 from radar_tasks.models import likelihood, prefix_sharing
 from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
 from radar_tasks.models.args import as_bool, parse_batch_size
+from radar_tasks.models.pipeline import QuestionPipeline, resolve_num_workers
 
 
 _TEMPLATE_WARNED: set[str] = set()  # checkpoints already warned about a non-base Qwen2-VL chat template
@@ -79,6 +81,8 @@ class RadarHF(lmms):
         llava_mmmu_one_distractor=None,  # None: the protocol preset's (on for LLaVA under protocol=paper)
         internvl_reverse_images=None,
         mmmu_two_letters=None,
+        num_workers="auto",  # background processes preparing questions (pipeline); 0: in turn, in this process
+        image_processor="fast",  # fast (torchvision backend) | pil
         loaded=None,  # (model, processor) already in memory: `from_model`
     ) -> None:
         super().__init__()
@@ -106,23 +110,28 @@ class RadarHF(lmms):
         self.batch_size_per_gpu = parse_batch_size(batch_size)  # lmms-eval hands it over as a string
         self.max_batch_size = max_batch_size
         self.share_prefix = as_bool(share_prefix)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        self.num_workers = resolve_num_workers(num_workers, local_processes)
+        self.pipeline_stats: dict = {}  # host preparation timings summed over loglikelihood calls (pipeline)
         self._scorer = None
         self.pretrained = pretrained
         self._model, self.processor = loaded if loaded is not None else likelihood.load_model(
             pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
-            processor_kwargs=self.processor_kwargs,
+            processor_kwargs=self.processor_kwargs, image_processor=image_processor,
         )
         self._finish_protocol()
         if self.rank == 0:
             logger.info(f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
-                        f"prompt_style {self.prompt_style}, score {self.score}")
+                        f"prompt_style {self.prompt_style}, score {self.score}, num_workers {self.num_workers}, "
+                        f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}")
 
     @classmethod
     def from_model(cls, model, processor, **model_args) -> "RadarHF":
         """radar_hf around a model already in memory: no loading and no copy; it scores on the model's device in
         the model's dtype. `model_args`: the model args other than those of loading (pretrained, device, dtype,
-        trust_remote_code, attn_implementation)."""
-        taken = sorted({"pretrained", "device", "dtype", "trust_remote_code", "attn_implementation"} & set(model_args))
+        trust_remote_code, attn_implementation, image_processor: the processor in memory is used as it is)."""
+        loading = {"pretrained", "device", "dtype", "trust_remote_code", "attn_implementation", "image_processor"}
+        taken = sorted(loading & set(model_args))
         if taken:
             raise ValueError(f"radar_hf.from_model: {', '.join(taken)} come from the model in memory")
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -260,6 +269,17 @@ class RadarHF(lmms):
         size = self.scorer.batch_size
         return 64 if size == "auto" else max(16, 4 * size)
 
+    def load_question(self, task, split, doc_id, context: str, doc_to_visual, continuations: list):
+        """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations))`.
+
+        All the per-question host work before the scorer (the doc, its images, the prompt style) is here, in one
+        function: background workers run it (`models.pipeline`). `continuations` may hold callables
+        (doc_to_target of loglikelihood tasks)."""
+        doc, images = self._doc_and_images(doc_to_visual, doc_id, task, split)
+        continuations = [c if isinstance(c, str) else c(doc) for c in continuations]
+        scored, question = self._prepare_question(doc, context, images, continuations)
+        return question, (scored, continuations)
+
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
         # of the prompt and its images (prefix_sharing). lmms-eval shards by doc, so a question never spans ranks.
@@ -269,30 +289,31 @@ class RadarHF(lmms):
             context, continuation = args[0], args[1]
             visual, doc_id, task, split = args[2:6] if len(args) >= 6 else (None, None, None, None)
             groups.setdefault((task, split, doc_id, context), (visual, []))[1].append((index, continuation))
+        items = list(groups.items())
+
+        def load(i: int):
+            (task, split, doc_id, context), (visual, members) = items[i]
+            return self.load_question(task, split, doc_id, context, visual, [c for _, c in members])
 
         results: list = [None] * len(requests)
         non_finite = 0
-        progress = tqdm(total=len(groups), disable=self.rank != 0, desc="radar_hf", unit="question")
-        items = list(groups.items())
-        window = self._window()
-        for start in range(0, len(items), window):
-            chunk = []
-            for (task, split, doc_id, context), (visual, members) in items[start : start + window]:
-                doc, images = self._doc_and_images(visual, doc_id, task, split)
-                # loglikelihood (not multiple_choice) tasks pass doc_to_target, a callable, as the continuation
-                continuations = [c if isinstance(c, str) else c(doc) for _, c in members]
-                scored, question = self._prepare_question(doc, context, images, continuations)
-                chunk.append((context, members, continuations, scored, question))
-            all_scores = self.scorer.score([q for *_, q in chunk], progress=progress.update)
-            for (context, members, continuations, scored, _), scores in zip(chunk, all_scores):
-                non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
-                answers = _protocol.answers(scored, scores, self.score)
-                for (index, _), continuation, answer in zip(members, continuations, answers):
-                    self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
-                    # GenerationResult keeps the tuple intact through lmms-eval's output stringification
-                    results[index] = GenerationResult(text=answer)
+        progress = tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question")
+        pipeline = QuestionPipeline(self.scorer, load, len(items), num_workers=self.num_workers,
+                                    window=self._window(), pin_memory=self._device.type == "cuda")
+        for i, (scored, continuations), scores in pipeline.scored(progress=progress.update):
+            (_, _, _, context), (_, members) = items[i]
+            non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
+            answers = _protocol.answers(scored, scores, self.score)
+            for (index, _), continuation, answer in zip(members, continuations, answers):
+                self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
+                # GenerationResult keeps the tuple intact through lmms-eval's output stringification
+                results[index] = GenerationResult(text=answer)
         progress.close()
-        logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}")
+        for key, value in pipeline.stats.items():
+            self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
+        timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
+        logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
+                    f"host preparation {timing}")
         if non_finite:  # returned as is (the metric reports them), but say so once
             logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite loss")
         return results
