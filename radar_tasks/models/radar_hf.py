@@ -11,6 +11,7 @@ This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -297,18 +298,19 @@ class RadarHF(lmms):
 
         results: list = [None] * len(requests)
         non_finite = 0
-        progress = tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question")
         pipeline = QuestionPipeline(self.scorer, load, len(items), num_workers=self.num_workers,
                                     window=self._window(), pin_memory=self._device.type == "cuda")
-        for i, (scored, continuations), scores in pipeline.scored(progress=progress.update):
-            (_, _, _, context), (_, members) = items[i]
-            non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
-            answers = _protocol.answers(scored, scores, self.score)
-            for (index, _), continuation, answer in zip(members, continuations, answers):
-                self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
-                # GenerationResult keeps the tuple intact through lmms-eval's output stringification
-                results[index] = GenerationResult(text=answer)
-        progress.close()
+        # closing: an error here, in this loop, ends the workers at once too
+        with tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress, \
+                contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions:
+            for i, (scored, continuations), scores in scored_questions:
+                (_, _, _, context), (_, members) = items[i]
+                non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
+                answers = _protocol.answers(scored, scores, self.score)
+                for (index, _), continuation, answer in zip(members, continuations, answers):
+                    self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
+                    # GenerationResult keeps the tuple intact through lmms-eval's output stringification
+                    results[index] = GenerationResult(text=answer)
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
         timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
