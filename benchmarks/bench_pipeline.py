@@ -10,6 +10,8 @@ with the CPU idle, which is what the host sees of an accelerator. Printed per ru
   candidate tokenisation), summed over the processes that ran it, over questions;
 * device ms / question: time in model forwards (on CUDA: CUDA-event time), over questions;
 * wall ms / question: the scoring phase (radar_hf's loglikelihood) over questions; and the whole CLI run;
+* device busy = device / wall (on CUDA: the accelerator's utilisation), and the scoring time of a full M3-Bench
+  (14,904 questions) at this wall time per question;
 * efficiency = max(host / workers, device) / wall, host being the in-turn measure of the `num_workers=0` run when
   there is one: 1 means the slower of the two sides never waits for the other;
 * peak memory: the RSS of the evaluation process, and the peak of the summed PSS of it and its workers (sampled
@@ -89,15 +91,21 @@ def visual_tokens(folder: Path, size: tuple[int, int], max_pixels: int) -> int:
 
 def warm_cache(root: Path, tasks: str, env: dict) -> float:
     """Read (and validate: every image is decoded once) the records of the tasks' categories into the datasets
-    cache, so that timed runs measure evaluation, not the first read."""
-    code = ("import sys\nfrom radar_tasks import taxonomy\nfrom radar_tasks.data import m3bench\n"
-            "want = set(sys.argv[2].split(','))\n"
-            "for s, c in taxonomy.leaf_tasks():\n"
-            "    names = {taxonomy.task_name(s, c), taxonomy.task_name(s), 'radar_mmm', 'radar_' + s}\n"
-            "    if names & want:\n        m3bench.load_category(s, c, sys.argv[1])\n")
+    cache, in a child with the runs' environment, so that timed runs measure evaluation, not the first read."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, str(root), tasks], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, __file__, "_warm", str(root), tasks], env=env, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def read_records(root: str, tasks: str) -> None:
+    from radar_tasks import taxonomy
+    from radar_tasks.data import m3bench
+
+    wanted = set(tasks.split(","))
+    everything = bool(wanted & {"radar_mmm", "radar_perception", "radar_reasoning"})
+    for subset, category in taxonomy.leaf_tasks():  # a leaf, its subset, or a group of its subset
+        if everything or any(t == f"radar_{subset}" or t.startswith(f"radar_{subset}_") for t in wanted):
+            m3bench.load_category(subset, category, root)
 
 
 # ------------------------------------------------------------------------------------------- one lmms-eval run
@@ -258,8 +266,8 @@ def item_scores(out: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ reporting
 def table(runs: list[dict]) -> None:
     in_turn = next((r for r in runs if r["pipeline"].get("workers") == 0), None)
-    header = ("run", "workers", "questions", "host ms/q", "device ms/q", "wall ms/q", "efficiency", "run s",
-              "q/s", "peak RSS MiB", "peak PSS MiB, workers too", "same scores")
+    header = ("run", "workers", "questions", "host ms/q", "device ms/q", "wall ms/q", "efficiency", "device busy",
+              "run s", "q/s", f"{FULL_SIZE} q min", "peak RSS MiB", "peak PSS MiB, workers too", "same scores")
     rows = []
     for r in runs:
         pipe = r["pipeline"]
@@ -269,8 +277,9 @@ def table(runs: list[dict]) -> None:
         efficiency = max(host_in_turn / max(1, pipe.get("workers", 0)), device) / wall
         same = "-" if r is runs[0] else ("yes" if r["scores"] == runs[0]["scores"] else "NO")
         rows.append((r["name"], f"{pipe.get('workers')} ({r['workers_arg']})", n, f"{1000 * host:.1f}",
-                     f"{1000 * device:.1f}", f"{1000 * wall:.1f}", f"{efficiency:.2f}", f"{r['run_s']:.1f}",
-                     f"{n / r['scoring_s']:.1f}", f"{r['peak_rss_mib']:.0f}", f"{r['peak_pss_mib']:.0f}", same))
+                     f"{1000 * device:.1f}", f"{1000 * wall:.1f}", f"{efficiency:.2f}", f"{device / wall:.0%}",
+                     f"{r['run_s']:.1f}", f"{n / r['scoring_s']:.1f}", f"{FULL_SIZE * wall / 60:.1f}",
+                     f"{r['peak_rss_mib']:.0f}", f"{r['peak_pss_mib']:.0f}", same))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)), flush=True)
@@ -321,6 +330,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_child"]:
         child(argv[1:])
+        return 0
+    if argv[:1] == ["_warm"]:
+        read_records(*argv[1:3])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("check", "run", "scale"))

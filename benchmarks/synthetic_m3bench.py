@@ -225,16 +225,16 @@ def write_items(root: Path, rel: str, n: int, pool: Pool, rng: random.Random) ->
             sizes, words = [WIKI_SIZE], (6, 10)
         else:
             sizes, words = [(640, 480)], (10, 20)
+        shared = not name.startswith("MathVista_")  # Wiki and spatial records may share an image: `123--0`, `123--1`
         i = 0
         while len(items) < n:
-            base = str(10000 + i) if not name.startswith("Wiki_") else f"Q{100000 + i}"
+            base = f"Q{100000 + i}" if name.startswith("Wiki_") else str(1 + i)
             pool.link(images / f"{base}.jpg", "photo", sizes[i % len(sizes)], i)
-            # some records share an image (`123--0`, `123--1`), as in the release
-            for k in range(2 if i % 5 == 0 else 1):
+            for k in range(2 if shared and i % 5 == 0 else 1):
                 if len(items) < n:
                     answer, *others = candidates(rng, 4, (1, 3))
-                    items[f"{base}--{k}"] = {"question": sentence(rng, rng.randint(*words)) + "?",
-                                             "answer": answer, "distraction": others}
+                    items[f"{base}--{k}" if shared else base] = {
+                        "question": sentence(rng, rng.randint(*words)) + "?", "answer": answer, "distraction": others}
             i += 1
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)

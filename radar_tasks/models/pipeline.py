@@ -15,6 +15,7 @@ iteration ends, fails or is interrupted (and on their own if the main process di
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -27,6 +28,8 @@ from typing import Any
 import torch
 
 from radar_tasks.models.prefix_sharing import Question, SharedPrefixScorer
+
+logger = logging.getLogger(__name__)
 
 # `num_workers=auto`: this many at most ("a few": host work per question is milliseconds, and every worker is a
 # forked copy of the main process, which holds the model)
@@ -217,8 +220,9 @@ class QuestionPipeline:
                                                   "score_s": 0.0})
 
     def __post_init__(self):
-        if self.num_workers and not can_fork():
-            self.num_workers = 0  # spawned workers would need the model, processor and docs pickled
+        if self.num_workers and not can_fork():  # spawned workers would need the model, processor, docs pickled
+            logger.warning("background preparation needs the fork start method; preparing questions in turn")
+            self.num_workers = 0
 
     def _prepare(self, i: int) -> Prepared:
         question, extra = self.load(i)
