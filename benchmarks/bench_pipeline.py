@@ -14,6 +14,8 @@ with the CPU idle, which is what the host sees of an accelerator. Printed per ru
   (14,904 questions) at this wall time per question;
 * efficiency = max(host / workers, device) / wall, host being the in-turn measure of the `num_workers=0` run when
   there is one: 1 means the slower of the two sides never waits for the other;
+* CPU ms / question: CPU time of the whole run (evaluation process and workers, start-up included) over
+  questions, and the machine's load average during the run (on a shared CPU wall times follow the load);
 * peak memory: the RSS of the evaluation process, and the peak of the summed PSS of it and its workers (sampled
   each second; forked workers share the parent's pages, PSS counts them once); and whether every per-item score
   equals the first run's.
@@ -219,6 +221,8 @@ def child(argv: list[str]) -> None:
             "device_s": clock.total(), "forwards": clock.forwards, "scoring_s": scoring[0],
             "pipeline": dict(wrapper.pipeline_stats) if wrapper else {},
             "scorer": dict(wrapper.scorer.stats) if wrapper else {},
+            "cpu_s": sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                         for f in ("ru_utime", "ru_stime")),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_pss_mib": memory.stop(),
         }
@@ -240,17 +244,17 @@ def run_lmms_eval(name: str, args, root: Path, model: Path, workers: str, env: d
     cmd = [sys.executable, __file__, "_child", "--stats", str(stats_file), "--simulate-device-ms",
            str(args.simulate_device_ms), "--threads", str(args.threads), "--",
            *lmms_eval_args(model_args, args.tasks, out / "lmms", extra)]
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     with open(out / "log.txt", "w", encoding="utf-8") as log:
         subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-    wall = time.perf_counter() - start
+    wall, load = time.perf_counter() - start, (load + os.getloadavg()[0]) / 2
     try:
         results_json(out / "lmms")
         stats = json.loads(stats_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         tail = "\n".join((out / "log.txt").read_text(errors="replace").splitlines()[-20:])
         raise SystemExit(f"run {name} failed (log: {out / 'log.txt'}):\n{tail}") from None
-    stats.update(name=name, workers_arg=workers, run_s=wall, scores=item_scores(out / "lmms"))
+    stats.update(name=name, workers_arg=workers, run_s=wall, load=load, scores=item_scores(out / "lmms"))
     return stats
 
 
@@ -267,7 +271,8 @@ def item_scores(out: Path) -> dict:
 def table(runs: list[dict]) -> None:
     in_turn = next((r for r in runs if r["pipeline"].get("workers") == 0), None)
     header = ("run", "workers", "questions", "host ms/q", "device ms/q", "wall ms/q", "efficiency", "device busy",
-              "run s", "q/s", f"{FULL_SIZE} q min", "peak RSS MiB", "peak PSS MiB, workers too", "same scores")
+              "run s", "q/s", f"{FULL_SIZE} q min", "CPU ms/q", "load", "peak RSS MiB", "peak PSS MiB, workers too",
+              "same scores")
     rows = []
     for r in runs:
         pipe = r["pipeline"]
@@ -279,6 +284,7 @@ def table(runs: list[dict]) -> None:
         rows.append((r["name"], f"{pipe.get('workers')} ({r['workers_arg']})", n, f"{1000 * host:.1f}",
                      f"{1000 * device:.1f}", f"{1000 * wall:.1f}", f"{efficiency:.2f}", f"{device / wall:.0%}",
                      f"{r['run_s']:.1f}", f"{n / r['scoring_s']:.1f}", f"{FULL_SIZE * wall / 60:.1f}",
+                     f"{1000 * r['cpu_s'] / n:.0f}", f"{r['load']:.1f}",
                      f"{r['peak_rss_mib']:.0f}", f"{r['peak_pss_mib']:.0f}", same))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from radar_tasks.taxonomy import MMMU_PRO_SUBJECTS, SUBSETS_BY_NAME
+
 FULL_SIZE = 14904
 SUFFIX = "_pretrained_mllm_eval.json"
 MMBENCH = {  # docs/REFERENCE.md
@@ -45,13 +47,6 @@ MMBENCH = {  # docs/REFERENCE.md
     "physical_property_reasoning": 75, "function_reasoning": 79, "identity_reasoning": 45, "social_relation": 43,
     "physical_relation": 24, "nature_relation": 48, "future_prediction": 40, "structuralized_imagetext_understanding": 78,
 }
-MMMU_PRO_SUBJECTS = (
-    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
-    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
-    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
-    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
-    "Public_Health", "Sociology",
-)
 MMMU_PRO_TOTAL, MATHVISTA, SEEPHYS, WIKI = 1730, 1000, 2000, 2000
 WIKI_KINDS = ("animal", "plant", "attraction", "celebrity")
 SPATIAL = FULL_SIZE - sum(MMBENCH.values()) - MMMU_PRO_TOTAL - MATHVISTA - SEEPHYS - WIKI * len(WIKI_KINDS)
@@ -66,15 +61,16 @@ WORDS = ("the a of in on which what is shown image picture figure value shape co
 
 def file_counts(items: int = FULL_SIZE) -> dict[str, int]:
     """Released json path (relative to the root) -> number of items, scaled to `items` in all."""
-    counts = {f"general_visual_question_answering/MMBench_{c}_{{n}}{SUFFIX}": n for c, n in MMBENCH.items()}
+    folder = {name: spec.folder for name, spec in SUBSETS_BY_NAME.items()}
+    counts = {f"{folder['mmbench']}/MMBench_{c}_{{n}}{SUFFIX}": n for c, n in MMBENCH.items()}
     per_subject, extra = divmod(MMMU_PRO_TOTAL, len(MMMU_PRO_SUBJECTS))
     for i, subject in enumerate(MMMU_PRO_SUBJECTS):
-        counts[f"multiple_discipline_reasoning/MMMU_Pro_{subject}_{{n}}{SUFFIX}"] = per_subject + (i < extra)
-    counts[f"mathematical_reasoning/MathVista_{{n}}{SUFFIX}"] = MATHVISTA
-    counts[f"physical_reasoning/SeePhys_{{n}}{SUFFIX}"] = SEEPHYS
+        counts[f"{folder['mmmu_pro']}/MMMU_Pro_{subject}_{{n}}{SUFFIX}"] = per_subject + (i < extra)
+    counts[f"{folder['mathvista']}/MathVista_{{n}}{SUFFIX}"] = MATHVISTA
+    counts[f"{folder['seephys']}/SeePhys_{{n}}{SUFFIX}"] = SEEPHYS
     for kind in WIKI_KINDS:
-        counts[f"Wiki_{kind}_identification/Wiki_{kind}_identification_{{n}}{SUFFIX}"] = WIKI
-    counts[f"spatial_reasoning/spatial_reasoning_{{n}}{SUFFIX}"] = SPATIAL
+        counts[f"{folder['wiki_' + kind]}/Wiki_{kind}_identification_{{n}}{SUFFIX}"] = WIKI
+    counts[f"{folder['spatial']}/spatial_reasoning_{{n}}{SUFFIX}"] = SPATIAL
     scale = items / FULL_SIZE
     return {path.format(n=m): m for path, n in counts.items() for m in [max(1, round(n * scale))]}
 

@@ -112,12 +112,16 @@ def test_image_processing_does_not_depend_on_the_thread_count(tiny_loaded, arch)
 
 def test_num_workers_arg(tiny_checkpoint, task_dict, monkeypatch):
     cpus = pipeline.available_cpus()
-    assert 1 <= resolve_num_workers("auto") == min(pipeline.AUTO_MAX_WORKERS, cpus)
-    assert resolve_num_workers("auto", processes=cpus * 2) == 1  # data parallel: the CPUs are shared, one each
+    assert resolve_num_workers("auto") == max(1, min(pipeline.AUTO_MAX_WORKERS, cpus - 1))  # one CPU for the model
+    assert resolve_num_workers("auto", processes=cpus * 2) == 1  # data parallel: the CPUs are shared, at least one
     assert resolve_num_workers("0") == 0 and resolve_num_workers(3) == 3
     for bad in ("-1", "many", 1.5):
         with pytest.raises(ValueError, match="num_workers"):
             resolve_num_workers(bad)
+    assert 1 <= cpus <= len(os.sched_getaffinity(0))
+    monkeypatch.setattr(pipeline, "_cgroup_cpu_quota", lambda: 1.5)  # a container allowed one and a half CPUs
+    assert pipeline.available_cpus() == 1 and resolve_num_workers("auto") == 1
+    monkeypatch.undo()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus * 2))
     assert wrapper(tiny_checkpoint("qwen2_vl"), task_dict).num_workers == 1
 

@@ -68,10 +68,11 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 def resolve_num_workers(value, processes: int = 1) -> int:
-    """The `num_workers` model arg: `auto` = up to `AUTO_MAX_WORKERS`, bounded by the CPUs this process may use
-    shared among the `processes` evaluation processes of this machine (data parallel); else an integer >= 0."""
+    """The `num_workers` model arg: `auto` = the CPUs this process may use, shared among the `processes` evaluation
+    processes of this machine (data parallel), less one for the process itself (it drives the model: launches,
+    collation, lmms-eval's bookkeeping), at least 1 and at most `AUTO_MAX_WORKERS`; else an integer >= 0."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
-        return max(1, min(AUTO_MAX_WORKERS, available_cpus() // max(1, processes)))
+        return max(1, min(AUTO_MAX_WORKERS, available_cpus() // max(1, processes) - 1))
     try:
         number = int(str(value).strip())
     except ValueError:

@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from radar_tasks.models import likelihood
@@ -64,11 +65,37 @@ class _Tokenized:
     fallback: str | None = None  # why this question goes the per-candidate way
     index: int = -1  # position in the list being scored (set by `score_prepared`)
 
+    # Pickled (from a background worker to the main process): small tensors travel by value, as numpy arrays; torch
+    # would give each its own shared-memory segment and file descriptor, ~5x the cost of these few bytes.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["full_ids"] = [_by_value(f) for f in self.full_ids]
+        state["encoding"] = {k: _by_value(v) for k, v in self.encoding.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["full_ids"] = [_as_tensor(f) for f in state["full_ids"]]
+        state["encoding"] = {k: _as_tensor(v) for k, v in state["encoding"].items()}
+        self.__dict__.update(state)
+
     def pin_memory(self) -> _Tokenized:
         """The encoding's tensors in page-locked memory (torch's DataLoader calls this in its pin thread), so that
         their copies to CUDA (`likelihood.to_device`, non-blocking) overlap with the model's work."""
         self.encoding = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in self.encoding.items()}
         return self
+
+
+_BY_VALUE_NUMEL = 1 << 16  # tensors up to this many elements are pickled by value (ids, masks, grids)
+
+
+def _by_value(value):
+    if torch.is_tensor(value) and value.numel() <= _BY_VALUE_NUMEL and value.dtype != torch.bfloat16:
+        return value.numpy()  # bfloat16 has no numpy dtype
+    return value
+
+
+def _as_tensor(value):
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
