@@ -109,7 +109,7 @@ class _Failed:
     def of(cls, error: Exception) -> _Failed:
         error.add_note(f"(in a background worker, pid {os.getpid()}:)\n{traceback.format_exc().rstrip()}")
         try:
-            pickle.loads(pickle.dumps(error))  # some pickle but do not unpickle (other __init__ args)
+            pickle.loads(pickle.dumps(error))  # some pickle, then fail to unpickle (another __init__ signature)
         except Exception:  # noqa: BLE001 - an exception that does not pickle still reaches the caller, as text
             error = RuntimeError(f"{type(error).__name__}: {error}\n{error.__notes__[-1]}")
         return cls(error)
