@@ -12,8 +12,8 @@ with the CPU idle, which is what the host sees of an accelerator. Printed per ru
 * wall ms / question: the scoring phase (radar_hf's loglikelihood) over questions; and the whole CLI run;
 * device busy = device / wall (on CUDA: the accelerator's utilisation), and the scoring time of a full M3-Bench
   (14,904 questions) at this wall time per question;
-* efficiency = max(host / workers, device) / wall, host being the in-turn measure of the `num_workers=0` run when
-  there is one: 1 means the slower of the two sides never waits for the other;
+* efficiency = max(host / workers, device) / wall (workers: at least 1): 1 means the slower of the two sides, host
+  preparation spread over the workers or the model, never waits for the other;
 * CPU ms / question: CPU time of the whole run (evaluation process and workers, start-up included) over
   questions, and the machine's load average during the run (on a shared CPU wall times follow the load);
 * peak memory: the RSS of the evaluation process, and the peak of the summed PSS of it and its workers (sampled
@@ -269,7 +269,6 @@ def item_scores(out: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ reporting
 def table(runs: list[dict]) -> None:
-    in_turn = next((r for r in runs if r["pipeline"].get("workers") == 0), None)
     header = ("run", "workers", "questions", "host ms/q", "device ms/q", "wall ms/q", "efficiency", "device busy",
               "run s", "q/s", f"{FULL_SIZE} q min", "CPU ms/q", "load", "peak RSS MiB", "peak PSS MiB, workers too",
               "same scores")
@@ -278,8 +277,7 @@ def table(runs: list[dict]) -> None:
         pipe = r["pipeline"]
         n = max(1, pipe.get("questions", 0))
         host, device, wall = pipe.get("host_s", 0) / n, r["device_s"] / n, r["scoring_s"] / n
-        host_in_turn = in_turn["pipeline"]["host_s"] / n if in_turn else host
-        efficiency = max(host_in_turn / max(1, pipe.get("workers", 0)), device) / wall
+        efficiency = max(host / max(1, pipe.get("workers", 0)), device) / wall
         same = "-" if r is runs[0] else ("yes" if r["scores"] == runs[0]["scores"] else "NO")
         rows.append((r["name"], f"{pipe.get('workers')} ({r['workers_arg']})", n, f"{1000 * host:.1f}",
                      f"{1000 * device:.1f}", f"{1000 * wall:.1f}", f"{efficiency:.2f}", f"{device / wall:.0%}",
