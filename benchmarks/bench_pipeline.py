@@ -36,6 +36,7 @@ import json
 import os
 import resource
 import runpy
+import shutil
 import subprocess
 import sys
 import time
@@ -236,7 +237,8 @@ def run_lmms_eval(name: str, args, root: Path, model: Path, workers: str, env: d
     from radar_tasks.runner import lmms_eval_args, results_json
 
     out = args.work / "runs" / name
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # the scores are read back from this run's files only
+    out.mkdir(parents=True)
     model_args = (f"pretrained={model},device={args.device},dtype={args.dtype},num_workers={workers},"
                   f"image_processor={args.image_processor},processor_kwargs=max_pixels:{args.max_pixels}")
     extra = ["--batch_size", str(args.batch_size), *(["--limit", str(args.limit)] if args.limit else [])]
