@@ -18,21 +18,49 @@ SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
 
 
+class Scored(tuple):
+    """One candidate's result as `radar_hf` returns it: lmms-eval's `(loss, is_greedy)` tuple (it unpacks as one),
+    carrying what the item record shows besides: `candidate` (the text scored, without the joiner), `prompt` (the
+    text given to the model, image markers kept; on the first candidate of an item) and `skipped` (why the item
+    was not scored). Results of other wrappers lack them: the record then shows the doc's choices and no prompt."""
+
+    def __new__(cls, values, candidate: str | None = None, prompt: str | None = None, skipped: str | None = None):
+        obj = super().__new__(cls, values)
+        obj.candidate, obj.prompt, obj.skipped = candidate, prompt, skipped
+        return obj
+
+    def __reduce__(self):
+        return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped))
+
+
+def _unwrapped(result):
+    return getattr(result, "text", result)  # an lmms-eval GenerationResult that was not unwrapped
+
+
 def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
     """The per-item record of one scored (or skipped) item; `results` has one entry per candidate.
 
     M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
+    `candidates` are the candidate strings as scored, aligned with `scores`; `prompt` the model's input text.
     """
+    unwrapped = [_unwrapped(r) for r in results]
+    given = [getattr(r, "candidate", None) for r in unwrapped]
+    choices = list(doc["choices"]) if doc.get("choices") is not None else None
     record = {
         "id": doc.get("id", doc.get("doc_id")), "subset": doc.get("subset"), "category": doc.get("category"),
         "ability": doc.get("ability"), "p": None, "scores": None, "correct": False, "skipped": None,
         "n_candidates": len(doc.get("choices", results)), "gold": gold, "convention": convention,
+        "candidates": given if given and None not in given and not doc.get("skipped") else choices,
+        "prompt": getattr(unwrapped[0], "prompt", None) if unwrapped else None,
     }
     if doc.get("skipped"):
         record["skipped"] = SKIP_TOO_MANY_IMAGES
         return record
     if len(results) != record["n_candidates"]:
         raise ValueError(f"item {record['id']!r}: {len(results)} results for {record['n_candidates']} candidates")
+    record["skipped"] = next((r.skipped for r in unwrapped if getattr(r, "skipped", None)), None)
+    if record["skipped"]:
+        return record
     scores = S.to_scores(results, convention)
     record["scores"] = scores
     if not all(math.isfinite(s) for s in scores):
@@ -43,9 +71,11 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     return record
 
 
-def compact(record: dict) -> dict:
-    """What the ability-split metrics need of a record (keeps --log_samples small)."""
-    return {k: record[k] for k in ("id", "subset", "category", "p", "correct", "skipped")}
+def compact(record: dict, metric: str) -> dict:
+    """What the aggregation of `metric` (`sds` or `acc`) needs of a record: the item's place and its value
+    (the per-item log shows the full record once, under `sds`)."""
+    value = {"sds": "p", "acc": "correct"}[metric]
+    return {k: record[k] for k in ("id", "subset", "category", value)}
 
 
 def sds_values(records: Sequence[dict]) -> list[float]:

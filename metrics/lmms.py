@@ -32,14 +32,14 @@ def process_results(doc: dict, results: Sequence[Any], convention: str = "loss")
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
     record = I.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
-    small = I.compact(record)
+    acc = I.compact(record, "acc")
     return {
         "sds": record,
-        "acc": small,
+        "acc": acc,
         "skipped": int(record["skipped"] is not None),
         "items": 1,
-        f"sds_{doc['ability']}": small,
-        f"acc_{doc['ability']}": small,
+        f"sds_{doc['ability']}": I.compact(record, "sds"),
+        f"acc_{doc['ability']}": acc,
         f"items_{doc['ability']}": 1,
     }
 
@@ -51,7 +51,7 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
     """
     record = I.score_item(doc, results, "loss", gold=int(doc["gold"]))
     _warn_non_finite(doc, record)
-    return {"sds": record, "acc": I.compact(record)}
+    return {"sds": record, "acc": I.compact(record, "acc")}
 
 
 def leaf_mean(values_of, records: Sequence[dict]) -> float:

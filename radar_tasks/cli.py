@@ -29,8 +29,10 @@ def _check_data(args) -> int:
     from radar_tasks.data import m3bench
     from radar_tasks.errors import M3BenchError
 
+    leaves = None if not args.subset else {leaf for name in args.subset for leaf in taxonomy.leaves_of(name)}
+    subsets = None if leaves is None else [s.name for s in taxonomy.SUBSETS if any(s.name == x for x, _ in leaves)]
     try:
-        report = m3bench.check_root(args.root, args.subset or None)
+        report = m3bench.check_root(args.root, subsets, leaves)
     except M3BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -44,6 +46,8 @@ def _check_data(args) -> int:
         if spec.file_pattern:
             for c, n in cats.items():
                 print(f"    {c:40s} {n:6d}")
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"{len(report.problems)} problem(s) in {report.root}")
@@ -70,7 +74,14 @@ def _demo(args) -> int:
         return 0
     from radar_tasks.demo.quickstart import run_demo
 
-    run_demo(Path(args.out or tempfile.mkdtemp(prefix="radar-demo-")), args.arch, args.tasks)
+    from radar_tasks.runner import RunFailed
+
+    try:
+        run_demo(Path(args.out or tempfile.mkdtemp(prefix="radar-demo-")), args.arch, args.tasks,
+                 verbose=args.verbose)
+    except RunFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -98,24 +109,44 @@ example:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (`radar-tasks check-data: error: ...`) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _data_selection(name: str) -> str:
+    from radar_tasks import taxonomy
+
+    if taxonomy.leaves_of(name) is None:
+        subsets = ", ".join(s.name for s in taxonomy.SUBSETS)
+        raise argparse.ArgumentTypeError(f"{name!r} is neither a subset ({subsets}) nor a radar_* task or group")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radar-tasks", description=__doc__)
+    from radar_tasks.demo.tiny_models import TINY_ARCHS
+
+    parser = _Parser(prog="radar-tasks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-fixture", help="write a miniature M3-Bench in the released layout")
-    p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="folder to write (it becomes the M3-Bench root)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn scenes and distractors (default 0)")
     p.set_defaults(fn=_make_fixture)
 
     p = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (no download)")
-    p.add_argument("out")
-    p.add_argument("--arch", default=DEMO_ARCH)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="checkpoint folder to write")
+    p.add_argument("--arch", default=DEMO_ARCH, choices=TINY_ARCHS, help=f"architecture (default {DEMO_ARCH})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.set_defaults(fn=_tiny_model)
 
     p = sub.add_parser("check-data", help="validate an M3-Bench root: counts and every problem (exit 1 on any)")
     p.add_argument("root", nargs="?", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
-    p.add_argument("--subset", action="append", help="only this subset (repeatable)")
+    p.add_argument("--subset", action="append", type=_data_selection, metavar="NAME",
+                   help="only this subset (wiki_animal) or task / group (radar_wiki_animal, radar_mmbench_ocr, "
+                        "radar_perception); repeatable")
     p.set_defaults(fn=_check_data)
 
     p = sub.add_parser("task-dir", help="print the lmms-eval task folder (for --include_path)")
@@ -123,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline demo: fixture + tiny model + lmms-eval run + table")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")
-    p.add_argument("--arch", default=DEMO_ARCH)
+    p.add_argument("--arch", default=DEMO_ARCH, choices=TINY_ARCHS,
+                   help=f"architecture of the tiny model (default {DEMO_ARCH})")
     p.add_argument("--tasks", help="default: radar_mmm; with --series: the subsets the synthetic data teaches")
+    p.add_argument("--verbose", action="store_true",
+                   help="show lmms-eval's whole output (default: progress and the table; the log goes to a file)")
     p.add_argument("--series", action="store_true",
                    help="pretrain a tiny Qwen2-VL on CPU (1.5-3 min), evaluate 5 checkpoints, write the report")
     p.add_argument("--steps", help="with --series: checkpoint steps, comma-separated (default 0,250,500,750,1000)")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -65,13 +67,57 @@ def environment(**values: str):
 
 
 def run_subprocess(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
-                   extra: Sequence[str] = ()) -> Path:
-    """`python -m lmms_eval ...` in a subprocess (output to this terminal); returns its results JSON."""
+                   extra: Sequence[str] = (), *, log: str | os.PathLike | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """`python -m lmms_eval ...` in a subprocess; returns its results JSON (RunFailed when it wrote none).
+
+    Its output goes to this terminal, or with `log` to that file; `on_progress(done, total)` is then called as
+    radar_hf's progress bar (questions scored) moves.
+    """
     cmd = [sys.executable, "-m", "lmms_eval", *lmms_eval_args(model_args, tasks, output_path, extra)]
     env = {**os.environ, **lmms_eval_env(data_dir)}
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True)
-    return results_json(output_path)
+    if log is None:
+        print("$ " + " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, env=env).returncode
+    else:
+        log = Path(log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                time.sleep(0.5)
+                if on_progress:
+                    found = _last_progress(log)
+                    if found:
+                        on_progress(*found)
+            code = proc.returncode
+    try:
+        return results_json(output_path)
+    except FileNotFoundError:
+        where = f" (log: {log})" if log is not None else ""
+        tail = _error_lines(log) if log is not None else ""
+        raise RunFailed(f"lmms-eval wrote no results into {output_path}, exit status {code}{where}{tail}") from None
+
+
+_PROGRESS = re.compile(r"radar_hf:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+def _last_progress(log: Path) -> tuple[int, int] | None:
+    """The last `done/total` of radar_hf's progress bar in a log."""
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 4096))
+        tail = f.read().decode("utf-8", errors="replace")
+    found = _PROGRESS.findall(tail)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def _error_lines(log: Path) -> str:
+    """The `error: ...` line of a failed run (radar_tasks' one-line errors), or the log's last lines."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    return ":\n" + "\n".join(errors[-1:] or lines[-15:])
 
 
 def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,

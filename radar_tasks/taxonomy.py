@@ -118,3 +118,36 @@ def task_name(subset: str, category: str | None = None) -> str:
 def leaf_tasks() -> list[tuple[str, str]]:
     """(subset, category) of every leaf task, in a stable order."""
     return [(s.name, c) for s in SUBSETS for c in categories(s.name)]
+
+
+def groups() -> dict[str, list[str]]:
+    """Group name -> member tasks or groups (the group YAMLs). Every group averages subsets, never leaf tasks
+    (metrics/items.py)."""
+    mmb = {a: [task_name("mmbench", c) for c, ab in MMBENCH_CATEGORIES.items() if ab == a] for a in ABILITIES}
+    single = {a: [task_name(s.name) for s in SUBSETS if s.file_pattern is None and s.ability == a] for a in ABILITIES}
+    return {
+        "radar_mmbench_perception": mmb[PERCEPTION],
+        "radar_mmbench_reasoning": mmb[REASONING],
+        "radar_mmbench": ["radar_mmbench_perception", "radar_mmbench_reasoning"],
+        "radar_mmmu_pro": [task_name("mmmu_pro", c) for c in MMMU_PRO_SUBJECTS],
+        "radar_perception": ["radar_mmbench_perception", *single[PERCEPTION]],
+        "radar_reasoning": ["radar_mmbench_reasoning", "radar_mmmu_pro", *single[REASONING]],
+        "radar_mmm": ["radar_mmbench", "radar_mmmu_pro", *[task_name(s.name) for s in SUBSETS if s.file_pattern is None]],
+    }
+
+
+def leaves_of(name: str) -> list[tuple[str, str]] | None:
+    """(subset, category) of every leaf task a task or group name covers (a lite task or group reads the same
+    categories as its full one); a subset name counts as its task. None: not one of ours."""
+    from radar_tasks.data.lite import SUFFIX
+
+    name = name.removesuffix(SUFFIX)
+    leaves = {task_name(s, c): (s, c) for s, c in leaf_tasks()}
+    if name in SUBSETS_BY_NAME:
+        name = task_name(name)
+    if name in leaves:
+        return [leaves[name]]
+    members = groups().get(name)
+    if members is None:
+        return None
+    return list(dict.fromkeys(leaf for member in members for leaf in leaves_of(member)))

@@ -66,21 +66,8 @@ def leaf_yaml(subset: str, category: str) -> dict:
 
 
 def groups() -> dict[str, list[str]]:
-    """Group name -> member tasks or groups. Every group averages subsets, never leaf tasks (metrics/items.py)."""
-    mmb = {a: [taxonomy.task_name("mmbench", c) for c, ab in taxonomy.MMBENCH_CATEGORIES.items() if ab == a]
-           for a in taxonomy.ABILITIES}
-    single = {a: [taxonomy.task_name(s.name) for s in taxonomy.SUBSETS if s.file_pattern is None and s.ability == a]
-              for a in taxonomy.ABILITIES}
-    return {
-        "radar_mmbench_perception": mmb[taxonomy.PERCEPTION],
-        "radar_mmbench_reasoning": mmb[taxonomy.REASONING],
-        "radar_mmbench": ["radar_mmbench_perception", "radar_mmbench_reasoning"],
-        "radar_mmmu_pro": [taxonomy.task_name("mmmu_pro", c) for c in taxonomy.MMMU_PRO_SUBJECTS],
-        "radar_perception": ["radar_mmbench_perception", *single[taxonomy.PERCEPTION]],
-        "radar_reasoning": ["radar_mmbench_reasoning", "radar_mmmu_pro", *single[taxonomy.REASONING]],
-        "radar_mmm": ["radar_mmbench", "radar_mmmu_pro", *[taxonomy.task_name(s.name) for s in taxonomy.SUBSETS
-                                                          if s.file_pattern is None]],
-    }
+    """Group name -> member tasks or groups (`radar_tasks.taxonomy.groups`, where the task list lives)."""
+    return taxonomy.groups()
 
 
 def lite_groups() -> dict[str, list[str]]:

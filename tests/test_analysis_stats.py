@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from radar_tasks import taxonomy
 from radar_tasks.analysis import stats as St
 from radar_tasks.analysis import tables as T
 from radar_tasks.analysis.runs import Run, RunError, format_number, parse_number, progress, series_of
@@ -209,3 +210,69 @@ def test_parse_and_format_numbers():
     with pytest.raises(RunError):
         parse_number("many")
     assert format_number(1.5e9) == "1.5B" and format_number(2e6) == "2M" and format_number(120) == "120"
+
+
+def test_below_chance_is_not_at_chance():
+    runs = [_run("r0", 0)]
+    summary = _rows("r0", {("subset", "low"): 0.25 - 2.9 * 0.02, ("subset", "flat"): 0.26})
+    rows = {s["name"]: s for s in T.signal_checks(runs, summary) if s["metric"] == "sds"}
+    assert rows["low"]["z_last"] == pytest.approx(-2.9) and "below chance" in rows["low"]["flags"]
+    assert "at chance" not in rows["low"]["flags"] and rows["low"]["no_signal"]
+    assert "at chance" in rows["flat"]["flags"]
+
+
+def test_partial_runs_are_named():
+    full = _run("full", 0)
+    limited = Run(results_path=Path("/nowhere/lim_results.json"), data={"results": {}, "config": {"limit": 4}},
+                  order=1, labels={"label": "lim"})
+    subsets = [s.name for s in taxonomy.SUBSETS]
+    summary = _rows("full", {("subset", s): 0.5 for s in subsets}) + _rows("lim", {("subset", "wiki_animal"): 0.5})
+    assert T.coverage_label(T.coverage(full, summary)) == "all of M3-Bench"
+    assert T.coverage_label(T.coverage(limited, summary)) == "1 of 9 subsets, --limit 4"
+    notes = T.partial_notes([full, limited], summary)
+    assert len(notes) == 2 and all(n.startswith("lim ") for n in notes)
+    assert "--limit 4" in notes[0] and "missing: mmbench, mmmu_pro" in notes[1]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_figures_read_as_a_reader_needs():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from radar_tasks.analysis import figures as F
+
+    runs = [_run("ckpt-a", 0), _run("ckpt-b", 1)]
+    subsets = [s.name for s in taxonomy.SUBSETS]
+    summary = []
+    for i, r in enumerate(runs):
+        summary += _rows(r.label, {("subset", s): 0.28 + 0.01 * j + 0.02 * i for j, s in enumerate(subsets)},
+                         chance=0.3)
+    cats = [("mmbench", "ocr", "perception"), ("mmbench", "function_reasoning", "reasoning"),
+            ("mmbench", "action_recognition", "perception"), ("wiki_animal", "wiki_animal", "perception")]
+    for r in runs:
+        for subset, cat, ability in cats:
+            name = f"{subset}/{cat}" if subset != cat else subset
+            summary += [{**row, "subset": subset, "ability": ability} for row in
+                        _rows(r.label, {("category", name): 0.3})]
+    radar = F.radar_chart(runs, summary)
+    ax = radar.axes[0]
+    low, high = ax.get_ylim()
+    assert 0.1 <= low <= 0.25 and 0.45 <= high <= 0.6  # values 0.28..0.38 and chance 0.3 fill the disc
+    FigureCanvasAgg(radar).draw()
+    renderer = radar.canvas.get_renderer()
+    label = ax.yaxis.label.get_window_extent(renderer)
+    assert not any(_overlaps(label, t.get_window_extent(renderer)) for t in ax.get_xticklabels())
+    assert label.x1 <= radar.bbox.x1 and label.x0 >= 0  # inside the figure, not cut off
+    heat = F.category_heatmap(runs, summary)
+    rows = [t.get_text() for t in heat.axes[0].get_yticklabels()]
+    assert rows == ["mmbench/action_recognition", "mmbench/ocr", "mmbench/function_reasoning", "wiki_animal"]
+    colours = [t.get_color() for t in heat.axes[0].get_yticklabels()]
+    assert colours[:2] == [F.ABILITY_COLORS["perception"]] * 2 and colours[2] == F.ABILITY_COLORS["reasoning"]
+    scatter = F.sds_vs_accuracy(runs, summary)
+    title = scatter.axes[0].get_title()
+    assert "ckpt-a" in title and "ckpt-b" in title
+    legend_texts = [t.get_text() for legend in scatter.axes[0].findobj(__import__("matplotlib").legend.Legend)
+                    for t in legend.get_texts()]
+    assert "chance (1/K)" in legend_texts

@@ -68,9 +68,10 @@ BAD_ITEMS = [
     (WIKI, set_field("distraction", "cat"), "'distraction' must be a non-empty list of strings"),
     (WIKI, set_field("distraction", ["cat", 2]), "'distraction' holds a non-string"),
     (WIKI, set_field("distraction", ["cat", "cat"]), "'distraction' repeats a candidate"),
-    (SEEPHYS, set_field("img_num", -1), "'img_num' must be a non-negative integer (got -1)"),
-    (SEEPHYS, set_field("img_num", "2"), "'img_num' must be a non-negative integer (got '2')"),
-    (SEEPHYS, set_field("img_num", True), "'img_num' must be a non-negative integer (got True)"),
+    (SEEPHYS, set_field("img_num", -1), "'img_num' must be an integer from 1 to 1000 (got -1)"),
+    (SEEPHYS, set_field("img_num", "2"), "'img_num' must be an integer from 1 to 1000 (got '2')"),
+    (SEEPHYS, set_field("img_num", True), "'img_num' must be an integer from 1 to 1000 (got True)"),
+    (SEEPHYS, set_field("img_num", 0), "'img_num' must be an integer from 1 to 1000 (got 0)"),  # no image to score
 ]
 
 
@@ -162,7 +163,7 @@ def test_every_problem_of_a_root_is_reported(root):
     report = m3bench.check_root(root)
     assert report.problems == [
         f"subset folder {MMBENCH}/ is missing under {root} (needed by radar_mmbench)",
-        f"{SEEPHYS}/{seephys.name}: item {s_ids[0]!r}: 'img_num' must be a non-negative integer (got -2)",
+        f"{SEEPHYS}/{seephys.name}: item {s_ids[0]!r}: 'img_num' must be an integer from 1 to 1000 (got -2)",
         f"{WIKI}/{wiki.name}: item {w_ids[0]!r}: 'answer' is not a string (got int: 1)",
         f"{WIKI}/{wiki.name}: item {w_ids[2]!r}: 'distraction' must be a non-empty list of strings",
     ]
@@ -212,16 +213,6 @@ def test_the_record_carries_the_released_item(root):
     first = list(data)[0]
     assert records[first]["images"] == [str(root / SEEPHYS / "images" / f"{first.split('--')[0]}_0.png")]
     assert m3bench.load_category("seephys", "seephys", root).features == m3bench.record_features()
-
-
-def test_img_num_zero_is_an_item_without_images(root):
-    path = only_json(root, SEEPHYS)
-    data = load(path)
-    qid = list(data)[0]
-    data[qid]["img_num"] = 0
-    save(path, data)
-    records = {r["id"]: r for r in m3bench.load_category("seephys", "seephys", root)}
-    assert records[qid]["images"] == [] and not records[qid]["skipped"]
 
 
 def test_unset_root(monkeypatch):

@@ -277,3 +277,144 @@ def test_data_fingerprint_follows_content_and_subsets(tmp_path):
     image = next((root / "Wiki_animal_identification" / "images").iterdir())
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
     assert m3bench.data_fingerprint(root, ["wiki_animal"]) != wiki
+
+
+# ----------------------------------------------------------------------------------------------- hostile data
+def _first_item_edit(root, fn):
+    path = _json_of(root, WIKI)
+    qid = _first_id(path)
+    _edit(path, lambda d: fn(d, qid))
+    return path, qid
+
+
+def _load_error(subset="wiki_animal", category=None) -> str:
+    with pytest.raises(M3BenchError) as err:
+        m3bench.load_category(subset, category or subset)
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("bad_id", ["../../../outside/secret", "/abs/missing", "a\\b", "..", "--0", "x\ny"])
+def test_ids_that_would_leave_their_folder_are_refused(root, bad_id, capsys):
+    from radar_tasks.cli import main
+
+    outside = root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    shutil.copy(next((root / WIKI / "images").glob("*.jpg")), outside / "secret.jpg")
+    path, _ = _first_item_edit(root, lambda d, q: d.__setitem__(bad_id, d.pop(q)))
+    text = _load_error()
+    assert path.name in text and "the id" in text
+    assert main(["check-data", str(root), "--subset", "radar_wiki_animal"]) == 1  # no traceback either
+    assert "the id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("question", "What is <image> here?", "'question' holds '<image>', the prompts' image marker"),
+    ("question", "What <|image_pad|> is it?", "'question' holds '<|image_pad|>', a model control token"),
+    ("distraction", ["cat", "<|im_end|>"], "'distraction[1]' holds '<|im_end|>'"),
+    ("answer", "", "'answer' is empty"),
+    ("answer", "   ", "'answer' is empty"),
+    ("distraction", ["cat", ""], "'distraction[1]' is empty"),
+    ("question", "", "'question' is empty"),
+    ("distraction", [f"d{i}" for i in range(40)], "'distraction' holds 40 candidates, more than 25"),
+])
+def test_text_that_would_not_be_read_as_text_is_refused(root, field, value, message):
+    path, qid = _first_item_edit(root, lambda d, q: d[q].__setitem__(field, value))
+    text = _load_error()
+    assert message in text and f"item {qid!r}" in text and path.name in text
+
+
+def test_image_references_outside_mmmu_pro_stay_literal_text(root):
+    _first_item_edit(root, lambda d, q: d[q].__setitem__("question", "Which animal is in <image 1>?"))
+    rec = next(r for r in m3bench.load_category("wiki_animal", "wiki_animal") if "<image 1>" in r["question"])
+    prompt = doc_to_text(rec, {"image_markers": True})
+    assert len(rec["images"]) == 1 and prompt.count("<image>") == 1 and "<image 1>" in prompt
+
+
+@pytest.mark.parametrize("value", [0, -1, 100_000_000, 2.0, "3", True])
+def test_img_num_must_be_a_sane_integer(root, value):
+    path = _json_of(root, "physical_reasoning")
+    qid = _first_id(path)
+    _edit(path, lambda d: d[qid].__setitem__("img_num", value))
+    text = _load_error("seephys")
+    assert "'img_num' must be an integer from 1 to 1000" in text and f"item {qid!r}" in text
+
+
+def test_json_nested_too_deeply_or_empty(root):
+    path = _json_of(root, WIKI)
+    path.write_text('{"Q1": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    assert "JSON nested too deeply" in _load_error()
+    path.write_text("{}")
+    assert f"{path.name}: the JSON object holds no items" in _load_error()
+
+
+@pytest.mark.parametrize("folder,subset", [(WIKI, "wiki_animal"), ("mathematical_reasoning", "mathvista"),
+                                           ("physical_reasoning", "seephys"), ("spatial_reasoning", "spatial")])
+def test_stray_json_in_a_single_file_subset_is_reported_and_not_merged(root, folder, subset, capsys):
+    from radar_tasks.cli import main
+
+    n = len(m3bench.load_category(subset, subset))
+    (root / folder / "notes.json").write_text(json.dumps({"Z1": {"question": "?", "answer": "a", "distraction": ["b"]}}))
+    (root / folder / "README.txt").write_text("hello")
+    assert len(m3bench.load_category(subset, subset)) == n
+    assert main(["check-data", str(root), "--subset", subset]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder}/notes.json: a json file beside" in err and "not read" in err
+    assert f"note: {folder}/README.txt: not part of the layout" in err
+
+
+def test_a_lone_json_of_any_name_is_the_data_of_a_single_file_subset(root):
+    folder = root / "spatial_reasoning"
+    [data] = folder.glob("*.json")
+    n = len(m3bench.load_category("spatial", "spatial"))
+    data.rename(folder / "spatial.json")
+    assert len(m3bench.load_category("spatial", "spatial")) == n
+    (folder / "other.json").write_text("{}")  # two files, neither named like the release: which one is unknown
+    with pytest.raises(M3BenchError, match="no json file for category 'spatial'"):
+        m3bench.load_category("spatial", "spatial")
+
+
+def test_check_data_accepts_task_and_group_names(root, capsys):
+    from radar_tasks.cli import main
+
+    assert main(["check-data", str(root), "--subset", "radar_mmbench_ocr", "--subset", "wiki_plant"]) == 0
+    out = capsys.readouterr().out
+    assert "mmbench" in out and "1 categories" in out and "wiki_plant" in out and "wiki_animal" not in out
+
+
+def test_cache_is_keyed_on_content_and_rechecks_images(root, monkeypatch):
+    first = m3bench.load_category("wiki_animal", "wiki_animal")
+    path = _json_of(root, WIKI)
+    stat = path.stat()
+    text = path.read_text()
+    assert '"dog"' in text
+    path.write_text(text.replace('"dog"', '"cow"', 1))  # same size, mtime put back: only the content tells
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "cow" in m3bench.load_category("wiki_animal", "wiki_animal")["answer"]
+    # an image replaced by another valid one: validated again, no error
+    image = Path(first[0]["images"][0])
+    from PIL import Image
+    Image.new("RGB", (40, 30), "red").save(image, "JPEG")
+    assert len(m3bench.load_category("wiki_animal", "wiki_animal")) == len(first)
+    # deleted after a good (cached) read: the next read names it, before any scoring
+    image.unlink()
+    assert f"image {WIKI}/images/{image.name} is missing" in _load_error()
+
+
+def test_absolute_or_walking_image_paths_never_leave_the_images_folder(root):
+    assert m3bench._inside(root / WIKI / "images" / "Q1.jpg", root / WIKI / "images")
+    assert not m3bench._inside(root / WIKI / "images" / ".." / ".." / "x.jpg", root / WIKI / "images")
+    assert not m3bench._inside(Path("/etc/passwd"), root / WIKI / "images")
+
+
+def test_header_only_image_above_the_pixel_limit_is_named(root):
+    import struct
+    import zlib
+
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    image = sorted((root / WIKI / "images").glob("*.jpg"))[0]
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+                      + chunk(b"IEND", b""))
+    text = _load_error()
+    assert f"image {WIKI}/images/{image.name} is 12000x12000 = 144,000,000 pixels, above the limit" in text

@@ -77,7 +77,7 @@ def test_balanced_leaves_out_nan_parts_wherever_they_are():
 # items.py and lmms.py
 # ------------------------------------------------------------------------------------------------------------------
 RECORD_KEYS = {"id", "subset", "category", "ability", "p", "scores", "correct", "skipped", "n_candidates", "gold",
-               "convention"}
+               "convention", "candidates", "prompt"}
 
 
 def doc(**extra):
@@ -107,7 +107,8 @@ def test_process_results_metrics_of_one_doc():
     out = M.process_results(doc(ability="reasoning"), [(0.0, False), (1.0, False)])
     assert set(out) == {"sds", "acc", "skipped", "items", "sds_reasoning", "acc_reasoning", "items_reasoning"}
     assert out["items"] == out["items_reasoning"] == 1 and out["skipped"] == 0
-    assert out["acc"] == out["sds_reasoning"] == I.compact(out["sds"])
+    assert out["acc"] == out["acc_reasoning"] == I.compact(out["sds"], "acc")
+    assert out["sds_reasoning"] == I.compact(out["sds"], "sds")
     assert M.count_aggregate([out["items"]] * 3) == 3 and M.group_sum([3, 4], [3, 4]) == 7
 
 

@@ -283,3 +283,29 @@ def test_radar_hf_shares_and_batches(tiny_checkpoint, tiny_images):
         assert wrapper.scorer.stats["shared" if share == "true" else "per_candidate"] == len(docs)
     for (nll, greedy), (ref_nll, ref_greedy) in zip(answers["true"], answers["false"]):
         assert nll == pytest.approx(ref_nll, abs=1e-5) and greedy == ref_greedy
+
+
+def test_fallbacks_are_warnings_in_the_lmms_eval_log_and_counted(tiny_loaded, tiny_images):
+    """Every fallback reaches loguru (the logger lmms-eval's log shows) at WARNING, once per reason, and is counted."""
+    from loguru import logger
+
+    model, processor = tiny_loaded("qwen2_vl")
+    seen = []
+    sink = logger.add(lambda m: seen.append(m.record["message"]), level="WARNING")
+    try:
+        scorer = SharedPrefixScorer(model, processor, device="cpu", batch_size=1)
+        qs = [Question("<image> Which?", tiny_images[:1], [" a <image> b", " c"]),  # marker in a candidate
+              Question("<image> Which one?", tiny_images[1:2], [" <image>", " d"]),
+              Question("", [], [" a", " b"])]  # empty text-only prompt
+        scorer.score(qs)
+        off = SharedPrefixScorer(model, processor, device="cpu", share_prefix=True)
+        off._switch_off("a test reason")
+    finally:
+        logger.remove(sink)
+    assert sum("image placeholder in a candidate" in m for m in seen) == 1
+    assert sum("empty prompt" in m for m in seen) == 1
+    assert any("prefix sharing off for this run: a test reason" in m for m in seen)
+    outcome = scorer.outcome()
+    assert outcome["question_fallbacks"] == {"image placeholder in a candidate": 2, "empty prompt": 1}
+    assert outcome["per_candidate"] == 3 and outcome["shared"] == 0 and outcome["run_fallback"] is None
+    assert off.outcome()["run_fallback"] == "a test reason"

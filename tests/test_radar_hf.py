@@ -90,3 +90,47 @@ def test_generation_is_not_implemented(wrapper):
         wrapper.generate_until([])
     with pytest.raises(NotImplementedError):
         wrapper.generate_until_multi_round([])
+
+
+def _m3_doc(question: str, images: list, choices: list) -> dict:
+    return {"id": "q1", "subset": "wiki_animal", "category": "wiki_animal", "source_file": "Wiki/x.json",
+            "question": question, "images": images, "choices": choices, "skipped": False, "options_text": ""}
+
+
+def test_results_carry_candidates_and_prompt(wrapper, docs):
+    from radar_tasks.metrics.items import score_item
+
+    wrapper.task_dict = {TASK: {SPLIT: docs}}
+    results = wrapper.loglikelihood(make_requests(docs, [(0, 0), (0, 1), (0, 2)]))
+    texts = [unwrap_generation_output(r)[0] for r in results]
+    assert [t.candidate for t in texts] == docs[0]["choices"]
+    assert all(t.prompt == context_of(docs[0]) and t.skipped is None for t in texts)
+    record = score_item({"choices": docs[0]["choices"]}, texts)
+    assert record["candidates"] == docs[0]["choices"] and record["prompt"] == context_of(docs[0])
+
+
+def test_text_holding_a_model_token_is_not_scored_but_counted(wrapper, tiny_images, caplog):
+    doc = _m3_doc("Which animal <|vision_start|> is this?", tiny_images[:1], ["dog", "cat"])
+    wrapper.task_dict = {TASK: {SPLIT: [doc]}}
+    before = wrapper.not_scored
+    results = wrapper.loglikelihood(make_requests([doc], [(0, 0), (0, 1)]))
+    texts = [r.text for r in results]
+    assert all("'<|vision_start|>', a special token of this model" in t.skipped for t in texts)
+    assert all(math.isnan(t[0]) for t in texts) and wrapper.not_scored == before + 1
+    assert wrapper.run_metadata()["not_scored"] == wrapper.not_scored
+
+
+def test_prompt_longer_than_the_model_context_is_skipped(wrapper, docs, monkeypatch):
+    wrapper.task_dict = {TASK: {SPLIT: docs}}
+    monkeypatch.setattr(wrapper.scorer, "max_length", 12)
+    for share in (True, False):
+        monkeypatch.setattr(wrapper.scorer, "share_prefix", share)
+        results = wrapper.loglikelihood(make_requests(docs, [(0, 0), (0, 1)]))
+        assert all("more than the model's 12 positions" in r.text.skipped for r in results)
+
+
+def test_run_metadata_says_how_it_scored(wrapper):
+    meta = wrapper.run_metadata()
+    assert {k: meta[k] for k in ("prompt_style", "score", "protocol", "dtype", "device")} == {
+        "prompt_style": "raw", "score": "logprob", "protocol": None, "dtype": "float32", "device": "cpu"}
+    assert set(meta["prefix_sharing"]) == {"shared", "per_candidate", "run_fallback", "question_fallbacks"}

@@ -148,3 +148,35 @@ def test_generic_process_results_reads_gold_index():
     out = M.process_results_gold({"gold": 1, "choices": ["a", "b"]}, [(2.0, False), (0.0, True)])
     assert out["sds"]["p"] == pytest.approx(1 / (1 + math.exp(-2.0)))
     assert out["acc"]["correct"] is True
+
+
+def test_item_record_carries_candidates_and_prompt_from_the_wrapper():
+    import pickle
+
+    doc = _doc(n=2)
+    results = [I.Scored((0.2, True), "dog", "<image> Which animal?"), I.Scored((1.0, False), "cat", "<image> Which animal?")]
+    rec = I.score_item(doc, results)
+    assert rec["candidates"] == ["dog", "cat"] and rec["prompt"] == "<image> Which animal?"
+    assert len(rec["candidates"]) == len(rec["scores"])
+    copy = pickle.loads(pickle.dumps(results[0]))
+    assert copy == (0.2, True) and copy.candidate == "dog" and copy.prompt == results[0].prompt
+    nll, greedy = results[0]  # still lmms-eval's (loss, is_greedy) pair
+    # other wrappers: plain or stringified tuples; the record shows the doc's choices and no prompt
+    rec = I.score_item(doc, ["(0.2, True)", "(1.0, False)"])
+    assert rec["candidates"] == ["c0", "c1"] and rec["prompt"] is None
+
+
+def test_item_the_wrapper_did_not_score_is_skipped_with_its_reason():
+    reason = "prompt and candidate hold 9000 tokens, more than the model's 4096 positions"
+    results = [I.Scored((math.nan, False), f"c{i}", "long prompt", reason) for i in range(2)]
+    rec = I.score_item(_doc(n=2), results)
+    assert rec["skipped"] == reason and rec["p"] is None and rec["correct"] is False
+
+
+def test_metric_views_hold_what_their_aggregation_needs():
+    from radar_tasks.metrics import lmms as M
+
+    out = M.process_results(_doc(n=2), [(0.0, True), (1.0, False)])
+    assert set(out["acc"]) == set(out["acc_perception"]) == {"id", "subset", "category", "correct"}
+    assert set(out["sds_perception"]) == {"id", "subset", "category", "p"}
+    assert {"candidates", "prompt", "scores", "p"} <= set(out["sds"])

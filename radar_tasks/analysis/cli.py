@@ -96,7 +96,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--strategies", help="pretraining strategies, one per run")
     p.add_argument("--series", help="series names, one per run (default: strategy and size)")
     p.add_argument("--bootstrap-iters", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(fn=_report)
 
     p = subparsers.add_parser(
@@ -105,10 +105,10 @@ def add_parsers(subparsers) -> None:
                     "in the per-item logs (lmms-eval --log_samples). Items in one run only are counted and "
                     "left out.")
     p.add_argument("run_a", metavar="RUN_A", help="results JSON (or a folder holding exactly one)")
-    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("run_b", metavar="RUN_B", help="the run subtracted: results JSON (or a folder holding exactly one)")
     p.add_argument("--out", help="CSV file, or a folder for compare.csv")
     p.add_argument("--iters", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--metric", action="append", choices=("sds", "acc"),
                    help="metric(s) to compare (repeatable; default: sds and acc)")
     p.add_argument("--categories", action="store_true", help="also print per-category rows")

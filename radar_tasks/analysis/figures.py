@@ -59,6 +59,15 @@ def _count_axis(ax, xs: Sequence[float], field: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _radial_range(values: Sequence[float]) -> tuple[float, float]:
+    """A radial range around the plotted values (scores and chance), in steps of 0.1 within 0..1: values near
+    0.3 are not squeezed into the middle of a 0..1 disc."""
+    known = [v for v in values if _finite(v)] or [0.0, 1.0]
+    low = max(0.0, math.floor((min(known) - 0.05) * 10) / 10)
+    high = min(1.0, math.ceil((max(known) + 0.05) * 10) / 10)
+    return (low, high) if high - low >= 0.2 else (max(0.0, high - 0.2), max(high, 0.2))
+
+
 def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
     """Spider chart of the per-subset score of every run (dashed grey: chance, when per-item logs give it)."""
     subsets = _subsets(summary)
@@ -66,27 +75,40 @@ def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -
         raise FigureSkipped(f"a radar chart needs at least 3 subsets; the runs hold {len(subsets)} "
                             f"({', '.join(subsets) or 'none'})")
     angles = np.linspace(0, 2 * np.pi, len(subsets), endpoint=False).tolist()
-    fig = Figure(figsize=(7.5, 6.5), dpi=110)
+    fig = Figure(figsize=(8, 6.5), dpi=110)
     ax = fig.add_subplot(projection="polar")
+    ax.set_theta_offset(np.pi / 2)  # the first subset at the top, the others clockwise
+    ax.set_theta_direction(-1)
     closed = angles + angles[:1]
+    plotted = []
     for i, r in enumerate(runs):
         vals = [_cell(summary, r.label, "subset", s, metric)[0] for s in subsets]
         if not any(_finite(v) for v in vals):
             continue
-        vals = [v if _finite(v) else 0.0 for v in vals]
+        plotted += vals
+        low = _radial_range(plotted)[0]
+        vals = [v if _finite(v) else low for v in vals]
         ax.plot(closed, vals + vals[:1], marker=MARKERS[i % len(MARKERS)], linewidth=1.4, label=r.label)
         ax.fill(closed, vals + vals[:1], alpha=0.06)
     chance = [_cell(summary, runs[0].label, "subset", s, metric)[3] for s in subsets] if runs else []
     if chance and all(_finite(c) for c in chance):
+        plotted += chance
         ax.plot(closed, chance + chance[:1], color="grey", linestyle="--", linewidth=1, label="chance (1/K)")
+    low, high = _radial_range(plotted)
+    ax.set_ylim(low, high)
+    ax.set_rlabel_position(180 / len(subsets))  # radial ticks between the first two spokes, off the labels
+    ax.tick_params(axis="y", labelsize=7)
     ax.set_xticks(angles)
     ax.set_xticklabels(subsets, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("M3-Bench subset")
-    ax.set_ylabel(metric.upper(), labelpad=28)
-    ax.set_title(f"Per-subset {metric.upper()} by run", pad=18)
+    ax.tick_params(axis="x", pad=6)
+    ax.set_xlabel("M3-Bench subset", labelpad=14)
+    # the radial axis' name beside the disc, under the legend, clear of the subset names around it
+    ax.set_ylabel(f"radius: {metric.upper()}\n({low:.1f} at the centre)", fontsize=8, rotation=0, ha="left",
+                  va="bottom")
+    ax.yaxis.set_label_coords(1.14, 0.0)
+    ax.set_title(f"Per-subset {metric.upper()} by run", pad=22)
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.05), fontsize=7)
-    fig.subplots_adjust(left=0.08, right=0.68)
+    fig.subplots_adjust(left=0.12, right=0.7, bottom=0.12)
     return fig
 
 
@@ -220,15 +242,24 @@ def strategy_comparison(runs: Sequence[Run], summary: list[dict], asym_rows: lis
     return fig
 
 
+def _runs_shown(runs: Sequence[Run], limit: int = 6) -> str:
+    labels = [r.label for r in runs]
+    if len(labels) <= limit:
+        return ", ".join(labels)
+    return f"{', '.join(labels[:limit - 1])}, ... {labels[-1]} ({len(labels)} runs)"
+
+
 def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
-    """Per-subset SDS against accuracy, one colour per subset, one marker per run."""
+    """Per-subset SDS against accuracy, one colour per subset, one marker per run; crosses: each subset's chance
+    (mean 1/K, where per-item logs give it)."""
     subsets = _subsets(summary)
     if not subsets:
         raise FigureSkipped("no M3-Bench subset in the runs")
-    fig = Figure(figsize=(6.5, 5.5), dpi=110)
+    fig = Figure(figsize=(6.5, 5.8), dpi=110)
     ax = fig.add_subplot()
     cmap = __import__("matplotlib").colormaps["tab10"]
     xs_all, ys_all = [], []
+    chance_shown = False
     for si, s in enumerate(subsets):
         for ri, r in enumerate(runs):
             a = _cell(summary, r.label, "subset", s, "acc")[0]
@@ -238,6 +269,13 @@ def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
                            label=s if ri == 0 else None, alpha=0.8)
                 xs_all.append(a)
                 ys_all.append(d)
+        chance_acc = next((c for c in (_cell(summary, r.label, "subset", s, "acc")[3] for r in runs) if _finite(c)),
+                          None)
+        chance_sds = next((c for c in (_cell(summary, r.label, "subset", s, "sds")[3] for r in runs) if _finite(c)),
+                          None)
+        if chance_acc is not None and chance_sds is not None:
+            ax.scatter([chance_acc], [chance_sds], color=cmap(si % 10), marker="x", s=45, linewidths=1.2)
+            chance_shown = True
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
@@ -246,44 +284,64 @@ def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
     corr = ""
     if len(xs_all) >= 3 and np.std(xs_all) > 0 and np.std(ys_all) > 0:
         corr = f" (Pearson r = {np.corrcoef(xs_all, ys_all)[0, 1]:.2f})"
-    ax.set_title(f"SDS vs accuracy per subset and run{corr}", fontsize=10)
+    ax.set_title(f"SDS vs accuracy per subset and run{corr}\nruns: {_runs_shown(runs)}", fontsize=9)
     first = ax.legend(fontsize=7, title="subset", title_fontsize=7, loc="upper left")
-    if len(runs) > 1:
-        from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=r.label)
-                   for i, r in enumerate(runs)]
-        ax.legend(handles=handles, fontsize=7, title="run", title_fontsize=7, loc="lower right")
+    handles = [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=r.label)
+               for i, r in enumerate(runs)] if len(runs) > 1 else []
+    if chance_shown:
+        handles.append(Line2D([], [], color="grey", marker="x", linestyle="", label="chance (1/K)"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, title="run" if len(runs) > 1 else None, title_fontsize=7,
+                  loc="lower right")
         ax.add_artist(first)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def category_heatmap(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
-    """Score of every category (rows) in every run (columns)."""
-    cats = []
+def _category_order(summary, metric: str) -> list[tuple[str, str | None]]:
+    """(category row name, ability) in subset order, each subset's perception categories before its reasoning
+    ones (MMBench is split by ability), then by name."""
+    rows = {}
     for r in summary:
-        if r["level"] == "category" and r["metric"] == metric and r["name"] not in cats:
-            cats.append(r["name"])
-    if not cats:
+        if r["level"] == "category" and r["metric"] == metric:
+            rows.setdefault(r["name"], (r.get("subset") or r["name"].split("/")[0], r.get("ability")))
+    ability_rank = {a: i for i, a in enumerate(taxonomy.ABILITIES)}
+    ordered = sorted(rows, key=lambda n: (taxonomy.subset_order(rows[n][0]), ability_rank.get(rows[n][1], 9), n))
+    return [(n, rows[n][1]) for n in ordered]
+
+
+def category_heatmap(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Figure:
+    """Score of every category (rows) in every run (columns); rows grouped by subset and, within MMBench, by
+    ability (row labels coloured by ability, a line between groups)."""
+    order = _category_order(summary, metric)
+    if not order:
         raise FigureSkipped("no M3-Bench category in the runs")
+    cats = [n for n, _ in order]
     grid = np.array([[_cell(summary, r.label, "category", c, metric)[0] for r in runs] for c in cats])
-    fig = Figure(figsize=(max(5.0, 1.1 * len(runs) + 3.5), max(3.0, 0.28 * len(cats) + 1.8)), dpi=110)
+    fig = Figure(figsize=(max(5.5, 1.1 * len(runs) + 4.0), max(3.0, 0.28 * len(cats) + 1.8)), dpi=110)
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(runs)))
     ax.set_xticklabels([r.label for r in runs], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(cats)))
     ax.set_yticklabels(cats, fontsize=7)
+    for label, (_, ability) in zip(ax.get_yticklabels(), order):
+        label.set_color(ABILITY_COLORS.get(ability, "black"))
+    groups = [(n.split("/")[0], a) for n, a in order]
+    for i in range(1, len(groups)):
+        if groups[i] != groups[i - 1]:
+            ax.axhline(i - 0.5, color="white", linewidth=1.5)
     if grid.size <= 600:
         for (i, j), v in np.ndenumerate(grid):
             if math.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if v < 0.5 else "black")
     ax.set_xlabel("run")
-    ax.set_ylabel("category (subset/category)")
-    ax.set_title(f"{metric.upper()} per category")
+    ax.set_ylabel("category (subset/category), by subset and ability")
+    ax.set_title(f"{metric.upper()} per category\n(labels: blue perception, red reasoning)", fontsize=10)
     fig.colorbar(im, ax=ax, label=metric.upper())
     fig.tight_layout()
     return fig

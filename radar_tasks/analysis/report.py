@@ -174,12 +174,15 @@ def render_markdown(runs: Sequence[Run], data: dict, figure_files: dict, skipped
             return T.lookup(summary, label, level, name, m)
 
         ov = c("overall", "overall", "sds")
-        rows.append((r.label, _score_ci(ov), _score_ci(c("ability", "perception", "sds")),
+        rows.append((r.label, T.coverage_label(T.coverage(r, summary)), _score_ci(ov), _score_ci(c("ability", "perception", "sds")),
                      _score_ci(c("ability", "reasoning", "sds")), _f(ov["chance"] if ov else None),
                      _score_ci(c("overall", "overall", "acc")), _score_ci(c("ability", "perception", "acc")),
                      _score_ci(c("ability", "reasoning", "acc")), ov["n"] if ov and ov["n"] is not None else "–"))
-    L.append(_md_table(("run", "SDS overall", "SDS perception", "SDS reasoning", "SDS chance", "acc overall",
-                        "acc perception", "acc reasoning", "scored items"), rows))
+    L.append(_md_table(("run", "scored", "SDS overall", "SDS perception", "SDS reasoning", "SDS chance",
+                        "acc overall", "acc perception", "acc reasoning", "scored items"), rows))
+    partial = T.partial_notes(list(runs), summary)
+    if partial:
+        L += ["", "**Not all of M3-Bench was scored:**", ""] + [f"- {n}" for n in partial]
 
     subsets = []
     for row in summary:

@@ -291,6 +291,37 @@ def coverage_notes(runs: list[Run], summary: list[dict]) -> list[str]:
     return notes
 
 
+def coverage(run: Run, summary: list[dict]) -> dict:
+    """How much of M3-Bench a run scored: lmms-eval's `--limit` (None: every item) and the subsets it lacks."""
+    limit = (run.data.get("config") or {}).get("limit")
+    present = {r["name"] for r in summary if r["run"] == run.label and r["level"] == "subset"}
+    missing = [s.name for s in taxonomy.SUBSETS if s.name not in present]
+    return {"limit": limit if limit not in (None, -1) else None, "missing": missing, "present": len(present)}
+
+
+def coverage_label(cov: dict) -> str:
+    parts = []
+    if cov["missing"]:
+        parts.append(f"{cov['present']} of {len(taxonomy.SUBSETS)} subsets")
+    if cov["limit"] is not None:
+        parts.append(f"--limit {cov['limit']:g}" if isinstance(cov["limit"], (int, float)) else f"--limit {cov['limit']}")
+    return ", ".join(parts) or "all of M3-Bench"
+
+
+def partial_notes(runs: list[Run], summary: list[dict]) -> list[str]:
+    """What the report must say of runs that did not score all of M3-Bench."""
+    notes = []
+    for run in runs:
+        cov = coverage(run, summary)
+        if cov["limit"] is not None:
+            notes.append(f"{run.label} ran with --limit {cov['limit']}: only the first items of each category were "
+                         "scored, so its scores are not M3-Bench scores (lmms-eval: for testing only)")
+        if cov["missing"]:
+            notes.append(f"{run.label} scored {cov['present']} of {len(taxonomy.SUBSETS)} subsets (missing: "
+                         f"{', '.join(cov['missing'])}): its overall and ability scores average the subsets present")
+    return notes
+
+
 _INDEX: dict[int, tuple[int, dict]] = {}
 
 
@@ -366,9 +397,10 @@ Signal checks (per series of runs, per subset, ability and overall, for SDS and 
     with an exact permutation p-value (n <= 8); judged from {MONOTONIC_MIN_RUNS} runs on (tau <= 0: not monotonic).
   noise: mean over the series of the score's bootstrap stderr (per-item logs; else the results-JSON stderr).
   signal-to-noise: standard deviation (ddof=1) of the score across the series / that noise.
-A task is flagged `no signal` when it is not above chance in any run of the series, or when its
-signal-to-noise is below {SIGNAL_MIN_SNR:g} (the checkpoints differ less than the noise of one evaluation);
-`not monotonic` is a separate warning."""
+A task is flagged `no signal` when it is not above chance in any run of the series (`below chance` when a run
+is more than 1.96 standard errors below it, else `at chance`), or when its signal-to-noise is below
+{SIGNAL_MIN_SNR:g} (the checkpoints differ less than the noise of one evaluation); `not monotonic` is a separate
+warning."""
 
 
 def signal_checks(runs: list[Run], summary: list[dict], levels=("subset", "ability", "overall", "category")
@@ -395,7 +427,7 @@ def signal_checks(runs: list[Run], summary: list[dict], levels=("subset", "abili
                 snr = St.signal_to_noise(vals, ses)
                 flags = []
                 if known and not any(z > SIGNAL_Z for z in known):
-                    flags.append("at chance")
+                    flags.append("below chance" if min(known) < -SIGNAL_Z else "at chance")
                 if math.isfinite(snr) and snr < SIGNAL_MIN_SNR:
                     flags.append("noisy")
                 no_signal = bool(flags)

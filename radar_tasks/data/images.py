@@ -1,7 +1,10 @@
 """Opening M3-Bench images: the one place that decodes an image file and converts it to RGB.
 
-`decode` reads a file completely (a full decode, so truncation shows); `to_rgb` converts any mode to the RGB every
-wrapper expects; `load_rgb` is both, what `doc_to_visual` hands the wrappers.
+`decode` reads a file completely and strictly: a truncated or header-only file is an error whatever
+`PIL.ImageFile.LOAD_TRUNCATED_IMAGES` says (lmms-eval sets it to True for the whole process), and an image above
+`max_pixels()` is refused before its pixels are decoded (decompression bombs). `to_rgb` converts any mode to the RGB
+every wrapper expects, high-bit-depth modes by their value range (`by_value_range`); `load_rgb` is both, what
+`doc_to_visual` hands the wrappers.
 
 How transparency becomes RGB (`conversion`):
 
@@ -17,24 +20,100 @@ hold (often black, so a transparent background turns black).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import warnings
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageFile
 
 CONVERSIONS = ("white", "qwen_vl_utils", "pil_convert")
 DEFAULT_CONVERSION = "white"
 WHITE = (255, 255, 255)
+MAX_PIXELS_ENV = "RADAR_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default warning threshold (about 9,459 x 9,459)
+
+
+class ImageTooLarge(ValueError):
+    """More pixels than `max_pixels()`: refused before decoding."""
+
+
+def max_pixels() -> int:
+    """The decompression-bomb limit: $RADAR_MAX_IMAGE_PIXELS, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from None
+
+
+# Strict loading must not depend on the process-wide flag, yet threads decode concurrently (lmms-eval's
+# process_results pool, preprocessing workers): while any of our decodes runs the flag is off, and it is restored
+# when the last one ends. Another library's decode in that window is only stricter.
+_flag_lock = threading.Lock()
+_strict_users = 0
+_saved_flag = False
+
+
+@contextlib.contextmanager
+def _truncated_images_refused():
+    global _strict_users, _saved_flag
+    with _flag_lock:
+        if _strict_users == 0:
+            _saved_flag = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        _strict_users += 1
+    try:
+        yield
+    finally:
+        with _flag_lock:
+            _strict_users -= 1
+            if _strict_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_flag
 
 
 def decode(path: str | os.PathLike) -> Image.Image:
-    """The image of `path`, fully decoded (raises OSError / ValueError / SyntaxError for broken files)."""
-    image = Image.open(path)
+    """The image of `path`, fully decoded. Raises ImageTooLarge above `max_pixels()`, and OSError / ValueError /
+    SyntaxError for broken, truncated or header-only files."""
+    with warnings.catch_warnings():  # PIL's own warning would come before the clearer error below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
     try:
-        image.load()  # PIL closes a file it opened itself once a single-frame image is loaded
+        width, height = image.size
+        limit = max_pixels()
+        if width * height > limit:
+            raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, above the limit of {limit:,} "
+                                f"(set {MAX_PIXELS_ENV} to raise it)")
+        with _truncated_images_refused():
+            image.load()  # PIL closes a file it opened itself once a single-frame image is loaded
+        if getattr(image, "_ended", False):  # JPEG padded with an end marker: only with the flag on
+            raise OSError("image file is truncated")
     except BaseException:
         image.close()
         raise
     return image
+
+
+def by_value_range(image: Image.Image) -> Image.Image:
+    """High-bit-depth single-channel images (`I;16*`, `I`, `F`) as 8-bit `L`, scaled by their value range instead
+    of clipped at 255 (PIL's `convert` turns most of a 16-bit image white). `I;16*`: the 16-bit range. `I` and `F`:
+    data already within 0..255 is kept, 0..65535 (integers) is a 16-bit range, floats within 0..1 are scaled by
+    255; anything else is stretched from its minimum to its maximum. Other modes are returned as they are."""
+    mode = image.mode
+    if not (mode.startswith("I;16") or mode in ("I", "F")):
+        return image
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
+        scaled = values / 257.0
+    elif low >= 0 and high <= 1 and mode == "F":
+        scaled = values * 255.0
+    elif low >= 0 and high <= 255:
+        scaled = values
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def _onto_white(rgba: Image.Image) -> Image.Image:
@@ -45,7 +124,8 @@ def _onto_white(rgba: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image, conversion: str = DEFAULT_CONVERSION) -> Image.Image:
-    """An RGB image (grayscale, palette, RGBA, LA and CMYK files exist in the data); see the module table."""
+    """An RGB image (grayscale, palette, RGBA, LA, CMYK and 16-bit files exist in the data); see the module table."""
+    image = by_value_range(image)
     if conversion == "white":
         if image.has_transparency_data:
             return _onto_white(image if image.mode == "RGBA" else image.convert("RGBA"))

@@ -1,8 +1,13 @@
-"""`radar-tasks demo`: a miniature M3-Bench, a tiny random-weight checkpoint, one real lmms-eval run, the table."""
+"""`radar-tasks demo`: a miniature M3-Bench, a tiny random-weight checkpoint, one real lmms-eval run, the table.
+
+Quiet by default: a few progress lines and the table, lmms-eval's own output in `<work>/lmms_eval.log`;
+`verbose=True` shows lmms-eval's output as it runs.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from radar_tasks import runner
@@ -13,9 +18,33 @@ from radar_tasks.summary import format_table, load
 DEMO_ARCH = "qwen2_vl"
 
 
-def run_demo(work: str | os.PathLike, arch: str = DEMO_ARCH, tasks: str | None = None, print_fn=print) -> Path:
+class _Status:
+    """One status line on a terminal (rewritten in place); elsewhere each new count once, every 25%."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.tty, self.shown, self.started = stream, stream.isatty(), -1, False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.started == (done, total):
+            return
+        self.started = (done, total)
+        if self.tty:
+            self.stream.write(f"\r  scoring: {done}/{total} questions")
+        elif done * 4 // max(total, 1) > self.shown:
+            self.shown = done * 4 // max(total, 1)
+            self.stream.write(f"  scoring: {done}/{total} questions\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.started:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_demo(work: str | os.PathLike, arch: str = DEMO_ARCH, tasks: str | None = None, print_fn=print,
+             verbose: bool = False) -> Path:
     """Build (or reuse) the fixture and the tiny model under `work`, evaluate, print the table; returns the
-    results JSON."""
+    results JSON. Raises runner.RunFailed (its message names the log) when lmms-eval wrote no results."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     data = work / "M3-Bench"
@@ -25,8 +54,17 @@ def run_demo(work: str | os.PathLike, arch: str = DEMO_ARCH, tasks: str | None =
     if not model.exists():
         build_tiny_model(model, arch)
     print_fn(f"fixture: {data}\nmodel:   {model} (random weights: scores sit near chance)")
-    results = runner.run_subprocess(f"pretrained={model},device=cpu,dtype=float32", tasks or "radar_mmm",
-                                    work / "results", data)
+    model_args, tasks = f"pretrained={model},device=cpu,dtype=float32", tasks or "radar_mmm"
+    if verbose:
+        results = runner.run_subprocess(model_args, tasks, work / "results", data)
+    else:
+        log = work / "lmms_eval.log"
+        print_fn(f"lmms-eval {tasks}: starting (about a minute; its log: {log})")
+        status = _Status()
+        try:
+            results = runner.run_subprocess(model_args, tasks, work / "results", data, log=log, on_progress=status)
+        finally:
+            status.close()
     print_fn(f"\nresults: {results}\n")
     print_fn(format_table(load(results)))
     return results

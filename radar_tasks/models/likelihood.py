@@ -64,6 +64,26 @@ class ContinuationScore:
     n_tokens: int
     mean_logit: float  # mean raw (pre-softmax) logit of the continuation tokens: the paper's `score=logit`
     prefix_ok: bool  # prompt ids are a prefix of prompt+continuation ids (False: a merge across the boundary)
+    skipped: str | None = None  # why it was not scored (the sequence is longer than the model's context)
+
+
+def context_length(model) -> int | None:
+    """Positions the language model was built for (`max_position_embeddings`), if it says."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def too_long(n_tokens: int, limit: int | None) -> str | None:
+    """The skip reason of a sequence of `n_tokens` for a model of `limit` positions (None: it fits)."""
+    if limit is None or n_tokens <= limit:
+        return None
+    return f"prompt and candidate hold {n_tokens} tokens, more than the model's {limit} positions"
+
+
+def skipped_score(reason: str) -> ContinuationScore:
+    return ContinuationScore(math.nan, False, 0, math.nan, True, skipped=reason)
 
 
 def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, bool, int, float]]:
@@ -119,13 +139,15 @@ def to_device(inputs, device, dtype) -> dict:
 
 @torch.inference_mode()
 def score_continuations(
-    model, processor, context: str, images: list, continuations: list[str], *, device=None, dtype=None
+    model, processor, context: str, images: list, continuations: list[str], *, device=None, dtype=None,
+    max_length: int | None = None,
 ) -> list[ContinuationScore]:
     """Score each continuation of one question: one forward per prompt + continuation (the reference path).
 
     `prefix_sharing.score_questions` / `SharedPrefixScorer` compute the same numbers with one prefill per question
     and batching across questions (radar_hf's default); this function is what they are tested against and what
     they fall back to. `device` / `dtype` default to the model's; `dtype` is what pixel values are cast to.
+    A sequence longer than `max_length` tokens is not run: its score says why (`skipped`).
     """
     device = device if device is not None else model.device
     dtype = dtype if dtype is not None else model.dtype
@@ -140,6 +162,9 @@ def score_continuations(
     if add_start:
         prompt_ids = torch.tensor([start_id])
     n_prompt = len(prompt_ids)
+    reason = too_long(n_prompt + 1, max_length)
+    if reason:
+        return [skipped_score(reason) for _ in continuations]
 
     scores = []
     for continuation in continuations:
@@ -148,6 +173,10 @@ def score_continuations(
             _prepend(inputs, start_id)
         ids = inputs["input_ids"]
         n_total = ids.shape[1]
+        reason = too_long(n_total, max_length)
+        if reason:
+            scores.append(skipped_score(reason))
+            continue
         prefix_ok = n_total >= n_prompt and bool(torch.equal(ids[0, :n_prompt], prompt_ids))
         if n_total <= n_prompt:  # the continuation adds no token: nothing to score
             scores.append(ContinuationScore(math.nan, False, 0, math.nan, prefix_ok))

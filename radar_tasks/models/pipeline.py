@@ -193,6 +193,7 @@ class Prepared:
     extra: Any  # the caller's data of the question (radar_hf: which candidates are scored, the continuations)
     tokenized: Any  # `SharedPrefixScorer.prepare`'s output; None: scored the per-candidate way
     question: Question | None  # the question itself, images included, when the scorer needs it (else reloaded)
+    scored: bool = True  # False: `load` gave no question (not scored at all)
 
     def pin_memory(self) -> Prepared:
         if self.tokenized is not None:
@@ -205,14 +206,15 @@ class QuestionPipeline:
     """Questions `0 .. n-1` scored by `scorer`, in order, with their host work done ahead in `num_workers` workers.
 
     `load(i) -> (Question, extra)` is the per-question work on the host up to the scorer: doc, images, prompt
-    (radar_hf's `load_question`); the workers run it and then `scorer.prepare`. The main process scores windows
+    (radar_hf's `load_question`); the workers run it and then `scorer.prepare`. A None Question is not scored:
+    it comes back with scores None. The main process scores windows
     of `window` questions (the scorer orders and batches within one) while the workers prepare the next window.
     `stats`: questions, workers, host_s (seconds of load + prepare, summed over the processes that ran them),
     wait_s (main process waiting for prepared questions), score_s (main process scoring).
     """
 
     scorer: SharedPrefixScorer
-    load: Callable[[int], tuple[Question, Any]]
+    load: Callable[[int], tuple[Question | None, Any]]
     n: int
     num_workers: int = 0
     window: int = 64
@@ -227,6 +229,8 @@ class QuestionPipeline:
 
     def _prepare(self, i: int) -> Prepared:
         question, extra = self.load(i)
+        if question is None:
+            return Prepared(i, extra, None, None, scored=False)
         tokenized = self.scorer.prepare(question) if self.scorer.share_prefix else None
         needed = tokenized is None or tokenized.fallback is not None
         # the question travels back when the scorer will need it whole and it is cheap to send: images pickle,
@@ -255,12 +259,14 @@ class QuestionPipeline:
                     break
 
     def _score(self, window: list[Prepared], progress):
+        live = [p for p in window if p.scored]
+
         def question_of(j: int) -> Question:
-            return window[j].question if window[j].question is not None else self.load(window[j].index)[0]
+            return live[j].question if live[j].question is not None else self.load(live[j].index)[0]
 
         start = time.perf_counter()
-        scores = self.scorer.score_prepared([p.tokenized for p in window], question_of, progress)
+        scores = iter(self.scorer.score_prepared([p.tokenized for p in live], question_of, progress))
         self.stats["score_s"] += time.perf_counter() - start
         self.stats["questions"] += len(window)
-        for p, s in zip(window, scores):
-            yield p.index, p.extra, s
+        for p in window:
+            yield p.index, p.extra, next(scores) if p.scored else None

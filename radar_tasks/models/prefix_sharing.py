@@ -10,18 +10,17 @@ sharing".
 from __future__ import annotations
 
 import inspect
-import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from loguru import logger
 
 from radar_tasks.models import likelihood
 from radar_tasks.models.args import parse_batch_size
 from radar_tasks.models.likelihood import ContinuationScore, build_prompt, image_placeholder
-
-logger = logging.getLogger(__name__)
 
 # model_type -> (position scheme, keys zero-padded on dim 1 when prompts of one prefill batch differ there)
 SUPPORT = {
@@ -63,6 +62,8 @@ class _Tokenized:
     has_images: bool = False
     prefix_ok: list = field(default_factory=list)
     fallback: str | None = None  # why this question goes the per-candidate way
+    skipped: str | None = None  # why this question is not scored at all (longer than the model's context)
+    n_candidates: int = 0
     index: int = -1  # position in the list being scored (set by `score_prepared`)
 
     # Pickled (from a background worker to the main process): small tensors travel by value, as numpy arrays; torch
@@ -138,6 +139,8 @@ class SharedPrefixScorer:
         self.derived_tokens = self.model_type in SUPPORT  # else: the exact (processor per candidate) way
         self.checked_tokens = set()  # (images or not, processor class) whose derived ids were checked once
         self.stats = {"shared": 0, "per_candidate": 0, "prefill_batches": 0, "continuation_forwards": 0}
+        self.fallbacks = Counter()  # per-question fallback reason -> questions (each logged once, at WARNING)
+        self.max_length = likelihood.context_length(model)
         # the run's first shared question is also scored the reference way; a gap above this switches sharing off
         self.verified = set() if verify else {True, False}  # kinds of question (with / without images) checked
         half = torch.empty((), dtype=self.dtype).element_size() < 4
@@ -183,7 +186,14 @@ class SharedPrefixScorer:
             prepared = [None] * len(prepared)
         batchable = []
         for i, prep in enumerate(prepared):
+            if prep is not None and prep.skipped is not None:
+                results[i] = [likelihood.skipped_score(prep.skipped)] * prep.n_candidates
+                if progress:
+                    progress(1)
+                continue
             if prep is None or prep.fallback is not None:
+                if prep is not None:
+                    self._fell_back(prep.fallback)
                 results[i] = self._reference(question_of(i))
                 if progress:
                     progress(1)
@@ -243,12 +253,23 @@ class SharedPrefixScorer:
         self.share_prefix = False
         logger.warning(f"prefix sharing off for this run: {reason}; scoring one forward per candidate")
 
+    def _fell_back(self, reason: str) -> None:
+        if not self.fallbacks[reason]:
+            logger.warning(f"prefix sharing: {reason}: such questions are scored one forward per candidate "
+                           "(counted in the results JSON, radar_tasks.prefix_sharing)")
+        self.fallbacks[reason] += 1
+
+    def outcome(self) -> dict:
+        """How the questions were scored: shared / per candidate, the run's fallback reason, per-question ones."""
+        return {"shared": self.stats["shared"], "per_candidate": self.stats["per_candidate"],
+                "run_fallback": self.reason, "question_fallbacks": dict(self.fallbacks)}
+
     # ----------------------------------------------------------------------------------------------- reference
     def _reference(self, q: Question) -> list[ContinuationScore]:
         self.stats["per_candidate"] += 1
         return likelihood.score_continuations(
             self.model, q.processor or self.processor, q.context, q.images, q.continuations, device=self.device,
-            dtype=self.dtype,
+            dtype=self.dtype, max_length=self.max_length,
         )
 
     # ----------------------------------------------------------------------------------------------- preparing
@@ -263,7 +284,11 @@ class SharedPrefixScorer:
         encoding = likelihood.encode(processor, prompt, images)
         prompt_ids = encoding["input_ids"][0]
         n_prompt = len(prompt_ids)
-        prep = _Tokenized(n_prompt, [], encoding=dict(encoding), has_images=bool(images))
+        prep = _Tokenized(n_prompt, [], encoding=dict(encoding), has_images=bool(images),
+                          n_candidates=len(q.continuations))
+        prep.skipped = likelihood.too_long(n_prompt + 1, self.max_length)
+        if prep.skipped:
+            return prep
         if n_prompt == 0:
             prep.fallback = "empty prompt"
             return prep
@@ -286,6 +311,9 @@ class SharedPrefixScorer:
                     prep.full_ids = exact
         else:
             prep.full_ids = self._exact_ids(processor, prompt, images, q.continuations)
+        prep.skipped = likelihood.too_long(max(len(f) for f in prep.full_ids), self.max_length)
+        if prep.skipped:
+            return prep
         prep.prefix_ok = [len(f) >= n_prompt and bool(torch.equal(f[:n_prompt], prompt_ids)) for f in prep.full_ids]
         scored = [f for f in prep.full_ids if len(f) > n_prompt]
         # shared prefix: common to the prompt (whose pixel values are prefilled) and every scored candidate
@@ -414,7 +442,10 @@ class SharedPrefixScorer:
             except _CannotCollate as err:
                 if len(batch) == 1:
                     raise
-                logger.info(f"prefix sharing: prompts not batchable ({err}); one prefill per question")
+                reason = "prompts not batchable (one prefill per question)"
+                if not self.fallbacks[reason]:
+                    logger.warning(f"prefix sharing: prompts not batchable ({err}); one prefill per question")
+                self.fallbacks[reason] += len(batch)
                 return [pair for p in batch for pair in self._run_batch([p])]
             return self._forward_batch(batch, inputs)
         except torch.cuda.OutOfMemoryError:

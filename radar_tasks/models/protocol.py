@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from radar_tasks import prompts
 from radar_tasks.data import images as images_io
-from radar_tasks.models.args import as_bool, merge_kwargs, parse_kwargs
+from radar_tasks.models.args import PROTOCOLS, SCORES, STYLE_ARGS, as_bool, merge_kwargs, parse_kwargs
 
 # `prompt_style=auto`: the reference script's style for the checkpoint's `config.model_type`, else `raw`.
 MODEL_TYPE_STYLES = {
@@ -23,7 +23,6 @@ MODEL_TYPE_STYLES = {
     "llava_onevision": "llava_ov_plain",
     "internvl": "internvl",
 }
-STYLE_ARGS = ("auto", *prompts.STYLES)
 
 
 def resolve_style(style: str | None, model_type: str | None) -> str:
@@ -37,7 +36,6 @@ def resolve_style(style: str | None, model_type: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- scores (loss convention)
-SCORES = ("logprob", "logit")
 # A candidate left out of an item (llava_mmmu_one_distractor) gets this loss: finite, so the item stays scored,
 # and exp(-1e30 - max) == 0.0 exactly, so it takes no probability and never wins the argmax.
 DROPPED_LOSS = 1e30
@@ -96,7 +94,6 @@ PAPER_PRESETS = {
 }
 # What every family script does alike: score=logit and the two letters A/B of MMMU-Pro options blocks.
 PAPER_COMMON = {"score": "logit", "mmmu_two_letters": True}
-PROTOCOLS = ("paper",)
 # The switches a preset may set, with their value without protocol (the default path).
 SWITCH_DEFAULTS = {"qwen_vl_utils_resize": False, "image_conversion": images_io.DEFAULT_CONVERSION,
                    "llava_mmmu_one_distractor": False, "internvl_reverse_images": False, "mmmu_two_letters": False}

@@ -4,7 +4,7 @@ Model args: pretrained, device, dtype (float32|bfloat16|float16|auto), batch_siz
 share_prefix (default true; false = one forward per candidate, the reference), trust_remote_code,
 attn_implementation; the reference protocol's: protocol (paper), prompt_style, score, processor_kwargs,
 qwen_vl_utils_resize, image_conversion, llava_mmmu_one_distractor, internvl_reverse_images, mmmu_two_letters
-(`protocol.resolve_settings`).
+(`protocol.resolve_settings`); the table that checks them is `radar_tasks.models.args.MODEL_ARGS`.
 This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `likelihood`) and its results back
 (docs/ARCHITECTURE.md, "Prompt contract"); the prompt text is `radar_tasks.prompts`, the family rules `protocol`.
 """
@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -26,10 +27,18 @@ from tqdm import tqdm
 
 from radar_tasks import prompts
 from radar_tasks.data import images as images_io
+from radar_tasks.metrics.items import Scored
 from radar_tasks.models import likelihood, prefix_sharing
 from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
-from radar_tasks.models.args import as_bool, parse_batch_size
+from radar_tasks.models.args import as_bool, check_model_args, parse_batch_size
 from radar_tasks.models.pipeline import QuestionPipeline, resolve_num_workers
+
+_latest = None  # weak reference to the last RadarHF built (the results JSON metadata of its run)
+
+
+def latest_instance():
+    """The last `RadarHF` built in this process, or None."""
+    return _latest() if _latest is not None else None
 
 
 _TEMPLATE_WARNED: set[str] = set()  # checkpoints already warned about a non-base Qwen2-VL chat template
@@ -63,6 +72,29 @@ def _kwarg_applied(key: str, value, holders) -> bool:
 class RadarHF(lmms):
     is_simple = True  # lmms-eval runs multiple_choice only with simple models
 
+    @staticmethod
+    def kwargs_from(arg_string, additional_config: dict | None = None) -> dict:
+        """The checked keyword arguments of a run: `--model_args` (a string, or a dict) and lmms-eval's own
+        --batch_size / --max_batch_size / --device (`additional_config`). Raises ArgumentError (one line)."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        from radar_tasks.errors import ArgumentError
+
+        if isinstance(arg_string, dict):
+            raw = dict(arg_string)
+        else:
+            try:
+                raw = simple_parse_args_string(arg_string or "")
+            except ValueError:
+                raise ArgumentError(f"radar_hf: --model_args {arg_string!r}: expected key=value pairs separated by "
+                                    "commas") from None
+        return check_model_args(raw, additional_config)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        # lmms-eval passes --batch_size (default 1) beside the model args: checked and merged, not given twice
+        return cls(**cls.kwargs_from(arg_string, additional_config))
+
     def __init__(
         self,
         pretrained: str,
@@ -87,6 +119,8 @@ class RadarHF(lmms):
         loaded=None,  # (model, processor) already in memory: `from_model`
     ) -> None:
         super().__init__()
+        global _latest
+        _latest = weakref.ref(self)
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
             # data parallel: one full model per process; the evaluator gives each rank its own shard of docs
@@ -115,6 +149,8 @@ class RadarHF(lmms):
         self.num_workers = resolve_num_workers(num_workers, local_processes)
         self.pipeline_stats: dict = {}  # host preparation timings summed over loglikelihood calls (pipeline)
         self._scorer = None
+        self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
+        self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
         self.pretrained = pretrained
         self._model, self.processor = loaded if loaded is not None else likelihood.load_model(
             pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
@@ -271,15 +307,21 @@ class RadarHF(lmms):
         return 64 if size == "auto" else max(16, 4 * size)
 
     def load_question(self, task, split, doc_id, context: str, doc_to_visual, continuations: list):
-        """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations))`.
+        """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations,
+        prompt, skipped, place))`; the Question is None for an item that is not scored at all (`skipped` says why).
 
         All the per-question host work before the scorer (the doc, its images, the prompt style) is here, in one
         function: background workers run it (`models.pipeline`). `continuations` may hold callables
         (doc_to_target of loglikelihood tasks)."""
         doc, images = self._doc_and_images(doc_to_visual, doc_id, task, split)
         continuations = [c if isinstance(c, str) else c(doc) for c in continuations]
+        place = (f"{doc['source_file']}: item {doc.get('id')!r}" if isinstance(doc, dict) and doc.get("source_file")
+                 else None)
+        skipped = self._text_problem(doc, continuations)
+        if skipped:  # None: the pipeline does not score it
+            return None, (None, continuations, None, skipped, place)
         scored, question = self._prepare_question(doc, context, images, continuations)
-        return question, (scored, continuations)
+        return question, (scored, continuations, question.context, None, place)
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
@@ -303,22 +345,88 @@ class RadarHF(lmms):
         # closing: an error here, in this loop, ends the workers at once too
         with tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress, \
                 contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions:
-            for i, (scored, continuations), scores in scored_questions:
-                (_, _, _, context), (_, members) = items[i]
-                non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
-                answers = _protocol.answers(scored, scores, self.score)
+            for i, (scored, continuations, prompt, skipped, place), scores in scored_questions:
+                (task, _, doc_id, context), (_, members) = items[i]
+                if scores is None:  # not scored at all (`load_question` says why)
+                    progress.update(1)
+                else:
+                    non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
+                    skipped = next((s.skipped for s in scores if s.skipped), None)
+                if skipped:
+                    self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
+                answers = ([(math.nan, False)] * len(members) if skipped
+                           else _protocol.answers(scored, scores, self.score))
                 for (index, _), continuation, answer in zip(members, continuations, answers):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
-                    # GenerationResult keeps the tuple intact through lmms-eval's output stringification
-                    results[index] = GenerationResult(text=answer)
+                    # GenerationResult keeps the tuple intact through lmms-eval's output stringification; the
+                    # tuple carries what the per-item record shows (metrics/items.py)
+                    candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
+                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt or context, skipped))
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
+        self._sharing = self._gather_outcome()
         timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
         logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
                     f"host preparation {timing}")
         if non_finite:  # returned as is (the metric reports them), but say so once
             logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite loss")
         return results
+
+    # ------------------------------------------------------------------------------------------- not scored
+    @property
+    def control_tokens(self) -> tuple[str, ...]:
+        """The tokenizer's special tokens (and the processor's image / video tokens): text holding one would be
+        read as that token, not as text."""
+        if getattr(self, "_control_tokens", None) is None:
+            tok = self.tokenizer
+            found = set(getattr(tok, "all_special_tokens", None) or ())
+            found |= {t.content for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()
+                      if getattr(t, "special", False)}
+            found |= {getattr(self.processor, a, None) for a in ("image_token", "video_token")} - {None}
+            self._control_tokens = tuple(sorted(t for t in found if isinstance(t, str) and len(t) > 1))
+        return self._control_tokens
+
+    def _text_problem(self, doc, continuations: list) -> str | None:
+        """Why an item cannot be scored as the text it is: its question, options or candidates hold one of this
+        model's special tokens (M3-Bench records; other tasks' contexts hold their own markers on purpose)."""
+        texts = [c for c in continuations if isinstance(c, str)]
+        if prompts.is_m3bench_record(doc):
+            texts += [doc["question"], doc.get("options_text") or ""]
+        token = next((t for t in self.control_tokens for text in texts if t in text), None)
+        if token is None:
+            return None
+        return f"its text holds {token!r}, a special token of this model, which would not be read as text"
+
+    def _log_not_scored(self, place: str, reason: str) -> None:
+        self.not_scored += 1
+        logger.warning(f"radar_hf: {place}: not scored, counted as skipped: {reason}")
+
+    # ------------------------------------------------------------------------------------------- run metadata
+    def _gather_outcome(self) -> dict:
+        """The prefix-sharing outcome summed over the ranks (a collective: every rank scores once per run)."""
+        outcome = {**self.scorer.outcome(), "not_scored": self.not_scored}
+        if self.world_size == 1:
+            return outcome
+        from accelerate.utils import gather_object
+
+        total = {"shared": 0, "per_candidate": 0, "not_scored": 0, "run_fallback": None, "question_fallbacks": {}}
+        for part in gather_object([outcome]):
+            for key in ("shared", "per_candidate", "not_scored"):
+                total[key] += part[key]
+            total["run_fallback"] = total["run_fallback"] or part["run_fallback"]
+            for reason, n in part["question_fallbacks"].items():
+                total["question_fallbacks"][reason] = total["question_fallbacks"].get(reason, 0) + n
+        return total
+
+    def run_metadata(self) -> dict:
+        """What the results JSON records of this wrapper's run (under `radar_tasks.model`)."""
+        sharing = dict(self._sharing or {**self.scorer.outcome(), "not_scored": self.not_scored})
+        return {
+            "pretrained": self.pretrained, "model_type": self.model_type, "prompt_style": self.prompt_style,
+            "score": self.score, "protocol": self.protocol, "dtype": str(self._dtype).removeprefix("torch."),
+            "device": str(self._device), "batch_size": self.batch_size, "world_size": self.world_size,
+            "share_prefix": self.share_prefix, "not_scored": sharing.pop("not_scored"), "prefix_sharing": sharing,
+        }
 
     def generate_until(self, requests):
         raise NotImplementedError(

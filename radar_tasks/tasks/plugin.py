@@ -8,21 +8,22 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
    folder after the built-in tasks and any `--include_path` (those win on a name clash);
 3. registers the SDS aggregations by name (`radar_sds`, `radar_acc`, `radar_count`) for anyone's task YAML;
 4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean
-   (`install_stderr_hooks`).
-Set RADAR_TASKS_NO_DISCOVERY=1 to skip 2 (then use `--include_path $(radar-tasks task-dir)`).
-5. on request (`reuse_task_index`, by the sweep and the in-loop evaluator, which build many TaskManagers in one
+   (`install_stderr_hooks`);
+5. checks a run's data and radar_hf model args before its model loads, and records what it scored with in the
+   results JSON (`install_preflight`): lmms-eval loads the model before the tasks, retries a failing dataset
+   load five times, and its CLI turns any exception into a traceback and exit status 0;
+6. on request (`reuse_task_index`, by the sweep and the in-loop evaluator, which build many TaskManagers in one
    process), the task index is built once per include path instead of once per TaskManager (~9 s each here).
-This module is the one place that changes lmms-eval's behaviour (2, 4 and 5, all wrapping the original).
+Set RADAR_TASKS_NO_DISCOVERY=1 to skip 2 (then use `--include_path $(radar-tasks task-dir)`).
+This module is the one place that changes lmms-eval's behaviour (2, 4, 5 and 6, all wrapping the original).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import sys
 
-import radar_tasks.task_yamls
-
-TASK_DIR = str(Path(radar_tasks.task_yamls.__file__).resolve().parent)
+from radar_tasks.task_yamls import TASK_DIR
 
 
 _INDEX_CACHE: dict | None = None  # None: off (lmms-eval's own behaviour); else (include path, defaults) -> index
@@ -91,6 +92,90 @@ def install_stderr_hooks() -> None:
     eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
 
 
+def _input_error(exc: BaseException):
+    """The InputError behind `exc` (its causes, or the last attempt of a tenacity retry), or None."""
+    from radar_tasks.errors import InputError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InputError):
+            return exc
+        attempt = getattr(exc, "last_attempt", None)
+        inner = attempt.exception() if attempt is not None and hasattr(attempt, "exception") else None
+        exc = inner or exc.__cause__ or exc.__context__
+    return None
+
+
+def _wrap_simple_evaluate(evaluator) -> None:
+    import inspect
+
+    original = evaluator.simple_evaluate
+    if getattr(original, "radar_preflight", False):
+        return
+    signature = inspect.signature(original)
+
+    def simple_evaluate(*args, **kwargs):
+        from radar_tasks.tasks import preflight
+
+        bound = signature.bind_partial(*args, **kwargs)
+        given = {**{k: p.default for k, p in signature.parameters.items()}, **bound.arguments}
+        from_cli = given.get("cli_args") is not None
+        try:
+            checked = preflight.check(**{k: given.get(k) for k in ("model", "model_args", "tasks", "batch_size",
+                                                                   "max_batch_size", "device", "task_manager")})
+            results = original(*args, **kwargs)
+        except Exception as exc:
+            error = _input_error(exc)
+            if error is None:
+                raise
+            if not from_cli:
+                raise error from None  # itself, not tenacity's RetryError around it
+            # the CLI: one line and a non-zero exit status instead of a traceback and 0 (SystemExit is not an
+            # Exception: lmms-eval's `except Exception` lets it through)
+            sys.stderr.write(f"error: {error}\n")
+            sys.stderr.flush()
+            raise SystemExit(1) from None
+        lm = given.get("model")
+        if lm == preflight.MODEL_NAME:
+            from radar_tasks.models.radar_hf import latest_instance
+
+            lm = latest_instance()
+        if isinstance(results, dict) and (checked.leaves or hasattr(lm, "run_metadata")):
+            results["radar_tasks"] = preflight.metadata(checked, lm)
+        return results
+
+    simple_evaluate.radar_preflight = True
+    simple_evaluate.__wrapped__ = original
+    evaluator.simple_evaluate = simple_evaluate
+
+
+def install_preflight() -> None:
+    """Wrap `lmms_eval.evaluator.simple_evaluate` with the pre-flight check (`radar_tasks.tasks.preflight`).
+
+    This module is loaded while `lmms_eval.evaluator` is still being imported (it imports `lmms_eval.models`), so
+    the wrap waits for the first TaskManager, which the CLI builds before it calls `evaluator.simple_evaluate`.
+    """
+    evaluator = sys.modules.get("lmms_eval.evaluator")
+    if evaluator is not None and hasattr(evaluator, "simple_evaluate"):
+        _wrap_simple_evaluate(evaluator)
+        return
+    from lmms_eval.tasks import TaskManager
+
+    if getattr(TaskManager.__init__, "radar_preflight", False):
+        return
+    original_init = TaskManager.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        module = sys.modules.get("lmms_eval.evaluator")
+        if module is not None and hasattr(module, "simple_evaluate"):
+            _wrap_simple_evaluate(module)
+
+    __init__.radar_preflight = True
+    TaskManager.__init__ = __init__
+
+
 def model_manifests():
     from lmms_eval.models.registry_v2 import ModelManifest
 
@@ -100,4 +185,5 @@ def model_manifests():
         enable_task_discovery()
     lmms_metrics.register()
     install_stderr_hooks()
+    install_preflight()
     return [ModelManifest(model_id="radar_hf", simple_class_path="radar_tasks.models.radar_hf.RadarHF")]
