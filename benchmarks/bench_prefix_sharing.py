@@ -84,7 +84,7 @@ def build(config_name: str, device: str, dtype: torch.dtype):
     """(model, processor): Qwen2-VL with the named sizes, random weights (seed 0), the tiny BPE tokenizer."""
     from transformers import AutoModelForImageTextToText, Qwen2VLConfig
 
-    from radar_tasks import tiny_models
+    from radar_tasks.demo import tiny_models
 
     base_config, processor = tiny_models._BUILDERS["qwen2_vl"]()  # the tokenizer, processor and token ids
     sizes = CONFIGS[config_name]

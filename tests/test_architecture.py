@@ -93,7 +93,8 @@ def test_no_import_cycle():
 
 @pytest.mark.parametrize("module", ["radar_tasks.metrics.sds", "radar_tasks.metrics.items", "radar_tasks.prompts",
                                     "radar_tasks.taxonomy", "radar_tasks.models.likelihood",
-                                    "radar_tasks.models.prefix_sharing", "radar_tasks.models.protocol",
+                                    "radar_tasks.models.prefix_sharing", "radar_tasks.models.pipeline",
+                                    "radar_tasks.models.protocol",
                                     "radar_tasks.data.m3bench", "radar_tasks.analysis.stats"])
 def test_pure_layers_import_no_lmms_eval(module):
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))

@@ -25,6 +25,7 @@ SCORES = ("logprob", "logit")
 PROTOCOLS = ("paper",)
 STYLE_ARGS = ("auto", *prompts.STYLES)
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+IMAGE_PROCESSORS = ("fast", "pil")  # = models.likelihood.IMAGE_BACKENDS (transformers' torchvision / PIL backends)
 # the checkpoint folders of AutoModel*.from_pretrained, or a hub id `name` / `org/name`
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -57,6 +58,15 @@ def parse_batch_size(batch_size):
 def positive_int(value) -> int:
     if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)) or int(value) < 1:
         raise ValueError(f"expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def workers(value):
+    """`auto`, or an integer >= 0 (models.pipeline.resolve_num_workers turns `auto` into a count)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)):
+        raise ValueError(f"expected auto or an integer >= 0, got {value!r}")
     return int(value)
 
 
@@ -197,6 +207,8 @@ MODEL_ARGS: dict[str, Arg] = {a.name: a for a in (
     Arg("llava_mmmu_one_distractor", as_bool, _BOOL),
     Arg("internvl_reverse_images", as_bool, _BOOL),
     Arg("mmmu_two_letters", as_bool, _BOOL),
+    Arg("num_workers", workers, "auto, or an integer >= 0"),
+    Arg("image_processor", choice(*IMAGE_PROCESSORS), ", ".join(IMAGE_PROCESSORS)),
 )}
 REQUIRED = ("pretrained",)
 # lmms-eval's own CLI flags that reach the model (`create_from_arg_string`'s additional config), by model arg

@@ -127,11 +127,14 @@ def _prepend(inputs, token_id: int) -> None:
 
 
 def to_device(inputs, device, dtype) -> dict:
-    """A processor encoding moved to `device`; only floating tensors (pixel values) take `dtype`."""
-    return {
-        k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) if torch.is_tensor(v) else v
-        for k, v in inputs.items()
-    }
+    """A processor encoding moved to `device`; only floating tensors (pixel values) take `dtype`. The copy is
+    non-blocking and comes before the cast: from pinned memory it runs asynchronously on CUDA, in stream order
+    before the forward that reads it (a cast first would make a pageable copy)."""
+    def moved(v):
+        v = v.to(device=device, non_blocking=True)
+        return v.to(dtype) if dtype is not None and v.is_floating_point() else v
+
+    return {k: moved(v) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
 @torch.inference_mode()
@@ -213,14 +216,21 @@ def resolve_dtype(dtype, device="cpu") -> torch.dtype:
     return DTYPES[name]
 
 
+# `image_processor` model arg -> transformers' image-processor backend
+IMAGE_BACKENDS = {"fast": "torchvision", "pil": "pil"}
+
+
 def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None,
-               processor_kwargs: dict | None = None):
+               processor_kwargs: dict | None = None, image_processor: str = "fast"):
     """(model, processor) from a local folder or hub id, in eval mode on `device`.
 
     `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. min_pixels / max_pixels, max_patches).
+    `image_processor`: `fast` (transformers' torchvision backend, where the model has one) or `pil`.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    if image_processor not in IMAGE_BACKENDS:  # before the (slow) model load
+        raise ValueError(f"image_processor must be one of {', '.join(IMAGE_BACKENDS)}; got {image_processor!r}")
     device = device or default_device()
     kwargs = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     if attn_implementation:
@@ -228,4 +238,24 @@ def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=Fal
     model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs).to(device).eval()
     processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code,
                                               **(processor_kwargs or {}))
+    select_image_backend(processor, pretrained, image_processor, trust_remote_code, processor_kwargs)
     return model, processor
+
+
+def select_image_backend(processor, pretrained: str, choice: str, trust_remote_code=False,
+                         processor_kwargs: dict | None = None) -> None:
+    """Give `processor` the image processor of the chosen backend (`IMAGE_BACKENDS`), loaded with the same kwargs.
+
+    A backend is chosen here, not by `AutoProcessor`: its `backend` kwarg reaches every sub-processor, and video
+    processors have no PIL backend. A model with one backend only keeps it (transformers logs the fallback).
+    """
+    if choice not in IMAGE_BACKENDS:
+        raise ValueError(f"image_processor must be one of {', '.join(IMAGE_BACKENDS)}; got {choice!r}")
+    current = getattr(processor, "image_processor", None)
+    backend = IMAGE_BACKENDS[choice]
+    if current is None or getattr(current, "backend", None) in (None, backend):
+        return
+    from transformers import AutoImageProcessor
+
+    processor.image_processor = AutoImageProcessor.from_pretrained(
+        pretrained, backend=backend, trust_remote_code=trust_remote_code, **(processor_kwargs or {}))

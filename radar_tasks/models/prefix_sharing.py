@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from loguru import logger
 
@@ -54,7 +55,6 @@ class Question:
 class _Tokenized:
     """A Question tokenised for sharing: candidate ids, the shared prefix length, the prompt's encoding."""
 
-    index: int  # position in the caller's list
     n_prompt: int
     full_ids: list  # per candidate: 1D LongTensor of prompt + candidate ids (with image tokens expanded)
     prefix: int = 0  # P: length of the shared prefix that is prefilled
@@ -63,6 +63,40 @@ class _Tokenized:
     prefix_ok: list = field(default_factory=list)
     fallback: str | None = None  # why this question goes the per-candidate way
     skipped: str | None = None  # why this question is not scored at all (longer than the model's context)
+    n_candidates: int = 0
+    index: int = -1  # position in the list being scored (set by `score_prepared`)
+
+    # Pickled (from a background worker to the main process): small tensors travel by value, as numpy arrays; torch
+    # would give each its own shared-memory segment and file descriptor, ~5x the cost of these few bytes.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["full_ids"] = [_by_value(f) for f in self.full_ids]
+        state["encoding"] = {k: _by_value(v) for k, v in self.encoding.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["full_ids"] = [_as_tensor(f) for f in state["full_ids"]]
+        state["encoding"] = {k: _as_tensor(v) for k, v in state["encoding"].items()}
+        self.__dict__.update(state)
+
+    def pin_memory(self) -> _Tokenized:
+        """The encoding's tensors in page-locked memory (torch's DataLoader calls this in its pin thread), so that
+        their copies to CUDA (`likelihood.to_device`, non-blocking) overlap with the model's work."""
+        self.encoding = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in self.encoding.items()}
+        return self
+
+
+_BY_VALUE_NUMEL = 1 << 16  # tensors up to this many elements are pickled by value (ids, masks, grids)
+
+
+def _by_value(value):
+    if torch.is_tensor(value) and value.numel() <= _BY_VALUE_NUMEL and value.dtype != torch.bfloat16:
+        return value.numpy()  # bfloat16 has no numpy dtype
+    return value
+
+
+def _as_tensor(value):
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -137,47 +171,56 @@ class SharedPrefixScorer:
     def score(self, questions: list, progress=None) -> list[list[ContinuationScore]]:
         """Per question (in the given order), one ContinuationScore per continuation. `progress(n)`: n done."""
         questions = [q if isinstance(q, Question) else Question(*q) for q in questions]
-        results: list = [None] * len(questions)
+        prepared = [self.prepare(q) if self.share_prefix else None for q in questions]
+        return self.score_prepared(prepared, questions.__getitem__, progress)
+
+    @torch.inference_mode()
+    def score_prepared(self, prepared: list, question_of, progress=None) -> list[list[ContinuationScore]]:
+        """Score questions from `prepare`'s output (None: score that question the per-candidate way).
+
+        `question_of(i)` gives question i itself (with its images): the per-candidate path and the run's first check
+        need it; it is asked only for those questions (the pipeline reloads them then).
+        """
+        results: list = [None] * len(prepared)
         if not self.share_prefix:
-            for i, q in enumerate(questions):
-                results[i] = self._reference(q)
+            prepared = [None] * len(prepared)
+        batchable = []
+        for i, prep in enumerate(prepared):
+            if prep is not None and prep.skipped is not None:
+                results[i] = [likelihood.skipped_score(prep.skipped)] * prep.n_candidates
                 if progress:
                     progress(1)
-            return results
-        prepared = []
-        for i, q in enumerate(questions):
-            prep = self._prepare(i, q)
-            if prep.skipped is not None:
-                results[i] = [likelihood.skipped_score(prep.skipped)] * len(q.continuations)
+                continue
+            if prep is None or prep.fallback is not None:
+                if prep is not None:
+                    self._fell_back(prep.fallback)
+                results[i] = self._reference(question_of(i))
                 if progress:
                     progress(1)
-            elif prep.fallback is not None:
-                self._fell_back(prep.fallback)
-                results[i] = self._reference(q)
-                if progress:
-                    progress(1)
-            elif not any(len(f) > prep.n_prompt for f in prep.full_ids):  # no candidate adds a token
+                continue
+            prep.index = i
+            if not any(len(f) > prep.n_prompt for f in prep.full_ids):  # no candidate adds a token
                 results[i] = [self._empty(prep, k) for k in range(len(prep.full_ids))]
                 if progress:
                     progress(1)
             else:
-                prepared.append(prep)
+                batchable.append(prep)
         # ordered by (images or not, prefix length): a batch holds prompts of similar length, little padding
-        prepared.sort(key=lambda p: (p.has_images, p.prefix, max(len(f) for f in p.full_ids)))
-        for batch in self._batches(prepared):
+        batchable.sort(key=lambda p: (p.has_images, p.prefix, max(len(f) for f in p.full_ids)))
+        for batch in self._batches(batchable):
             if not self.share_prefix:  # switched off by the first batch's check (below)
-                done = [(p, self._reference(questions[p.index])) for p in batch]
+                done = [(p, self._reference(question_of(p.index))) for p in batch]
             elif batch[0].has_images in self.verified:  # a batch holds questions of one kind (images or not)
                 done = self._run_batch(batch)
             else:
-                done = self._first_batch(batch, questions)
+                done = self._first_batch(batch, question_of)
             for prep, scores in done:
                 results[prep.index] = scores
             if progress:
                 progress(len(batch))
         return results
 
-    def _first_batch(self, batch: list[_Tokenized], questions: list[Question]):
+    def _first_batch(self, batch: list[_Tokenized], question_of):
         """The run's first shared batch of questions with (without) images, checked: an error, or scores of its first
         question that differ from the reference by more than `verify_tolerance`, switch sharing off for the run."""
         try:
@@ -186,12 +229,12 @@ class SharedPrefixScorer:
             raise
         except Exception as err:  # noqa: BLE001 - any failure of the shared forward: the reference path still works
             self._switch_off(f"the shared forward failed ({type(err).__name__}: {err})")
-            return [(p, self._reference(questions[p.index])) for p in batch]
+            return [(p, self._reference(question_of(p.index))) for p in batch]
         # the question with the most candidates that run on the cache (single-token ones use only prefill logits)
         rows = [sum(self._has_row(p, f) for f in p.full_ids) for p, _ in done]
         j = max(range(len(done)), key=rows.__getitem__)
         prep, shared = done[j]
-        reference = self._reference(questions[prep.index])
+        reference = self._reference(question_of(prep.index))
         self.stats["per_candidate"] -= 1  # a check, not a fallback
         tol = self.verify_tolerance
         worst = max(
@@ -200,10 +243,15 @@ class SharedPrefixScorer:
         )
         if worst > tol or any(a.n_tokens != b.n_tokens for a, b in zip(reference, shared)):
             self._switch_off(f"its scores differ from one forward per candidate by {worst:.2e} (> {tol:g})")
-            return [(p, reference if i == j else self._reference(questions[p.index])) for i, (p, _) in enumerate(done)]
+            return [(p, reference if i == j else self._reference(question_of(p.index))) for i, (p, _) in enumerate(done)]
         if rows[j]:  # else the continuation forward was not exercised yet: check the next batch of this kind too
             self.verified.add(prep.has_images)
         return done
+
+    def _switch_off(self, reason: str) -> None:
+        self.reason = reason
+        self.share_prefix = False
+        logger.warning(f"prefix sharing off for this run: {reason}; scoring one forward per candidate")
 
     def _fell_back(self, reason: str) -> None:
         if not self.fallbacks[reason]:
@@ -216,11 +264,6 @@ class SharedPrefixScorer:
         return {"shared": self.stats["shared"], "per_candidate": self.stats["per_candidate"],
                 "run_fallback": self.reason, "question_fallbacks": dict(self.fallbacks)}
 
-    def _switch_off(self, reason: str) -> None:
-        self.reason = reason
-        self.share_prefix = False
-        logger.warning(f"prefix sharing off for this run: {reason}; scoring one forward per candidate")
-
     # ----------------------------------------------------------------------------------------------- reference
     def _reference(self, q: Question) -> list[ContinuationScore]:
         self.stats["per_candidate"] += 1
@@ -230,14 +273,19 @@ class SharedPrefixScorer:
         )
 
     # ----------------------------------------------------------------------------------------------- preparing
-    def _prepare(self, index: int, q: Question) -> _Tokenized:
+    def prepare(self, q: Question) -> _Tokenized:
+        """The host work of one question, before any forward: its prompt encoded with its images (the processor),
+        the ids of every candidate, the shared prefix, or why it goes the per-candidate way (`fallback`). Needs no
+        model forward and no other question: background workers run it (`models.pipeline`). The first question of
+        each kind a process prepares is also tokenised the exact way (the check described in the module doc)."""
         images = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in q.images]
         processor = q.processor or self.processor
         prompt = build_prompt(q.context, len(images), self.placeholder)
         encoding = likelihood.encode(processor, prompt, images)
         prompt_ids = encoding["input_ids"][0]
         n_prompt = len(prompt_ids)
-        prep = _Tokenized(index, n_prompt, [], encoding=dict(encoding), has_images=bool(images))
+        prep = _Tokenized(n_prompt, [], encoding=dict(encoding), has_images=bool(images),
+                          n_candidates=len(q.continuations))
         prep.skipped = likelihood.too_long(n_prompt + 1, self.max_length)
         if prep.skipped:
             return prep
@@ -368,7 +416,8 @@ class SharedPrefixScorer:
                     rows.append(torch.cat([value, value.new_full((p_max - p.prefix,), fill)]))
                 out[key] = torch.stack(rows)
                 continue
-            values = [p.encoding[key] for p in batch if key in p.encoding]
+            # per image (pixel values): moved one question at a time, so that pinned ones copy asynchronously
+            values = [p.encoding[key].to(self.device, non_blocking=True) for p in batch if key in p.encoding]
             if len(values) == 1:
                 out[key] = values[0]
                 continue

@@ -11,8 +11,10 @@ This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import weakref
 from collections import OrderedDict
 
@@ -29,6 +31,7 @@ from radar_tasks.metrics.items import Scored
 from radar_tasks.models import likelihood, prefix_sharing
 from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
 from radar_tasks.models.args import as_bool, check_model_args, parse_batch_size
+from radar_tasks.models.pipeline import QuestionPipeline, resolve_num_workers
 
 _latest = None  # weak reference to the last RadarHF built (the results JSON metadata of its run)
 
@@ -111,6 +114,8 @@ class RadarHF(lmms):
         llava_mmmu_one_distractor=None,  # None: the protocol preset's (on for LLaVA under protocol=paper)
         internvl_reverse_images=None,
         mmmu_two_letters=None,
+        num_workers="auto",  # background processes preparing questions (pipeline); 0: in turn, in this process
+        image_processor="fast",  # fast (torchvision backend) | pil
         loaded=None,  # (model, processor) already in memory: `from_model`
     ) -> None:
         super().__init__()
@@ -140,25 +145,30 @@ class RadarHF(lmms):
         self.batch_size_per_gpu = parse_batch_size(batch_size)  # lmms-eval hands it over as a string
         self.max_batch_size = max_batch_size
         self.share_prefix = as_bool(share_prefix)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        self.num_workers = resolve_num_workers(num_workers, local_processes)
+        self.pipeline_stats: dict = {}  # host preparation timings summed over loglikelihood calls (pipeline)
         self._scorer = None
         self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
         self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
         self.pretrained = pretrained
         self._model, self.processor = loaded if loaded is not None else likelihood.load_model(
             pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
-            processor_kwargs=self.processor_kwargs,
+            processor_kwargs=self.processor_kwargs, image_processor=image_processor,
         )
         self._finish_protocol()
         if self.rank == 0:
             logger.info(f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
-                        f"prompt_style {self.prompt_style}, score {self.score}")
+                        f"prompt_style {self.prompt_style}, score {self.score}, num_workers {self.num_workers}, "
+                        f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}")
 
     @classmethod
     def from_model(cls, model, processor, **model_args) -> "RadarHF":
         """radar_hf around a model already in memory: no loading and no copy; it scores on the model's device in
         the model's dtype. `model_args`: the model args other than those of loading (pretrained, device, dtype,
-        trust_remote_code, attn_implementation)."""
-        taken = sorted({"pretrained", "device", "dtype", "trust_remote_code", "attn_implementation"} & set(model_args))
+        trust_remote_code, attn_implementation, image_processor: the processor in memory is used as it is)."""
+        loading = {"pretrained", "device", "dtype", "trust_remote_code", "attn_implementation", "image_processor"}
+        taken = sorted(loading & set(model_args))
         if taken:
             raise ValueError(f"radar_hf.from_model: {', '.join(taken)} come from the model in memory")
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -297,6 +307,23 @@ class RadarHF(lmms):
         size = self.scorer.batch_size
         return 64 if size == "auto" else max(16, 4 * size)
 
+    def load_question(self, task, split, doc_id, context: str, doc_to_visual, continuations: list):
+        """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations,
+        prompt, skipped, place))`; the Question is None for an item that is not scored at all (`skipped` says why).
+
+        All the per-question host work before the scorer (the doc, its images, the prompt style) is here, in one
+        function: background workers run it (`models.pipeline`). `continuations` may hold callables
+        (doc_to_target of loglikelihood tasks)."""
+        doc, images = self._doc_and_images(doc_to_visual, doc_id, task, split)
+        continuations = [c if isinstance(c, str) else c(doc) for c in continuations]
+        place = (f"{doc['source_file']}: item {doc.get('id')!r}" if isinstance(doc, dict) and doc.get("source_file")
+                 else None)
+        skipped = self._text_problem(doc, continuations)
+        if skipped:  # None: the pipeline does not score it
+            return None, (None, continuations, None, skipped, place)
+        scored, question = self._prepare_question(doc, context, images, continuations)
+        return question, (scored, continuations, question.context, None, place)
+
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
         # of the prompt and its images (prefix_sharing). lmms-eval shards by doc, so a question never spans ranks.
@@ -306,45 +333,42 @@ class RadarHF(lmms):
             context, continuation = args[0], args[1]
             visual, doc_id, task, split = args[2:6] if len(args) >= 6 else (None, None, None, None)
             groups.setdefault((task, split, doc_id, context), (visual, []))[1].append((index, continuation))
+        items = list(groups.items())
+
+        def load(i: int):
+            (task, split, doc_id, context), (visual, members) = items[i]
+            return self.load_question(task, split, doc_id, context, visual, [c for _, c in members])
 
         results: list = [None] * len(requests)
         non_finite = 0
-        progress = tqdm(total=len(groups), disable=self.rank != 0, desc="radar_hf", unit="question")
-        items = list(groups.items())
-        window = self._window()
-        for start in range(0, len(items), window):
-            chunk = []
-            for (task, split, doc_id, context), (visual, members) in items[start : start + window]:
-                doc, images = self._doc_and_images(visual, doc_id, task, split)
-                # loglikelihood (not multiple_choice) tasks pass doc_to_target, a callable, as the continuation
-                continuations = [c if isinstance(c, str) else c(doc) for _, c in members]
-                skipped = self._text_problem(doc, continuations)
-                scored, question = (None, None) if skipped else self._prepare_question(doc, context, images,
-                                                                                        continuations)
-                chunk.append((doc, (task, doc_id), context, members, continuations, scored, question, skipped))
-            all_scores = iter(self.scorer.score([q for *_, q, skip in chunk if skip is None],
-                                                progress=progress.update))
-            for doc, where, context, members, continuations, scored, question, skipped in chunk:
-                if skipped is None:
-                    scores = next(all_scores)
+        pipeline = QuestionPipeline(self.scorer, load, len(items), num_workers=self.num_workers,
+                                    window=self._window(), pin_memory=self._device.type == "cuda")
+        # closing: an error here, in this loop, ends the workers at once too
+        with tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress, \
+                contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions:
+            for i, (scored, continuations, prompt, skipped, place), scores in scored_questions:
+                (task, _, doc_id, context), (_, members) = items[i]
+                if scores is None:  # not scored at all (`load_question` says why)
+                    progress.update(1)
+                else:
                     non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
                     skipped = next((s.skipped for s in scores if s.skipped), None)
-                else:
-                    progress.update(1)
                 if skipped:
-                    self._log_not_scored(doc, where, skipped)
+                    self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
                 answers = ([(math.nan, False)] * len(members) if skipped
                            else _protocol.answers(scored, scores, self.score))
-                prompt = question.context if question is not None else context
                 for (index, _), continuation, answer in zip(members, continuations, answers):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
                     # GenerationResult keeps the tuple intact through lmms-eval's output stringification; the
                     # tuple carries what the per-item record shows (metrics/items.py)
                     candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
-                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt, skipped))
-        progress.close()
+                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt or context, skipped))
+        for key, value in pipeline.stats.items():
+            self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
         self._sharing = self._gather_outcome()
-        logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}")
+        timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
+        logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
+                    f"host preparation {timing}")
         if non_finite:  # returned as is (the metric reports them), but say so once
             logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite loss")
         return results
@@ -374,13 +398,8 @@ class RadarHF(lmms):
             return None
         return f"its text holds {token!r}, a special token of this model, which would not be read as text"
 
-    def _log_not_scored(self, doc, where, reason: str) -> None:
+    def _log_not_scored(self, place: str, reason: str) -> None:
         self.not_scored += 1
-        task, doc_id = where
-        if isinstance(doc, dict) and doc.get("source_file"):
-            place = f"{doc['source_file']}: item {doc.get('id')!r}"
-        else:
-            place = f"task {task} doc {doc_id}"
         logger.warning(f"radar_hf: {place}: not scored, counted as skipped: {reason}")
 
     # ------------------------------------------------------------------------------------------- run metadata
