@@ -25,15 +25,18 @@ class Scored(tuple):
     """One candidate's result as `radar_hf` returns it: lmms-eval's `(loss, is_greedy)` tuple (it unpacks as one),
     carrying what the item record shows besides: `candidate` (the text scored, without the joiner), `prompt` (the
     text given to the model, image markers kept; on the first candidate of an item) and `skipped` (why the item
-    was not scored). Results of other wrappers lack them: the record then shows the doc's choices and no prompt."""
+    was not scored) and `dropped` (a reference quirk left this candidate out: it holds no probability and does not
+    count towards the item's chance level). Results of other wrappers lack them: the record then shows the doc's
+    choices and no prompt."""
 
-    def __new__(cls, values, candidate: str | None = None, prompt: str | None = None, skipped: str | None = None):
+    def __new__(cls, values, candidate: str | None = None, prompt: str | None = None, skipped: str | None = None,
+                dropped: bool = False):
         obj = super().__new__(cls, values)
-        obj.candidate, obj.prompt, obj.skipped = candidate, prompt, skipped
+        obj.candidate, obj.prompt, obj.skipped, obj.dropped = candidate, prompt, skipped, dropped
         return obj
 
     def __reduce__(self):
-        return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped))
+        return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
 
 
 def _unwrapped(result):
@@ -52,15 +55,18 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     record = {
         "id": doc.get("id", doc.get("doc_id")), "subset": doc.get("subset"), "category": doc.get("category"),
         "ability": doc.get("ability"), "p": None, "scores": None, "correct": False, "skipped": None,
-        "n_candidates": len(doc.get("choices", results)), "gold": gold, "convention": convention,
+        # K of the chance level 1/K: the candidates that took part (a quirk may leave some out)
+        "n_candidates": sum(not getattr(r, "dropped", False) for r in unwrapped) if unwrapped else len(choices or ()),
+        "gold": gold, "convention": convention,
         "candidates": given if given and None not in given and not doc.get("skipped") else choices,
         "prompt": getattr(unwrapped[0], "prompt", None) if unwrapped else None,
     }
     if doc.get("skipped"):
         record["skipped"] = SKIP_TOO_MANY_IMAGES
         return record
-    if len(results) != record["n_candidates"]:
-        raise ValueError(f"item {record['id']!r}: {len(results)} results for {record['n_candidates']} candidates")
+    expected = len(choices) if choices is not None else len(results)
+    if len(results) != expected:
+        raise ValueError(f"item {record['id']!r}: {len(results)} results for {expected} candidates")
     record["skipped"] = next((r.skipped for r in unwrapped if getattr(r, "skipped", None)), None)
     if record["skipped"]:
         return record

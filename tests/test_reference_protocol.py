@@ -475,16 +475,20 @@ def probe_item(doc) -> dict:
             "answers": doc["choices"], "letters": None, "files": doc["images"]}
 
 
-def run_instances(wrapper, doc, context="IGNORED <image>"):
-    """One multiple_choice question through RadarHF.loglikelihood, as lmms-eval builds it; returns its p."""
+def run_instances(wrapper, doc, context="IGNORED <image>", records=None):
+    """One multiple_choice question through RadarHF.loglikelihood, as lmms-eval builds it; returns its p (and
+    appends the item record the task's metric makes of the results to `records`, when given)."""
     from radar_tasks.data.images import load_rgb
+    from radar_tasks.metrics import items
 
     wrapper.task_dict = {TASK: {SPLIT: [doc]}}
     visual = lambda d: [load_rgb(p) for p in d["images"]]  # noqa: E731 - as the task's doc_to_visual
     requests = [Instance("loglikelihood", (context, " " + c, visual, 0, TASK, SPLIT), idx=i,
                          metadata={"task": TASK, "doc_id": 0, "repeats": 1}) for i, c in enumerate(doc["choices"])]
-    losses = [r.text[0] for r in wrapper.loglikelihood(requests)]
-    return softmax([-x for x in losses])
+    results = [r.text for r in wrapper.loglikelihood(requests)]
+    if records is not None:
+        records.append(items.score_item(doc, results))
+    return softmax([-r[0] for r in results])
 
 
 def test_internvl_reverse_images_reproduces_the_script_order(tiny_checkpoint, tiny_images, tmp_path):
@@ -552,14 +556,19 @@ def test_switches_turn_quirks_off_under_paper(tiny_checkpoint, tiny_images, tmp_
         item = dict(probe_item(doc), answers=letters)
         return softmax(reference_qwen2_vl(model, processor, item, to_rgb=to_rgb))
 
+    records = []
+
     def p_of(**kwargs):
         return run_instances(RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32",
-                                     **small, **kwargs), doc)
+                                     **small, **kwargs), doc, records=records)
 
     # "B" is scored as the correct letter, though the block letters a distractor with it (the scripts' rule)
     two = p_of()
     assert two == pytest.approx(reference(["B", "A"], qwen_to_rgb) + [0.0], abs=1e-5)
+    # the chance level of a two-letter item is 1/2: the dropped letter does not count
+    assert records[-1]["n_candidates"] == 2 and records[-1]["p"] == pytest.approx(two[0], abs=1e-9)
     assert p_of(mmmu_two_letters="false") == pytest.approx(reference(["C", "A", "B"], qwen_to_rgb), abs=1e-5)
+    assert records[-1]["n_candidates"] == 3
     dropped = p_of(image_conversion="pil_convert")
     assert dropped == pytest.approx(reference(["B", "A"], lambda im: im.convert("RGB")) + [0.0], abs=1e-5)
     assert abs(dropped[0] - two[0]) > 1e-4

@@ -166,6 +166,16 @@ def test_item_record_carries_candidates_and_prompt_from_the_wrapper():
     assert rec["candidates"] == ["c0", "c1"] and rec["prompt"] is None
 
 
+def test_a_dropped_candidate_does_not_count_towards_the_chance_level():
+    results = [I.Scored((0.2, True), "A"), I.Scored((1.0, False), "B"), I.Scored((1e30, False), "C", dropped=True)]
+    rec = I.score_item(_doc(n=3), results)
+    assert rec["n_candidates"] == 2 and len(rec["scores"]) == 3
+    assert rec["p"] == pytest.approx(1 / (1 + math.exp(-0.8)))
+    assert I.score_item(_doc(n=3), [(0.2, True), (1.0, False), (3.0, False)])["n_candidates"] == 3
+    with pytest.raises(ValueError, match="2 results for 3 candidates"):
+        I.score_item(_doc(n=3), results[:2])
+
+
 def test_item_the_wrapper_did_not_score_is_skipped_with_its_reason():
     reason = "prompt and candidate hold 9000 tokens, more than the model's 4096 positions"
     results = [I.Scored((math.nan, False), f"c{i}", "long prompt", reason) for i in range(2)]

@@ -346,7 +346,7 @@ Asymmetry (per run, from the summary rows; metric SDS unless said otherwise):
   gap = (SDS_perception - chance_perception) - (SDS_reasoning - chance_reasoning)
 where SDS_a is the ability score (unweighted mean over subsets of the unweighted mean over their categories of
 ability a, as in the results JSON) and chance_a is the same balanced mean of each category's mean of 1/K over
-its scored items (K = number of candidates of the item, `n_candidates` in the per-item logs). Positive gap:
+its scored items (K = number of candidates scored for the item, `n_candidates` in the per-item logs). Positive gap:
 perception stands further above chance than reasoning. Without per-item logs chance is unknown and only
 gap_raw = SDS_perception - SDS_reasoning is reported.
 Between consecutive runs of a series (ordered by tokens, else steps, else run order):

@@ -357,12 +357,14 @@ class RadarHF(lmms):
                     self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
                 answers = ([(math.nan, False)] * len(members) if skipped
                            else _protocol.answers(scored, scores, self.score))
-                for (index, _), continuation, answer in zip(members, continuations, answers):
+                kept = scored or (True,) * len(members)
+                for (index, _), continuation, answer, keep in zip(members, continuations, answers, kept):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
                     # GenerationResult keeps the tuple intact through lmms-eval's output stringification; the
                     # tuple carries what the per-item record shows (metrics/items.py)
                     candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
-                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt or context, skipped))
+                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt or context, skipped,
+                                                                  dropped=not keep))
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
         self._sharing = self._gather_outcome()
