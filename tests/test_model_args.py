@@ -19,7 +19,6 @@ def ckpt(tmp_path):
 
 
 def test_the_table_is_radar_hf_keyword_arguments():
-    pytest.importorskip("lmms_eval")
     from radar_tasks.models.radar_hf import RadarHF
 
     # `loaded` is RadarHF.from_model's way in (a model in memory), not a model arg
@@ -98,7 +97,6 @@ def test_pretrained_must_exist(tmp_path, ckpt, monkeypatch):
 
 
 def test_radar_hf_from_an_arg_string_refuses_before_loading(ckpt):
-    pytest.importorskip("lmms_eval")
     from radar_tasks.models.radar_hf import RadarHF
 
     with pytest.raises(ArgumentError, match="share_prefix"):  # ckpt holds no weights: nothing was loaded

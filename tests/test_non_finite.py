@@ -113,6 +113,13 @@ def test_non_finite_model_score_end_to_end(lmms_eval_imported, bench, wiki_items
                           verbosity="WARNING")
     [warning] = non_finite_warnings(loguru_messages)
     assert warning.startswith(f"{rel}: item {bad_id!r}: model returned a non-finite score")
+    # the wrapper's count is of the scores it returned (every NLL is NaN here: the head's NaN row reaches the
+    # softmax normaliser of every position; the raw logits only of the bad item's candidates holding the token)
+    bad = [c for c in [items[bad_id]["answer"], *items[bad_id]["distraction"]]
+           if token in processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]]
+    n_all = sum(1 + len(it["distraction"]) for it in items.values())
+    assert [m for m in loguru_messages if "continuations got a non-finite" in m] == [
+        f"radar_hf: {len(bad)} of {n_all} continuations got a non-finite logit score"]
 
     result = out["results"]["radar_wiki_animal"]
     rows = {row["sds"]["id"]: row["sds"] for row in out["samples"]["radar_wiki_animal"]}

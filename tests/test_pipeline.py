@@ -15,9 +15,6 @@ import textwrap
 import time
 
 import pytest
-
-pytest.importorskip("lmms_eval")
-
 from lmms_eval.api.instance import Instance
 
 from radar_tasks import prompts, taxonomy

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -27,9 +26,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("lmms_eval")
-
 from lmms_eval.api.instance import Instance
 from PIL import Image
 
@@ -297,7 +293,6 @@ TRIGGER_ITEMS = {  # MMMU-Pro items where `ori_options` and the candidates disag
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("refproto")
-    os.environ.setdefault("HF_DATASETS_CACHE", str(root / "hf-cache"))
     bench = make_fixture(root / "M3-Bench")
     [path] = (bench / "multiple_discipline_reasoning").glob("MMMU_Pro_Agriculture_*.json")
     data = json.loads(path.read_text())
@@ -336,9 +331,8 @@ def lmms_runs(bench, tiny_checkpoint):
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    previous = os.environ.get("RADAR_M3BENCH_DIR")
-    os.environ["RADAR_M3BENCH_DIR"] = str(bench)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RADAR_M3BENCH_DIR", str(bench))
         manager, runs = TaskManager(model_name="radar_hf"), {}  # the per-model prompt kwargs (image markers)
         for name, (family, args, tasks, _) in RUNS.items():
             results = simple_evaluate(model="radar_hf", model_args=f"pretrained={tiny_checkpoint(family)},{args}",
@@ -346,11 +340,6 @@ def lmms_runs(bench, tiny_checkpoint):
                                       task_manager=manager, verbosity="WARNING")
             assert results is not None and set(tasks) <= set(results["results"]), name
             runs[name] = {(t, row["sds"]["id"]): row["sds"] for t in tasks for row in results["samples"][t]}
-    finally:
-        if previous is None:
-            os.environ.pop("RADAR_M3BENCH_DIR", None)
-        else:
-            os.environ["RADAR_M3BENCH_DIR"] = previous
     return runs
 
 
@@ -478,8 +467,9 @@ def probe_item(doc) -> dict:
 def run_instances(wrapper, doc, context="IGNORED <image>", records=None):
     """One multiple_choice question through RadarHF.loglikelihood, as lmms-eval builds it; returns its p (and
     appends the item record the task's metric makes of the results to `records`, when given)."""
-    from radar_tasks.data.images import load_rgb
     from radar_tasks.metrics import items
+
+    from radar_tasks.data.images import load_rgb
 
     wrapper.task_dict = {TASK: {SPLIT: [doc]}}
     visual = lambda d: [load_rgb(p) for p in d["images"]]  # noqa: E731 - as the task's doc_to_visual

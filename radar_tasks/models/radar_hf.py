@@ -351,12 +351,13 @@ class RadarHF(lmms):
                 if scores is None:  # not scored at all (`load_question` says why)
                     progress.update(1)
                 else:
-                    non_finite += sum(s.n_tokens > 0 and not math.isfinite(s.nll) for s in scores)
                     skipped = next((s.skipped for s in scores if s.skipped), None)
                 if skipped:
                     self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
                 answers = ([(math.nan, False)] * len(members) if skipped
                            else _protocol.answers(scored, scores, self.score))
+                # what is returned, under either score sign
+                non_finite += 0 if skipped else sum(not math.isfinite(loss) for loss, _ in answers)
                 kept = scored or (True,) * len(members)
                 for (index, _), continuation, answer, keep in zip(members, continuations, answers, kept):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
@@ -372,7 +373,7 @@ class RadarHF(lmms):
         logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
                     f"host preparation {timing}")
         if non_finite:  # returned as is (the metric reports them), but say so once
-            logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite loss")
+            logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.score} score")
         return results
 
     # ------------------------------------------------------------------------------------------- not scored
