@@ -166,6 +166,22 @@ def test_item_record_carries_candidates_and_prompt_from_the_wrapper():
     assert rec["candidates"] == ["c0", "c1"] and rec["prompt"] is None
 
 
+def test_item_record_reads_results_still_wrapped_in_lmms_eval_generation_results():
+    class Wrapped:  # the shape of lmms-eval's GenerationResult (a `text` attribute) that the evaluator did not unwrap
+        def __init__(self, text):
+            self.text = text
+
+    results = [Wrapped(I.Scored((0.2, True), "dog", "<image> Which?")), Wrapped(I.Scored((1.0, False), "cat"))]
+    rec = I.score_item(_doc(n=2), results)
+    assert rec["candidates"] == ["dog", "cat"] and rec["prompt"] == "<image> Which?"
+    assert rec["p"] == pytest.approx(1 / (1 + math.exp(-0.8)))
+
+
+def test_a_skipped_item_shows_the_docs_choices_not_the_one_request_it_made():
+    rec = I.score_item(_doc(n=3, skipped=True), [I.Scored((math.nan, False), "c0")])
+    assert rec["skipped"] == I.SKIP_TOO_MANY_IMAGES and rec["candidates"] == ["c0", "c1", "c2"]
+
+
 def test_a_dropped_candidate_does_not_count_towards_the_chance_level():
     results = [I.Scored((0.2, True), "A"), I.Scored((1.0, False), "B"), I.Scored((1e30, False), "C", dropped=True)]
     rec = I.score_item(_doc(n=3), results)
