@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import m3bench
-from radar_tasks.errors import M3BenchError
 from radar_tasks.demo.fixture import make_fixture
+from radar_tasks.errors import M3BenchError
 from radar_tasks.tasks.hooks import doc_to_choice, doc_to_text, doc_to_visual
 
 WIKI = "Wiki_animal_identification"
@@ -126,6 +127,8 @@ def test_correct_first_is_the_seeded_draw_in_every_file_order(root):
     lettered = [r for r in recs if r["options_text"]]
     assert {r["correct_first"] for r in lettered} == {True, False}  # both orders occur in the fixture
     for r in lettered:
+        # the draw is pinned (changing it changes every MMMU-Pro letter score): seed 0, keyed by subset and id
+        assert r["correct_first"] == (random.Random(f"0:mmmu_pro/{r['id']}").random() > 0.5)
         assert r["options_text"].startswith(f" A. {r['answer']} " if r["correct_first"] else " A. ")
         assert r["options_text"].endswith(f" {r['answer']}{prompts.SELECT_PROMPT}") != r["correct_first"]
 
@@ -418,3 +421,17 @@ def test_header_only_image_above_the_pixel_limit_is_named(root):
                       + chunk(b"IEND", b""))
     text = _load_error()
     assert f"image {WIKI}/images/{image.name} is 12000x12000 = 144,000,000 pixels, above the limit" in text
+
+
+@pytest.mark.parametrize("qid,problem", [
+    ("../../outside/secret", "path separator"), ("a\\b", "path separator"), ("/abs/x", "path separator"),
+    ("a\x1fb", "control character"), ("a\x7fb", "control character"), ("", "names no file"), ("   ", "names no file"),
+    ("..", "names no file"), ("..--2", "names no file"), (".--x", "names no file"), ("x" * 201, "longer"),
+])
+def test_ids_that_cannot_name_a_file_inside_their_folder(qid, problem):
+    assert problem in m3bench.id_problem(qid)
+
+
+@pytest.mark.parametrize("qid", ["test_Art_12", "Abyssinian cat 3", "q--2", "a--..", "épreuve_1", "x" * 200, "a.b"])
+def test_ids_the_layout_can_use(qid):
+    assert m3bench.id_problem(qid) is None

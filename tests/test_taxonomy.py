@@ -145,3 +145,18 @@ def test_check_finds_a_stale_or_orphan_file(tmp_path, monkeypatch, capsys):
     assert generate_tasks.main([]) == 0 and generate_tasks.main(["--check"]) == 0
     assert not (copy / "radar_mmbench_old_category.yaml").exists()
 
+
+
+def test_leaves_of_covers_groups_subsets_and_lite_names():
+    every = taxonomy.leaf_tasks()
+    mmm = taxonomy.leaves_of("radar_mmm")
+    assert len(mmm) == len(set(mmm)) == len(every) == 57 and set(mmm) == set(every)
+    perception, reasoning = taxonomy.leaves_of("radar_perception"), taxonomy.leaves_of("radar_reasoning")
+    assert set(perception) | set(reasoning) == set(every) and not set(perception) & set(reasoning)
+    assert all(taxonomy.ability_of(s, c) == "perception" for s, c in perception)
+    mmbench = taxonomy.leaves_of("radar_mmbench")
+    assert sorted(mmbench) == sorted(leaf for leaf in every if leaf[0] == "mmbench") and len(mmbench) == 20
+    assert taxonomy.leaves_of("wiki_animal") == taxonomy.leaves_of("radar_wiki_animal") == [("wiki_animal",) * 2]
+    assert taxonomy.leaves_of("radar_mmbench_ocr_lite") == [("mmbench", "ocr")]
+    assert taxonomy.leaves_of("radar_perception_lite") == perception
+    assert taxonomy.leaves_of("mmlu") is None and taxonomy.leaves_of("lite_radar_mmm") is None
