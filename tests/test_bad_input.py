@@ -143,8 +143,8 @@ def test_every_problem_of_a_category_is_reported(root):
     assert report.problems == [
         f"{MMBENCH}/: no json file for category 'ocr' (task radar_mmbench_ocr)",
         f"{MMBENCH}/: no json file for category 'action_recognition' (task radar_mmbench_action_recognition)",
-        f"{MMBENCH}/{first.name}: malformed JSON at line 1 column 2: Expecting property name enclosed in double "
-        "quotes",
+        f"{MMBENCH}/{first.name}: malformed JSON: Expecting property name enclosed in double quotes "
+        "at line 1 column 2",
         f"{MMBENCH}/{second.name}: item '{qid}-copy': 'answer' is not a string (got NoneType: None)",
     ]
     assert report.counts[("mmbench", "future_prediction")] == 0

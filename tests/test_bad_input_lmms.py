@@ -70,7 +70,7 @@ class Case:
 
 
 CASES = [
-    Case("truncated json", "malformed JSON at line", _truncate_json),
+    Case("truncated json", "malformed JSON: ", _truncate_json),
     Case("RADAR_M3BENCH_DIR unset", "RADAR_M3BENCH_DIR is not set", unset_root=True, names_file=False),
     Case("JPEG cut in half", "is unreadable or truncated", _cut_jpeg),
     Case("id walks out of the root", "item '../../../outside/secret': the id holds a path separator", _id_walks_out),

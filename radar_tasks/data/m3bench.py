@@ -137,7 +137,8 @@ def read_json(path: Path, root: Path) -> dict:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys(rel))
     except json.JSONDecodeError as exc:
-        raise M3BenchError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", rel) from None
+        where = f"{'' if exc.msg.endswith(' at') else ' at'} line {exc.lineno} column {exc.colno}"  # "... starting at"
+        raise M3BenchError(f"malformed JSON: {exc.msg}{where}", rel) from None
     except RecursionError:
         raise M3BenchError("JSON nested too deeply to be M3-Bench data", rel) from None
     if not isinstance(data, dict):
