@@ -30,12 +30,12 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from radar_tasks.staging import replacing
 from radar_tasks.taxonomy import MMMU_PRO_SUBJECTS, SUBSETS_BY_NAME
 
 FULL_SIZE = 14904
@@ -242,21 +242,13 @@ def generate(out: str | os.PathLike, items: int = FULL_SIZE, seed: int = 0) -> P
     out = Path(out).expanduser().absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        pool_dir = tmp / ".pool"
+    with replacing(out) as staging:
+        pool_dir = staging / ".pool"
         pool_dir.mkdir()
         pool, rng = Pool(pool_dir, seed), random.Random(seed)
         for rel, n in file_counts(items).items():
-            write_items(tmp, rel, n, pool, rng)
+            write_items(staging, rel, n, pool, rng)
         shutil.rmtree(pool_dir)  # the links keep the bytes
-        if out.is_dir():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

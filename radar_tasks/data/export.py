@@ -15,17 +15,15 @@ Everything is written to a hidden sibling folder first and renamed at the end: a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from radar_tasks import taxonomy
 from radar_tasks.data import m3bench
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
+from radar_tasks.staging import replacing
 from radar_tasks.tasks.exported_hooks import IMAGE_FILES
 
 SPLIT = "test"
@@ -167,20 +165,6 @@ def _card(summaries: list[ConfigSummary], infos: dict, root: Path) -> str:
         "config_name=<config>)`.", "",
     ]
     return DatasetCard("---\n" + data.to_yaml() + "\n---\n" + "\n".join(lines)).content
-
-
-@contextlib.contextmanager
-def replacing(out: Path):
-    """A hidden sibling folder to write into: it replaces `out` when the block succeeds, and is removed when not."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield staging
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _replaceable(out: Path) -> bool:

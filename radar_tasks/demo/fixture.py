@@ -46,11 +46,11 @@ import io
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from radar_tasks.staging import replacing
 
 # ---------------------------------------------------------------------------------------------------------------
 # Vocabulary (public: synthetic pretraining data should use the same words and drawing style)
@@ -476,18 +476,9 @@ def make_fixture(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         if any(out.iterdir()):
             raise ValueError(f"make_fixture: refusing to write into non-empty folder {out}")
     files = build_files(seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with replacing(out) as staging:
         for rel, data in files.items():
-            _write_file(tmp / rel, data)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above); fails if something appeared in the meantime
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            _write_file(staging / rel, data)
     return out
 
 

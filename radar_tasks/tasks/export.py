@@ -563,7 +563,7 @@ def export_tasks(out: str | os.PathLike, dataset_path: str) -> dict[str, str]:
     out = Path(out).absolute()
     if not _replaceable(out):
         raise ExportError(f"{out} exists and is not an exported task folder: refusing to overwrite it")
-    from radar_tasks.data.export import replacing
+    from radar_tasks.staging import replacing
 
     files = render_tasks(resolve_dataset_path(dataset_path))
     with replacing(out) as staging:
