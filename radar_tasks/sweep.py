@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from radar_tasks.staging import swap_in
+
 SWEEP_FILE = "sweep.json"
 REPORT_INPUTS = ".sweep-inputs.json"  # in the report folder: the runs and labels it was written from
 SWEEP_VERSION = 1
@@ -340,17 +342,6 @@ def remove_dead_partials(runs_dir: Path) -> list[Path]:
     return removed
 
 
-def _swap_in(partial: Path, final: Path) -> None:
-    """Rename `partial` to `final`, replacing an older `final` (never leaving neither)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{socket.gethostname()}-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(partial, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------------------------------- the sweep
 
 
@@ -442,7 +433,7 @@ def refresh_report(out_dir: Path, done: Sequence[tuple[Checkpoint, Path]]) -> Pa
     shutil.rmtree(tmp, ignore_errors=True)
     write_report([r for _, r in done], tmp, labels=labels)
     (tmp / REPORT_INPUTS).write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
-    _swap_in(tmp, report_dir)
+    swap_in(tmp, report_dir)
     return report_dir / "report.md"
 
 
@@ -574,7 +565,7 @@ def _one(c: Checkpoint, key: Mapping, tasks: Sequence[str], runs_dir: Path, root
     if weights_stamp(c.path) != stamp:  # the folder changed while it was evaluated: these are not its results
         shutil.rmtree(partial, ignore_errors=True)
         return Outcome(c, "failed", seconds, message="the checkpoint folder changed during its evaluation")
-    _swap_in(partial, final)
+    swap_in(partial, final)
     return Outcome(c, "evaluated", seconds, results=final / meta["results"])
 
 

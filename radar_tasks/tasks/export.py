@@ -550,20 +550,13 @@ def missing_configs(dataset_path: str) -> list[str]:
     return [c for c in (config_name(s, k) for s, k in taxonomy.leaf_tasks()) if c not in have]
 
 
-def _replaceable(out: Path) -> bool:
-    if not out.exists():
-        return True
-    utils = out / UTILS
-    return out.is_dir() and (not any(out.iterdir())
-                             or (utils.is_file() and MARKER in utils.read_text(encoding="utf-8")[:500]))
-
-
 def export_tasks(out: str | os.PathLike, dataset_path: str) -> dict[str, str]:
     """Write the task folder `out` (replacing an earlier export); returns its files."""
     out = Path(out).absolute()
-    if not _replaceable(out):
+    from radar_tasks.staging import replaceable, replacing
+
+    if not replaceable(out, UTILS, MARKER, head=500):
         raise ExportError(f"{out} exists and is not an exported task folder: refusing to overwrite it")
-    from radar_tasks.staging import replacing
 
     files = render_tasks(resolve_dataset_path(dataset_path))
     with replacing(out) as staging:
