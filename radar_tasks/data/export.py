@@ -22,9 +22,9 @@ from pathlib import Path
 
 from radar_tasks import taxonomy
 from radar_tasks.data import m3bench
+from radar_tasks.data.images import IMAGE_FILES
 from radar_tasks.errors import CategoryFileMissing, M3BenchError
-from radar_tasks.staging import replacing
-from radar_tasks.tasks.exported_hooks import IMAGE_FILES
+from radar_tasks.staging import replaceable, replacing
 
 SPLIT = "test"
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
@@ -167,16 +167,6 @@ def _card(summaries: list[ConfigSummary], infos: dict, root: Path) -> str:
     return DatasetCard("---\n" + data.to_yaml() + "\n---\n" + "\n".join(lines)).content
 
 
-def _replaceable(out: Path) -> bool:
-    """`out` may be replaced: absent, an empty folder, or an earlier export (its card carries the marker)."""
-    if not out.exists():
-        return True
-    if not out.is_dir():
-        return False
-    card = out / "README.md"
-    return not any(out.iterdir()) or (card.is_file() and CARD_MARKER in card.read_text(encoding="utf-8"))
-
-
 def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None, subsets: list[str] | None = None,
                    max_shard_bytes: int = MAX_SHARD_BYTES) -> list[ConfigSummary]:
     """Write the dataset folder `out` from the M3-Bench root (default $RADAR_M3BENCH_DIR); raises M3BenchError."""
@@ -188,7 +178,7 @@ def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None
     unknown = [s for s in subsets or [] if s not in names]
     if unknown:
         raise M3BenchError(f"unknown subset {unknown[0]!r} (one of {', '.join(names)})")
-    if not _replaceable(out):
+    if not replaceable(out, "README.md", CARD_MARKER):
         raise M3BenchError(f"{out} exists and is not an M3-Bench dataset export: refusing to overwrite it")
     with replacing(out) as staging:
         summaries, infos = [], {}

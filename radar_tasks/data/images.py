@@ -78,6 +78,8 @@ def _truncated_images_refused():
 # The column of an exported record holding its image files (datasets' undecoded Image: {"bytes", "path"}); its
 # `images` then holds their names under the release root (radar_tasks.tasks.exported_hooks.process_docs).
 IMAGE_DATA = "image_data"
+# The column of the exported dataset holding those names (its `images` column holds the embedded files).
+IMAGE_FILES = "image_files"
 
 
 def sources(record: dict) -> list:

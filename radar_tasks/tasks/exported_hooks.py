@@ -35,10 +35,9 @@ SE_SUFFIX = "_se"
 # metric aggregated by a key of this table), and the group aggregation of the `*_se` metrics.
 SE_AGGREGATIONS = {"sds_aggregate": "sds_se_aggregate", "acc_aggregate": "acc_se_aggregate"}
 GROUP_SE = "group_se"
-# A record's images in the exported dataset: `images` holds the embedded files (datasets.Image), IMAGE_FILES their
-# paths under the release root. process_docs moves the files to images.IMAGE_DATA and the paths to `images`:
+# A record's images in the exported dataset: `images` holds the embedded files (datasets.Image), images.IMAGE_FILES
+# their paths under the release root. process_docs moves the files to images.IMAGE_DATA and the paths to `images`:
 # lmms-eval drops Image columns from the docs it builds prompts from (and logs), and the prompt needs the image count.
-IMAGE_FILES = "image_files"
 # What the `*_se` aggregations read of an item record (items.leaf_stderr, items.sds_values, items.acc_values)
 SE_FIELDS = ("id", "subset", "category", "p", "correct")
 
@@ -49,7 +48,7 @@ def process_docs(dataset):
     `doc_to_visual` decodes exactly as the package decodes the files (datasets' own decoding would also apply EXIF
     orientation)."""
     dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
-    return dataset.rename_columns({"images": images_io.IMAGE_DATA, IMAGE_FILES: "images"})
+    return dataset.rename_columns({"images": images_io.IMAGE_DATA, images_io.IMAGE_FILES: "images"})
 
 
 def select_docs(docs, row: dict):
