@@ -182,7 +182,7 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, batch_size=1, limi
 
     from radar_tasks.data import m3bench
     from radar_tasks.runner import environment
-    from radar_tasks.tasks.plugin import reuse_task_index
+    from radar_tasks.tasks.plugin import install_preflight, reuse_task_index
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not names:
@@ -190,6 +190,9 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, batch_size=1, limi
     module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     root = str(m3bench.resolve_root(data_dir).absolute())
     reuse_task_index()
+    # `evaluator.simple_evaluate(..., task_manager=TaskManager(...))` looks the function up before the TaskManager
+    # that would wrap it is built (plugin.install_preflight): wrap it now, or a process's first call runs unchecked
+    install_preflight()
     with _preserved(module), environment(RADAR_M3BENCH_DIR=root):
         lm = InLoopRadarHF.from_model(module, processor, batch_size=batch_size, **radar_hf_args)
         results = evaluator.simple_evaluate(

@@ -123,3 +123,28 @@ def test_two_processes_give_the_numbers_of_one(mode, one_process, tiny_series, f
                 assert ranks[0]["scores"][task][metric] == pytest.approx(value, abs=1e-6), (task, metric)
     items = {r["id"]: r["p"] for r in ranks[0]["scores"]["radar_mathvista"]["samples"]}
     assert len(items) == 5  # each question once: lmms-eval's padding copies are not counted
+
+
+def test_the_first_evaluate_of_a_process_is_checked_before_scoring(tiny_checkpoint, fixture_root, tmp_path):
+    """In a fresh process (no TaskManager built yet), bad data stops `evaluate` with the pre-flight's one-line
+    InputError, not with lmms-eval's retries ending in a RetryError."""
+    import shutil
+
+    bench = tmp_path / "M3-Bench"
+    shutil.copytree(fixture_root, bench)
+    [path] = (bench / "Wiki_animal_identification").glob("*.json")
+    path.write_text(path.read_text()[:40])
+    code = (
+        "import sys, radar_tasks\n"
+        "from radar_tasks.errors import InputError\n"
+        "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
+        f"folder = {str(tiny_checkpoint('qwen2_vl'))!r}\n"
+        "model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)\n"
+        "try:\n"
+        f"    radar_tasks.evaluate(model, processor, tasks=['radar_wiki_animal'], data_dir={str(bench)!r})\n"
+        "except InputError as exc:\n"
+        "    print('InputError:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].startswith(f"InputError: {path.relative_to(bench)}: malformed JSON")
