@@ -29,7 +29,7 @@ def _check_data(args) -> int:
     from radar_tasks.data import m3bench
     from radar_tasks.errors import M3BenchError
 
-    leaves = None if not args.subset else {leaf for name in args.subset for leaf in taxonomy.leaves_of(name)}
+    leaves = None if not args.subset else {leaf for name in args.subset for leaf in _selected_leaves(name)}
     subsets = None if leaves is None else [s.name for s in taxonomy.SUBSETS if any(s.name == x for x, _ in leaves)]
     try:
         report = m3bench.check_root(args.root, subsets, leaves)
@@ -160,10 +160,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _selected_leaves(name: str):
+    """The leaves `check-data --subset` names: a radar_* task or group, or a subset by its name (`mmbench`)."""
+    from radar_tasks import taxonomy
+
+    return taxonomy.leaves_of(taxonomy.task_name(name) if name in taxonomy.SUBSETS_BY_NAME else name)
+
+
 def _data_selection(name: str) -> str:
     from radar_tasks import taxonomy
 
-    if taxonomy.leaves_of(name) is None:
+    if _selected_leaves(name) is None:
         subsets = ", ".join(s.name for s in taxonomy.SUBSETS)
         raise argparse.ArgumentTypeError(f"{name!r} is neither a subset ({subsets}) nor a radar_* task or group")
     return name

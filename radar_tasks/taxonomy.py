@@ -138,13 +138,12 @@ def groups() -> dict[str, list[str]]:
 
 def leaves_of(name: str) -> list[tuple[str, str]] | None:
     """(subset, category) of every leaf task a task or group name covers (a lite task or group reads the same
-    categories as its full one); a subset name counts as its task. None: not one of ours."""
+    categories as its full one). None: not one of ours (a bare subset name such as `mmbench` is not: lmms-eval has
+    tasks of that name)."""
     from radar_tasks.data.lite import SUFFIX
 
     name = name.removesuffix(SUFFIX)
     leaves = {task_name(s, c): (s, c) for s, c in leaf_tasks()}
-    if name in SUBSETS_BY_NAME:
-        name = task_name(name)
     if name in leaves:
         return [leaves[name]]
     members = groups().get(name)

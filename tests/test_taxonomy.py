@@ -156,7 +156,17 @@ def test_leaves_of_covers_groups_subsets_and_lite_names():
     assert all(taxonomy.ability_of(s, c) == "perception" for s, c in perception)
     mmbench = taxonomy.leaves_of("radar_mmbench")
     assert sorted(mmbench) == sorted(leaf for leaf in every if leaf[0] == "mmbench") and len(mmbench) == 20
-    assert taxonomy.leaves_of("wiki_animal") == taxonomy.leaves_of("radar_wiki_animal") == [("wiki_animal",) * 2]
+    assert taxonomy.leaves_of("radar_wiki_animal") == [("wiki_animal",) * 2]
+    # a bare subset name is lmms-eval's own task where one exists (mmbench, mathvista): not ours
+    assert taxonomy.leaves_of("mmbench") is None and taxonomy.leaves_of("wiki_animal") is None
     assert taxonomy.leaves_of("radar_mmbench_ocr_lite") == [("mmbench", "ocr")]
     assert taxonomy.leaves_of("radar_perception_lite") == perception
     assert taxonomy.leaves_of("mmlu") is None and taxonomy.leaves_of("lite_radar_mmm") is None
+
+
+def test_the_preflight_leaves_lmms_evals_own_tasks_alone():
+    from radar_tasks.tasks import preflight
+
+    # no task manager: names only (lmms-eval ships mmbench, mathvista and mmmu_pro tasks of its own)
+    assert preflight.leaves(["mmbench", "mathvista", "mmmu_pro"]) == []
+    assert preflight.leaves(["mmbench", "radar_mathvista"]) == [("mathvista", "mathvista")]
