@@ -43,14 +43,6 @@ def results_json(output_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"no *_results.json under {output_path}: the evaluation failed (see its log)") from None
 
 
-def existing_results(output_path: str | os.PathLike) -> Path | None:
-    """The results JSON of an earlier run into `output_path`, or None."""
-    try:
-        return results_json(output_path) if Path(output_path).exists() else None
-    except FileNotFoundError:
-        return None
-
-
 @contextlib.contextmanager
 def environment(**values: str):
     """`os.environ` with `values` set, restored afterwards."""
