@@ -138,6 +138,11 @@ def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> S
     return Score(statistic(values), parts)
 
 
+def leaf_mean(records: Sequence[dict], values_of) -> Score:
+    """A leaf task's score: the mean of `values_of(records)`, tagged with its (subset, category)."""
+    return leaf_score(records, values_of(records), S.mean)
+
+
 def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> Score:
     """Seeded bootstrap standard error of a leaf's mean of `values_of(records)`, tagged like its score.
 
@@ -158,6 +163,16 @@ def _by_part(values: Sequence[float]) -> dict[tuple[str, int], float] | None:
             return None
         parts[(subsets.pop(), len(parts))] = float(v)
     return parts
+
+
+def count_aggregate(values: Sequence[int]) -> int:
+    """A count metric of a leaf (`items`, `skipped`): the sum over its items."""
+    return int(sum(values))
+
+
+def group_sum(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> int:
+    """A count metric of a group: the sum over its leaves, whatever the weighting."""
+    return int(sum(metrics))
 
 
 def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:

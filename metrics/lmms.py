@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from radar_tasks.metrics import items as I
-from radar_tasks.metrics import sds as S
 
 MAX_BOOTSTRAP_ITERS = I.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
 
@@ -43,13 +42,8 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
     return {"sds": record, "acc": I.compact(record, "acc")}
 
 
-def leaf_mean(values_of, records: Sequence[dict]) -> float:
-    """A leaf task's score: the mean of `values_of(records)`, tagged with its (subset, category)."""
-    return I.leaf_score(records, values_of(records), S.mean)
-
-
 def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
-    """The seeded bootstrap stderr of `leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
+    """The seeded bootstrap stderr of `items.leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
     with at most MAX_BOOTSTRAP_ITERS resamples."""
     return I.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
 
@@ -59,7 +53,7 @@ def _bootstrappable(values_of):
     (lmms-eval computes stderrs only for its built-in aggregations: radar_tasks.tasks.plugin hooks this in)."""
 
     def aggregate(records: Sequence[dict]) -> float:
-        return leaf_mean(values_of, records)
+        return I.leaf_mean(records, values_of)
 
     def stderr(records: Sequence[dict], iters: int) -> float:
         return leaf_stderr(values_of, records, iters)
@@ -74,17 +68,13 @@ acc_aggregate = _bootstrappable(I.acc_values)
 acc_aggregate.__name__ = "acc_aggregate"
 
 
-def count_aggregate(values: Sequence[int]) -> int:
-    return int(sum(values))
-
-
 def group_mean(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
     """Group aggregation (`aggregate_metric_list`): unweighted mean over M3-Bench subsets."""
     return I.group_mean(metrics, sizes, weight_by_size)
 
 
-def group_sum(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> int:
-    return int(sum(metrics))
+count_aggregate = I.count_aggregate  # the `radar_count` aggregation
+group_sum = I.group_sum
 
 
 AGGREGATIONS = {"radar_sds": sds_aggregate, "radar_acc": acc_aggregate, "radar_count": count_aggregate}

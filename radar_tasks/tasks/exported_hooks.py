@@ -28,7 +28,6 @@ from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
 from radar_tasks.data import lite
 from radar_tasks.metrics import items as I
-from radar_tasks.metrics import sds as S
 
 SE_SUFFIX = "_se"
 # The bootstrap standard error of each aggregation over item records (the export adds a `*_se` metric for every
@@ -109,11 +108,11 @@ def process_results(doc: dict, results) -> dict:
 
 # ------------------------------------------------------------------------------------------------ aggregations
 def sds_aggregate(records) -> float:
-    return I.leaf_score(records, I.sds_values(records), S.mean)
+    return I.leaf_mean(records, I.sds_values)
 
 
 def acc_aggregate(records) -> float:
-    return I.leaf_score(records, I.acc_values(records), S.mean)
+    return I.leaf_mean(records, I.acc_values)
 
 
 def sds_se_aggregate(records) -> float:
@@ -122,14 +121,6 @@ def sds_se_aggregate(records) -> float:
 
 def acc_se_aggregate(records) -> float:
     return I.leaf_stderr(records, I.acc_values, I.MAX_BOOTSTRAP_ITERS)
-
-
-def count_aggregate(values) -> int:
-    return int(sum(values))
-
-
-def group_sum(metrics, sizes, weight_by_size: bool = False) -> int:
-    return int(sum(metrics))
 
 
 def group_se(stderrs, sizes, weight_by_size: bool = False) -> float:
