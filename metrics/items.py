@@ -39,17 +39,13 @@ class Scored(tuple):
         return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
 
 
-def _unwrapped(result):
-    return getattr(result, "text", result)  # an lmms-eval GenerationResult that was not unwrapped
-
-
 def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
     """The per-item record of one scored (or skipped) item; `results` has one entry per candidate.
 
     M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
     `candidates` are the candidate strings as scored, aligned with `scores`; `prompt` the model's input text.
     """
-    unwrapped = [_unwrapped(r) for r in results]
+    unwrapped = [S.unwrap(r) for r in results]
     given = [getattr(r, "candidate", None) for r in unwrapped]
     choices = list(doc["choices"]) if doc.get("choices") is not None else None
     record = {
@@ -70,7 +66,7 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     record["skipped"] = next((r.skipped for r in unwrapped if getattr(r, "skipped", None)), None)
     if record["skipped"]:
         return record
-    scores = S.to_scores(results, convention)
+    scores = S.to_scores(unwrapped, convention)
     record["scores"] = scores
     if not all(math.isfinite(s) for s in scores):
         record["skipped"] = SKIP_NON_FINITE

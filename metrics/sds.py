@@ -22,13 +22,17 @@ class NonFiniteScoreError(ValueError):
     """A model returned NaN or inf for a candidate: the item cannot be scored."""
 
 
+def unwrap(result: Any) -> Any:
+    """The result itself of an lmms-eval GenerationResult that the evaluator did not unwrap (else `result`)."""
+    return getattr(result, "text", result)
+
+
 def parse_result(result: Any) -> float:
     """First number of one per-candidate result: a number, a `(value, is_greedy)` tuple, or its string form.
 
     lmms-eval 0.7.3 stringifies loglikelihood results ("(0.73, False)"); other wrappers hand the tuple through.
     """
-    if hasattr(result, "text"):  # lmms-eval GenerationResult that was not unwrapped
-        result = result.text
+    result = unwrap(result)
     if isinstance(result, str):
         text = result.strip()
         try:
