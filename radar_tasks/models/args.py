@@ -25,7 +25,9 @@ SCORES = ("logprob", "logit")
 PROTOCOLS = ("paper",)
 STYLE_ARGS = ("auto", *prompts.STYLES)
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-IMAGE_PROCESSORS = ("fast", "pil")  # = models.likelihood.IMAGE_BACKENDS (transformers' torchvision / PIL backends)
+# `image_processor` model arg -> transformers' image-processor backend (models.likelihood.select_image_backend)
+IMAGE_BACKENDS = {"fast": "torchvision", "pil": "pil"}
+IMAGE_PROCESSORS = tuple(IMAGE_BACKENDS)
 # the checkpoint folders of AutoModel*.from_pretrained, or a hub id `name` / `org/name`
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from radar_tasks.models.args import IMAGE_BACKENDS
 from radar_tasks.prompts import IMAGE_MARKER
 
 # Per-image placeholder text by `config.model_type`, where it is not simply `processor.image_token`.
@@ -216,10 +217,6 @@ def resolve_dtype(dtype, device="cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-# `image_processor` model arg -> transformers' image-processor backend
-IMAGE_BACKENDS = {"fast": "torchvision", "pil": "pil"}
-
-
 def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None,
                processor_kwargs: dict | None = None, image_processor: str = "fast"):
     """(model, processor) from a local folder or hub id, in eval mode on `device`.
@@ -249,9 +246,7 @@ def select_image_backend(processor, pretrained: str, choice: str, trust_remote_c
     A backend is chosen here, not by `AutoProcessor`: its `backend` kwarg reaches every sub-processor, and video
     processors have no PIL backend. A model with one backend only keeps it (transformers logs the fallback).
     """
-    if choice not in IMAGE_BACKENDS:
-        raise ValueError(f"image_processor must be one of {', '.join(IMAGE_BACKENDS)}; got {choice!r}")
-    current = getattr(processor, "image_processor", None)
+    current = getattr(processor, "image_processor", None)  # `choice` checked by load_model, the one caller
     backend = IMAGE_BACKENDS[choice]
     if current is None or getattr(current, "backend", None) in (None, backend):
         return
