@@ -276,3 +276,20 @@ def test_figures_read_as_a_reader_needs():
     legend_texts = [t.get_text() for legend in scatter.axes[0].findobj(__import__("matplotlib").legend.Legend)
                     for t in legend.get_texts()]
     assert "chance (1/K)" in legend_texts
+
+
+def test_a_missing_score_sits_at_the_centre_of_the_radar_chart():
+    import math as _math
+
+    from radar_tasks.analysis import figures as F
+
+    runs = [_run("ckpt-a", 0), _run("ckpt-b", 1)]
+    subsets = [s.name for s in taxonomy.SUBSETS]
+    # ckpt-a lacks its first subset; ckpt-b, plotted after it, lowers the chart's range
+    summary = _rows("ckpt-a", {("subset", s): 0.6 for s in subsets[1:]})
+    summary += _rows("ckpt-a", {("subset", subsets[0]): _math.nan})
+    summary += _rows("ckpt-b", {("subset", s): 0.2 for s in subsets})
+    ax = F.radar_chart(runs, summary).axes[0]
+    low = ax.get_ylim()[0]
+    first = ax.get_lines()[0]  # ckpt-a's line: its point at the first spoke
+    assert low < 0.5 and first.get_ydata()[0] == low

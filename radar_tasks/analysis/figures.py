@@ -80,21 +80,18 @@ def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -
     ax.set_theta_offset(np.pi / 2)  # the first subset at the top, the others clockwise
     ax.set_theta_direction(-1)
     closed = angles + angles[:1]
-    plotted = []
-    for i, r in enumerate(runs):
-        vals = [_cell(summary, r.label, "subset", s, metric)[0] for s in subsets]
-        if not any(_finite(v) for v in vals):
-            continue
-        plotted += vals
-        low = _radial_range(plotted)[0]
+    shown = [(i, r, [_cell(summary, r.label, "subset", s, metric)[0] for s in subsets]) for i, r in enumerate(runs)]
+    shown = [(i, r, vals) for i, r, vals in shown if any(_finite(v) for v in vals)]
+    chance = [_cell(summary, runs[0].label, "subset", s, metric)[3] for s in subsets] if runs else []
+    chance = chance if chance and all(_finite(c) for c in chance) else []
+    # one range for the whole chart, so a missing score sits at its centre whatever run it belongs to
+    low, high = _radial_range([v for _, _, vals in shown for v in vals] + chance)
+    for i, r, vals in shown:
         vals = [v if _finite(v) else low for v in vals]
         ax.plot(closed, vals + vals[:1], marker=MARKERS[i % len(MARKERS)], linewidth=1.4, label=r.label)
         ax.fill(closed, vals + vals[:1], alpha=0.06)
-    chance = [_cell(summary, runs[0].label, "subset", s, metric)[3] for s in subsets] if runs else []
-    if chance and all(_finite(c) for c in chance):
-        plotted += chance
+    if chance:
         ax.plot(closed, chance + chance[:1], color="grey", linestyle="--", linewidth=1, label="chance (1/K)")
-    low, high = _radial_range(plotted)
     ax.set_ylim(low, high)
     ax.set_rlabel_position(180 / len(subsets))  # radial ticks between the first two spokes, off the labels
     ax.tick_params(axis="y", labelsize=7)
