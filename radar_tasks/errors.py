@@ -32,3 +32,16 @@ def one_line(text: str, limit: int = 2000) -> str:
     """`text` on one line (newlines shown as `\\n`), cut to `limit` characters: messages quote user data."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cause_of(exc: BaseException | None, kind: type[BaseException] = InputError):
+    """The `kind` error behind `exc` (itself, its causes, or the last attempt of a tenacity retry), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kind):
+            return exc
+        attempt = getattr(exc, "last_attempt", None)
+        inner = attempt.exception() if attempt is not None and hasattr(attempt, "exception") else None
+        exc = inner or exc.__cause__ or exc.__context__
+    return None

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
-from radar_tasks.errors import CategoryFileMissing, M3BenchError
+from radar_tasks.errors import CategoryFileMissing, M3BenchError, cause_of
 
 ENV_VAR = "RADAR_M3BENCH_DIR"
 # Bump when the record layout or its derivation changes: part of the datasets cache key.
@@ -385,9 +385,7 @@ def _generate(root: Path, subset: str, category: str, files: list[Path], key: st
             features=record_features(),
         )
     except Exception as exc:
-        cause = exc
-        while cause is not None and not isinstance(cause, M3BenchError):
-            cause = cause.__cause__ or cause.__context__
+        cause = cause_of(exc, M3BenchError)
         if cause is not None:
             raise M3BenchError(cause.problem, cause.file, cause.item) from None
         raise

@@ -92,21 +92,6 @@ def install_stderr_hooks() -> None:
     eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
 
 
-def _input_error(exc: BaseException):
-    """The InputError behind `exc` (its causes, or the last attempt of a tenacity retry), or None."""
-    from radar_tasks.errors import InputError
-
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, InputError):
-            return exc
-        attempt = getattr(exc, "last_attempt", None)
-        inner = attempt.exception() if attempt is not None and hasattr(attempt, "exception") else None
-        exc = inner or exc.__cause__ or exc.__context__
-    return None
-
-
 def _wrap_simple_evaluate(evaluator) -> None:
     import inspect
 
@@ -116,6 +101,7 @@ def _wrap_simple_evaluate(evaluator) -> None:
     signature = inspect.signature(original)
 
     def simple_evaluate(*args, **kwargs):
+        from radar_tasks.errors import cause_of
         from radar_tasks.tasks import preflight
 
         bound = signature.bind_partial(*args, **kwargs)
@@ -126,7 +112,7 @@ def _wrap_simple_evaluate(evaluator) -> None:
                                                                    "max_batch_size", "device", "task_manager")})
             results = original(*args, **kwargs)
         except Exception as exc:
-            error = _input_error(exc)
+            error = cause_of(exc)
             if error is None:
                 raise
             if not from_cli:
