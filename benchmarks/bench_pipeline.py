@@ -32,6 +32,7 @@ Commands (the data, models, caches and outputs go under --work, never into the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -73,7 +74,6 @@ def model_folder(work: Path, config: str, device: str, dtype: str) -> Path:
         build_tiny_model(folder, "qwen2_vl", seed=0)
     else:
         import torch
-
         from bench_prefix_sharing import build  # the `small` and `qwen2-vl-2b` sizes
 
         model, processor = build(config, device, getattr(torch, dtype))
@@ -87,8 +87,7 @@ def visual_tokens(folder: Path, size: tuple[int, int], max_pixels: int) -> int:
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     config = json.loads((folder / "processor_config.json").read_text())["image_processor"]
-    h, w = smart_resize(size[1], size[0], factor=28, min_pixels=config["size"]["shortest_edge"],
-                        max_pixels=max_pixels)
+    h, w = smart_resize(size[1], size[0], factor=28, min_pixels=config["size"]["shortest_edge"], max_pixels=max_pixels)
     return (h * w) // MERGED_PIXELS
 
 
@@ -171,10 +170,8 @@ class MemorySampler:
         while not self._stop.wait(self.every):
             total = 0
             for proc in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error, AttributeError):
                     total += proc.memory_full_info().pss
-                except (psutil.Error, AttributeError):
-                    pass
             self.peak_mib = max(self.peak_mib, total / 2**20)
 
     def stop(self) -> float:
@@ -219,11 +216,16 @@ def child(argv: list[str]) -> None:
     finally:
         wrapper = wrappers[0] if wrappers else None
         stats = {
-            "device_s": clock.total(), "forwards": clock.forwards, "scoring_s": scoring[0],
+            "device_s": clock.total(),
+            "forwards": clock.forwards,
+            "scoring_s": scoring[0],
             "pipeline": dict(wrapper.pipeline_stats) if wrapper else {},
             "scorer": dict(wrapper.scorer.stats) if wrapper else {},
-            "cpu_s": sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                         for f in ("ru_utime", "ru_stime")),
+            "cpu_s": sum(
+                getattr(resource.getrusage(who), f)
+                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                for f in ("ru_utime", "ru_stime")
+            ),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_pss_mib": memory.stop(),
         }
@@ -239,13 +241,25 @@ def run_lmms_eval(name: str, args, root: Path, model: Path, workers: str, env: d
     out = args.work / "runs" / name
     shutil.rmtree(out, ignore_errors=True)  # the scores are read back from this run's files only
     out.mkdir(parents=True)
-    model_args = (f"pretrained={model},device={args.device},dtype={args.dtype},num_workers={workers},"
-                  f"image_processor={args.image_processor},processor_kwargs=max_pixels:{args.max_pixels}")
+    model_args = (
+        f"pretrained={model},device={args.device},dtype={args.dtype},num_workers={workers},"
+        f"image_processor={args.image_processor},processor_kwargs=max_pixels:{args.max_pixels}"
+    )
     extra = ["--batch_size", str(args.batch_size), *(["--limit", str(args.limit)] if args.limit else [])]
     stats_file = out / "stats.json"
-    cmd = [sys.executable, __file__, "_child", "--stats", str(stats_file), "--simulate-device-ms",
-           str(args.simulate_device_ms), "--threads", str(args.threads), "--",
-           *lmms_eval_args(model_args, args.tasks, out / "lmms", extra)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "_child",
+        "--stats",
+        str(stats_file),
+        "--simulate-device-ms",
+        str(args.simulate_device_ms),
+        "--threads",
+        str(args.threads),
+        "--",
+        *lmms_eval_args(model_args, args.tasks, out / "lmms", extra),
+    ]
     start, load = time.perf_counter(), os.getloadavg()[0]
     with open(out / "log.txt", "w", encoding="utf-8") as log:
         subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -271,9 +285,24 @@ def item_scores(out: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ reporting
 def table(runs: list[dict]) -> None:
-    header = ("run", "workers", "questions", "host ms/q", "device ms/q", "wall ms/q", "efficiency", "device busy",
-              "run s", "q/s", f"{FULL_SIZE} q min", "CPU ms/q", "load", "peak RSS MiB", "peak PSS MiB, workers too",
-              "same scores")
+    header = (
+        "run",
+        "workers",
+        "questions",
+        "host ms/q",
+        "device ms/q",
+        "wall ms/q",
+        "efficiency",
+        "device busy",
+        "run s",
+        "q/s",
+        f"{FULL_SIZE} q min",
+        "CPU ms/q",
+        "load",
+        "peak RSS MiB",
+        "peak PSS MiB, workers too",
+        "same scores",
+    )
     rows = []
     for r in runs:
         pipe = r["pipeline"]
@@ -281,11 +310,26 @@ def table(runs: list[dict]) -> None:
         host, device, wall = pipe.get("host_s", 0) / n, r["device_s"] / n, r["scoring_s"] / n
         efficiency = max(host / max(1, pipe.get("workers", 0)), device) / wall
         same = "-" if r is runs[0] else ("yes" if r["scores"] == runs[0]["scores"] else "NO")
-        rows.append((r["name"], f"{pipe.get('workers')} ({r['workers_arg']})", n, f"{1000 * host:.1f}",
-                     f"{1000 * device:.1f}", f"{1000 * wall:.1f}", f"{efficiency:.2f}", f"{device / wall:.0%}",
-                     f"{r['run_s']:.1f}", f"{n / r['scoring_s']:.1f}", f"{FULL_SIZE * wall / 60:.1f}",
-                     f"{1000 * r['cpu_s'] / n:.0f}", f"{r['load']:.1f}",
-                     f"{r['peak_rss_mib']:.0f}", f"{r['peak_pss_mib']:.0f}", same))
+        rows.append(
+            (
+                r["name"],
+                f"{pipe.get('workers')} ({r['workers_arg']})",
+                n,
+                f"{1000 * host:.1f}",
+                f"{1000 * device:.1f}",
+                f"{1000 * wall:.1f}",
+                f"{efficiency:.2f}",
+                f"{device / wall:.0%}",
+                f"{r['run_s']:.1f}",
+                f"{n / r['scoring_s']:.1f}",
+                f"{FULL_SIZE * wall / 60:.1f}",
+                f"{1000 * r['cpu_s'] / n:.0f}",
+                f"{r['load']:.1f}",
+                f"{r['peak_rss_mib']:.0f}",
+                f"{r['peak_pss_mib']:.0f}",
+                same,
+            )
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)), flush=True)
@@ -302,8 +346,10 @@ def check(runs: list[dict]) -> bool:
         bound = t1 - 0.5 * min(p, t1 - p)
         passed = t2 <= bound
         ok &= passed
-        print(f"{label}: T1 = {t1:.1f} s, T2 = {t2:.1f} s, T1 - 0.5 min(P, T1 - P) = {bound:.1f} s, perfect overlap "
-              f"max(T1 - P, P) = {max(t1 - p, p):.1f} s: {'PASS' if passed else 'FAIL'}")
+        print(
+            f"{label}: T1 = {t1:.1f} s, T2 = {t2:.1f} s, T1 - 0.5 min(P, T1 - P) = {bound:.1f} s, perfect overlap "
+            f"max(T1 - P, P) = {max(t1 - p, p):.1f} s: {'PASS' if passed else 'FAIL'}"
+        )
     return ok
 
 
@@ -317,13 +363,17 @@ def environment(args, root: Path) -> dict:
 def series(args, root: Path, label: str) -> list[dict]:
     model = model_folder(args.work, args.config, args.device, args.dtype)
     env = environment(args, root)
-    print(f"{label}: {args.tasks}{f' --limit {args.limit}' if args.limit else ''} on {root.name}, model "
-          f"{args.config} on {args.device} ({args.dtype}), batch size {args.batch_size}, simulated device "
-          f"{args.simulate_device_ms:g} ms per forward, {WIKI_SIZE[0]}x{WIKI_SIZE[1]} Wiki images -> "
-          f"{visual_tokens(model, WIKI_SIZE, args.max_pixels)} visual tokens, image processor "
-          f"{args.image_processor}, torch threads {args.threads or 'default'}", flush=True)
-    print(f"first read of the records (validation, datasets cache): {warm_cache(root, args.tasks, env):.0f} s",
-          flush=True)
+    print(
+        f"{label}: {args.tasks}{f' --limit {args.limit}' if args.limit else ''} on {root.name}, model "
+        f"{args.config} on {args.device} ({args.dtype}), batch size {args.batch_size}, simulated device "
+        f"{args.simulate_device_ms:g} ms per forward, {WIKI_SIZE[0]}x{WIKI_SIZE[1]} Wiki images -> "
+        f"{visual_tokens(model, WIKI_SIZE, args.max_pixels)} visual tokens, image processor "
+        f"{args.image_processor}, torch threads {args.threads or 'default'}",
+        flush=True,
+    )
+    print(
+        f"first read of the records (validation, datasets cache): {warm_cache(root, args.tasks, env):.0f} s", flush=True
+    )
     runs = []
     for workers in args.workers.split(","):
         runs.append(run_lmms_eval(f"{label}-{root.name}-w{workers}", args, root, model, workers, env))
@@ -354,9 +404,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--image-processor", default="fast", choices=("fast", "pil"))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the evaluation process (default 1: a simulated accelerator's work is "
-                             "not this CPU's, and on a shared CPU multi-threaded regions stall; 0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the evaluation process (default 1: a simulated accelerator's work is "
+        "not this CPU's, and on a shared CPU multi-threaded regions stall; 0: torch's default)",
+    )
     args = parser.parse_args(argv)
     args.work = args.work.absolute()
     if args.command == "check":

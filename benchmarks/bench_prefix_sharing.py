@@ -18,8 +18,9 @@ download) - for a GPU: `--device cuda --dtype bfloat16 --config qwen2-vl-2b`.
 
 Printed per K (2, 4, 10; candidates of 1 to 8 tokens): median time per question of each method over interleaved
 rounds (a, b, c run one after the other on the same question, so that load from other processes hits all alike), the
-speed-ups (medians of the per-question paired ratios), the FLOP limit K(P+C)/(P+KC) (P = prompt tokens, C = mean candidate tokens: what sharing saves at best in
-the language model; the vision tower is saved K-fold on top), the max |score difference| of (b) and (c) against (a),
+speed-ups (medians of the per-question paired ratios), the FLOP limit K(P+C)/(P+KC) (P = prompt tokens, C = mean
+candidate tokens: what sharing saves at best in the language model; the vision tower is saved K-fold on top), the
+max |score difference| of (b) and (c) against (a),
 and peak memory of scoring one question: on CUDA `torch.cuda.max_memory_allocated` above the loaded model; on CPU the
 growth of the resident set (RSS, sampled every 0.5 ms from /proc/self/statm) above the loaded model after one warm-up
 question, each method in a fresh subprocess with glibc's mmap threshold at 64 KiB (so that freed tensors leave the
@@ -49,35 +50,63 @@ from radar_tasks.models.prefix_sharing import SharedPrefixScorer
 # Qwen2-VL-2B (Qwen/Qwen2-VL-2B-Instruct config.json), written out here: no download
 QWEN2_VL_2B = {
     "text": {
-        "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-        "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
         "hidden_act": "silu",
     },
     "vision": {
-        "depth": 32, "embed_dim": 1280, "hidden_size": 1536, "mlp_ratio": 4, "num_heads": 16, "patch_size": 14,
-        "spatial_merge_size": 2, "temporal_patch_size": 2, "hidden_act": "quick_gelu",
+        "depth": 32,
+        "embed_dim": 1280,
+        "hidden_size": 1536,
+        "mlp_ratio": 4,
+        "num_heads": 16,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "hidden_act": "quick_gelu",
     },
     "tie_word_embeddings": True,
 }
 SMALL = {
     "text": {
-        "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8,
-        "num_key_value_heads": 2, "vocab_size": 2560, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "vocab_size": 2560,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
         "hidden_act": "silu",
     },
     "vision": {
-        "depth": 4, "embed_dim": 128, "hidden_size": 256, "mlp_ratio": 4, "num_heads": 4, "patch_size": 14,
-        "spatial_merge_size": 2, "temporal_patch_size": 2, "hidden_act": "quick_gelu",
+        "depth": 4,
+        "embed_dim": 128,
+        "hidden_size": 256,
+        "mlp_ratio": 4,
+        "num_heads": 4,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "hidden_act": "quick_gelu",
     },
     "tie_word_embeddings": False,
 }
 CONFIGS = {"small": SMALL, "qwen2-vl-2b": QWEN2_VL_2B}
 VISUAL_TOKENS = 256
-WORDS = ("the quick brown fox jumps over lazy dog cat sitting on a red sofa which animal bird horse tiger plant "
-         "sunflower rose oak tree value equation answer people walking park river sunset force block velocity ball "
-         "image picture scene shown select correct option").split()
+WORDS = """
+    the quick brown fox jumps over lazy dog cat sitting on a red sofa which animal bird horse tiger plant
+    sunflower rose oak tree value equation answer people walking park river sunset force block velocity ball
+    image picture scene shown select correct option
+""".split()
 
 
 def build(config_name: str, device: str, dtype: torch.dtype):
@@ -91,11 +120,14 @@ def build(config_name: str, device: str, dtype: torch.dtype):
     pixels = VISUAL_TOKENS * 28 * 28  # one 448x448 image = 32x32 patches = 16x16 merged tokens
     processor.image_processor.min_pixels = processor.image_processor.max_pixels = pixels
     processor.image_processor.size = {"shortest_edge": pixels, "longest_edge": pixels}
-    ids = {k: getattr(base_config, k) for k in
-           ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    ids = {
+        k: getattr(base_config, k)
+        for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    }
     text = dict(sizes["text"], eos_token_id=base_config.text_config.eos_token_id, bos_token_id=None)
-    config = Qwen2VLConfig(text_config=text, vision_config=sizes["vision"],
-                           tie_word_embeddings=sizes["tie_word_embeddings"], **ids)
+    config = Qwen2VLConfig(
+        text_config=text, vision_config=sizes["vision"], tie_word_embeddings=sizes["tie_word_embeddings"], **ids
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
@@ -129,8 +161,10 @@ def make_questions(processor, n_questions: int, k: int, seed: int = 0):
 
 # ------------------------------------------------------------------------------------------------------ methods
 def method_a(model, processor, questions, device, dtype):
-    return [likelihood.score_continuations(model, processor, c, im, conts, device=device, dtype=dtype)
-            for c, im, conts in questions]
+    return [
+        likelihood.score_continuations(model, processor, c, im, conts, device=device, dtype=dtype)
+        for c, im, conts in questions
+    ]
 
 
 @torch.inference_mode()
@@ -141,13 +175,18 @@ def method_b(model, processor, questions, device, dtype):
     for context, images, conts in questions:
         prompt = likelihood.build_prompt(context, len(images), placeholder)
         n_prompt = processor(text=[prompt], images=images, return_tensors="pt")["input_ids"].shape[1]
-        enc = processor(text=[prompt + c for c in conts], images=images * len(conts), return_tensors="pt",
-                        padding=True, padding_side="left")
+        enc = processor(
+            text=[prompt + c for c in conts],
+            images=images * len(conts),
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+        )
         lengths = enc["attention_mask"].sum(1) - n_prompt  # scored tokens per row (the tail of each row)
         keep = int(lengths.max()) + 1
         model.model.rope_deltas = None
         logits = model(**likelihood._to_device(enc, device, dtype), use_cache=False, logits_to_keep=keep).logits
-        labels = enc["input_ids"][:, -keep + 1:].clone()
+        labels = enc["input_ids"][:, -keep + 1 :].clone()
         for r, n in enumerate(lengths.tolist()):
             labels[r, : keep - 1 - n] = -100
         scores = likelihood.token_scores(logits[:, :-1], labels.to(logits.device))
@@ -269,12 +308,30 @@ def memory_child(args) -> None:
 def memory_of(args, method: str, k: int) -> int:
     if torch.device(args.device).type == "cuda":
         return -1  # measured in-process (see main)
-    cmd = [sys.executable, __file__, "--memory-child", method, "--k", str(k), "--device", args.device,
-           "--dtype", args.dtype, "--config", args.config, "--threads", str(torch.get_num_threads())]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        method,
+        "--k",
+        str(k),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--config",
+        args.config,
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     # glibc: allocations from 64 KiB up are mmapped and go back to the OS when freed, so the RSS follows the live
     # tensors (with its default, the heap keeps freed blocks and a later peak may not show at all)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MALLOC_MMAP_THRESHOLD_": "65536",
-           "MALLOC_TRIM_THRESHOLD_": "0"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+    }
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak"]
 
@@ -302,17 +359,24 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     model, processor = build(args.config, args.device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
-    device_name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else (
-        f"CPU, {torch.get_num_threads()} threads")
-    print(f"model: random-weight Qwen2-VL '{args.config}', {n_params / 1e6:.1f}M parameters, {dtype}; "
-          f"device: {device_name}; built in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}")
+    device_name = (
+        torch.cuda.get_device_name(args.device)
+        if torch.device(args.device).type == "cuda"
+        else (f"CPU, {torch.get_num_threads()} threads")
+    )
+    print(
+        f"model: random-weight Qwen2-VL '{args.config}', {n_params / 1e6:.1f}M parameters, {dtype}; "
+        f"device: {device_name}; built in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}"
+    )
     warm = make_questions(processor, 1, 4, seed=99)
     for method in METHODS.values():  # also the scorers' one-off check of their first question (once per run)
         method(model, processor, warm, args.device, dtype)
 
-    header = (f"{'K':>3} {'P':>4} {'C':>4} | {'(a) ms':>8} {'(b) ms':>8} {'(c) ms':>8} {'(c,B=4)':>8} | "
-              f"{'a/c':>5} {'b/c':>5} {'0.8K':>5} {'FLOP lim':>8} | {'diff b':>7} {'diff c':>7} | "
-              f"{'peak MiB a / b / c':>20}")
+    header = (
+        f"{'K':>3} {'P':>4} {'C':>4} | {'(a) ms':>8} {'(b) ms':>8} {'(c) ms':>8} {'(c,B=4)':>8} | "
+        f"{'a/c':>5} {'b/c':>5} {'0.8K':>5} {'FLOP lim':>8} | {'diff b':>7} {'diff c':>7} | "
+        f"{'peak MiB a / b / c':>20}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -325,22 +389,33 @@ def main(argv=None) -> None:
         flop_limit = k * (p + c) / (p + k * c)
         if torch.device(args.device).type == "cuda":
             one = questions[:1]
-            peaks = [peak_memory(lambda m=m, one=one: METHODS[m](model, processor, one, args.device, dtype),
-                                 args.device) for m in ("a", "b", "c")]
+            peaks = [
+                peak_memory(lambda m=m, one=one: METHODS[m](model, processor, one, args.device, dtype), args.device)
+                for m in ("a", "b", "c")
+            ]
         else:
             peaks = [-1, -1, -1] if args.no_memory else [memory_of(args, m, k) for m in ("a", "b", "c")]
         row = {
-            "K": k, "P": p, "C": round(c, 2), **{f"ms_{m}": 1000 * t for m, t in times.items()},
-            "a_over_c": paired["a"], "b_over_c": paired["b"], "flop_limit": flop_limit,
-            "diff_b": max_diff(results["a"], results["b"]), "diff_c": max_diff(results["a"], results["c"]),
+            "K": k,
+            "P": p,
+            "C": round(c, 2),
+            **{f"ms_{m}": 1000 * t for m, t in times.items()},
+            "a_over_c": paired["a"],
+            "b_over_c": paired["b"],
+            "flop_limit": flop_limit,
+            "diff_b": max_diff(results["a"], results["b"]),
+            "diff_c": max_diff(results["a"], results["c"]),
             "diff_c4": max_diff(results["a"], results["c4"]),
             "peak_mib": [x / 2**20 if x >= 0 else None for x in peaks],
         }
         rows.append(row)
         mem = " / ".join("-" if x is None else f"{x:.0f}" for x in row["peak_mib"])
-        print(f"{k:>3} {p:>4} {c:>4.1f} | {row['ms_a']:>8.1f} {row['ms_b']:>8.1f} {row['ms_c']:>8.1f} "
-              f"{row['ms_c4']:>8.1f} | {row['a_over_c']:>5.2f} {row['b_over_c']:>5.2f} {0.8 * k:>5.1f} "
-              f"{flop_limit:>8.2f} | {row['diff_b']:>7.1e} {row['diff_c']:>7.1e} | {mem:>20}", flush=True)
+        print(
+            f"{k:>3} {p:>4} {c:>4.1f} | {row['ms_a']:>8.1f} {row['ms_b']:>8.1f} {row['ms_c']:>8.1f} "
+            f"{row['ms_c4']:>8.1f} | {row['a_over_c']:>5.2f} {row['b_over_c']:>5.2f} {0.8 * k:>5.1f} "
+            f"{flop_limit:>8.2f} | {row['diff_b']:>7.1e} {row['diff_c']:>7.1e} | {mem:>20}",
+            flush=True,
+        )
     print(json.dumps({"config": args.config, "device": device_name, "dtype": str(dtype), "rows": rows}))
 
 

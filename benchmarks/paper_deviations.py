@@ -68,8 +68,14 @@ def probabilities(wrapper: RadarHF, docs: list[dict]) -> list[float | None]:
     requests, owners = [], []
     for d, doc in enumerate(docs):
         for c in doc_to_choice(doc):
-            requests.append(Instance("loglikelihood", ("", " " + c, doc_to_visual, d, TASK, SPLIT),
-                                     idx=len(requests), metadata={"task": TASK, "doc_id": d, "repeats": 1}))
+            requests.append(
+                Instance(
+                    "loglikelihood",
+                    ("", " " + c, doc_to_visual, d, TASK, SPLIT),
+                    idx=len(requests),
+                    metadata={"task": TASK, "doc_id": d, "repeats": 1},
+                )
+            )
             owners.append(d)
     losses = [r.text[0] for r in wrapper.loglikelihood(requests)]
     per_doc: dict[int, list[float]] = {}
@@ -96,10 +102,16 @@ def ab_draw(wrapper, root) -> dict:
     lo = [min(a, b) if i in blocks else a for i, (a, b) in enumerate(zip(p_first, p_last))]
     hi = [max(a, b) if i in blocks else a for i, (a, b) in enumerate(zip(p_first, p_last))]
     return {
-        "items": len(ours), "items_with_block": len(blocks), "ours_first": sum(ours[i]["correct_first"] for i in blocks),
-        "mean_abs_dp": statistics.fmean(diffs), "max_abs_dp": max(diffs),
-        "sds_ours": subset_sds(ours, p_ours), "sds_all_first": subset_sds(first, p_first),
-        "sds_all_last": subset_sds(last, p_last), "sds_min": subset_sds(ours, lo), "sds_max": subset_sds(ours, hi),
+        "items": len(ours),
+        "items_with_block": len(blocks),
+        "ours_first": sum(ours[i]["correct_first"] for i in blocks),
+        "mean_abs_dp": statistics.fmean(diffs),
+        "max_abs_dp": max(diffs),
+        "sds_ours": subset_sds(ours, p_ours),
+        "sds_all_first": subset_sds(first, p_first),
+        "sds_all_last": subset_sds(last, p_last),
+        "sds_min": subset_sds(ours, lo),
+        "sds_max": subset_sds(ours, hi),
     }
 
 
@@ -111,9 +123,12 @@ def transparency(wrappers: dict[str, RadarHF], root, script_conversion: str) -> 
         ref = ps[script_conversion]
         for conv, p in ps.items():
             dp = [abs(a - b) for a, b in zip(p, ref) if a is not None]
-            out[f"{subset}/{conv}"] = {"max_abs_dp": max(dp), "mean_abs_dp": statistics.fmean(dp),
-                                       "sds": subset_sds(docs, p), "sds_minus_script": subset_sds(docs, p)
-                                       - subset_sds(docs, ref)}
+            out[f"{subset}/{conv}"] = {
+                "max_abs_dp": max(dp),
+                "mean_abs_dp": statistics.fmean(dp),
+                "sds": subset_sds(docs, p),
+                "sds_minus_script": subset_sds(docs, p) - subset_sds(docs, ref),
+            }
     return out
 
 
@@ -145,30 +160,41 @@ def main(argv=None) -> None:
             "model": str(folder),
             "ab_draw_paper": ab_draw(paper, plain),  # two letters, as the scripts
             "ab_draw_every_letter": ab_draw(RadarHF(**common, mmmu_two_letters="false"), plain),
-            "transparency": transparency({c: paper if c == script else RadarHF(**common, image_conversion=c)
-                                          for c in CONVERSIONS}, transparent, script),
+            "transparency": transparency(
+                {c: paper if c == script else RadarHF(**common, image_conversion=c) for c in CONVERSIONS},
+                transparent,
+                script,
+            ),
             "script_conversion": script,
         }
     out = Path(args.out or work / "paper_deviations.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| family | scoring | items with a block (ours first) | mean / max abs dp | MMMU-Pro SDS ours | "
-          f"all first | all last | any draw |")
+    print(
+        "| family | scoring | items with a block (ours first) | mean / max abs dp | MMMU-Pro SDS ours | "
+        "all first | all last | any draw |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for family, r in results.items():
         for name in ("ab_draw_paper", "ab_draw_every_letter"):
             a = r[name]
-            print(f"| {family} | {'two letters' if name.endswith('paper') else 'every letter'} | "
-                  f"{a['items_with_block']} ({a['ours_first']}) | {a['mean_abs_dp']:.3f} / {a['max_abs_dp']:.3f} | "
-                  f"{a['sds_ours']:.4f} | {a['sds_all_first']:.4f} | {a['sds_all_last']:.4f} | "
-                  f"{a['sds_min']:.4f} .. {a['sds_max']:.4f} |")
-    print("\n| family (script's conversion) | subset | conversion | max / mean abs dp vs script | SDS | SDS - script's |")
+            print(
+                f"| {family} | {'two letters' if name.endswith('paper') else 'every letter'} | "
+                f"{a['items_with_block']} ({a['ours_first']}) | {a['mean_abs_dp']:.3f} / {a['max_abs_dp']:.3f} | "
+                f"{a['sds_ours']:.4f} | {a['sds_all_first']:.4f} | {a['sds_all_last']:.4f} | "
+                f"{a['sds_min']:.4f} .. {a['sds_max']:.4f} |"
+            )
+    print(
+        "\n| family (script's conversion) | subset | conversion | max / mean abs dp vs script | SDS | SDS - script's |"
+    )
     print("|---|---|---|---|---|---|")
     for family, r in results.items():
         for key, t in r["transparency"].items():
             subset, conv = key.split("/")
             if conv != r["script_conversion"]:
-                print(f"| {family} ({r['script_conversion']}) | {subset} | {conv} | {t['max_abs_dp']:.4f} / "
-                      f"{t['mean_abs_dp']:.4f} | {t['sds']:.4f} | {t['sds_minus_script']:+.4f} |")
+                print(
+                    f"| {family} ({r['script_conversion']}) | {subset} | {conv} | {t['max_abs_dp']:.4f} / "
+                    f"{t['mean_abs_dp']:.4f} | {t['sds']:.4f} | {t['sds_minus_script']:+.4f} |"
+                )
     if any(math.isnan(v) for r in results.values() for v in r["ab_draw_paper"].values() if isinstance(v, float)):
         raise SystemExit("non-finite results")
 

@@ -41,11 +41,26 @@ from radar_tasks.taxonomy import MMMU_PRO_SUBJECTS, SUBSETS_BY_NAME
 FULL_SIZE = 14904
 SUFFIX = "_pretrained_mllm_eval.json"
 MMBENCH = {  # docs/REFERENCE.md
-    "image_style": 53, "image_scene": 104, "image_emotion": 50, "image_quality": 53, "image_topic": 36,
-    "object_localization": 81, "attribute_recognition": 74, "celebrity_recognition": 99, "ocr": 39,
-    "spatial_relationship": 45, "attribute_comparison": 44, "action_recognition": 54,
-    "physical_property_reasoning": 75, "function_reasoning": 79, "identity_reasoning": 45, "social_relation": 43,
-    "physical_relation": 24, "nature_relation": 48, "future_prediction": 40, "structuralized_imagetext_understanding": 78,
+    "image_style": 53,
+    "image_scene": 104,
+    "image_emotion": 50,
+    "image_quality": 53,
+    "image_topic": 36,
+    "object_localization": 81,
+    "attribute_recognition": 74,
+    "celebrity_recognition": 99,
+    "ocr": 39,
+    "spatial_relationship": 45,
+    "attribute_comparison": 44,
+    "action_recognition": 54,
+    "physical_property_reasoning": 75,
+    "function_reasoning": 79,
+    "identity_reasoning": 45,
+    "social_relation": 43,
+    "physical_relation": 24,
+    "nature_relation": 48,
+    "future_prediction": 40,
+    "structuralized_imagetext_understanding": 78,
 }
 MMMU_PRO_TOTAL, MATHVISTA, SEEPHYS, WIKI = 1730, 1000, 2000, 2000
 WIKI_KINDS = ("animal", "plant", "attraction", "celebrity")
@@ -53,10 +68,12 @@ SPATIAL = FULL_SIZE - sum(MMBENCH.values()) - MMMU_PRO_TOTAL - MATHVISTA - SEEPH
 WIKI_SIZE = (1600, 1200)
 POOL = 24  # distinct images per (kind, size)
 
-WORDS = ("the a of in on which what is shown image picture figure value shape colour left right above below near "
-         "object person animal plant building river tree car table book number line angle circle square triangle "
-         "force mass velocity energy current voltage price market cost rate cell protein species country century "
-         "painting style music note chart graph table equation answer option most likely best describes").split()
+WORDS = """
+    the a of in on which what is shown image picture figure value shape colour left right above below near
+    object person animal plant building river tree car table book number line angle circle square triangle
+    force mass velocity energy current voltage price market cost rate cell protein species country century
+    painting style music note chart graph table equation answer option most likely best describes
+""".split()
 
 
 def file_counts(items: int = FULL_SIZE) -> dict[str, int]:
@@ -80,7 +97,8 @@ def photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """Photo-like RGB: smooth colour fields, a few hard edges, sensor noise (JPEG sizes and decode times of photos)."""
     w, h = size
     field = Image.fromarray(rng.integers(0, 256, (h // 48 + 2, w // 48 + 2, 3), dtype=np.uint8)).resize(
-        (w, h), Image.Resampling.BICUBIC)
+        (w, h), Image.Resampling.BICUBIC
+    )
     draw = ImageDraw.Draw(field)
     for _ in range(12):
         x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
@@ -196,24 +214,35 @@ def write_items(root: Path, rel: str, n: int, pool: Pool, rng: random.Random) ->
                 options = [f"<image {k}>" for k in (2, 3, 4, 5)]
                 refs = [1, 2, 3, 4, 5]
             for k in refs:
-                pool.link(images / subject / f"{qid}_image_{k}.png", f"diagram_{modes[(i + k) % len(modes)]}",
-                          sizes[(i + k) % len(sizes)], i * 7 + k)
+                pool.link(
+                    images / subject / f"{qid}_image_{k}.png",
+                    f"diagram_{modes[(i + k) % len(modes)]}",
+                    sizes[(i + k) % len(sizes)],
+                    i * 7 + k,
+                )
             answer, *others = options
             shuffled = options[:]
             rng.shuffle(shuffled)
-            items[qid] = {"question": question, "answer": answer, "distraction": others,
-                          "ori_options": repr(shuffled)}
+            items[qid] = {"question": question, "answer": answer, "distraction": others, "ori_options": repr(shuffled)}
     elif name.startswith("SeePhys_"):
         sizes = [(800, 600), (600, 400)]
         for i in range(n):
             qid = str(1000 + i)
             img_num = 13 if i % 500 == 250 else 3 if i % 50 == 10 else 2 if i % 12 == 5 else 1
             for k in range(img_num):
-                pool.link(images / f"{qid}_{k}.png", f"diagram_{('RGB', 'RGBA', 'P', 'RGB')[(i + k) % 4]}",
-                          sizes[(i + k) % 2], i * 13 + k)
+                pool.link(
+                    images / f"{qid}_{k}.png",
+                    f"diagram_{('RGB', 'RGBA', 'P', 'RGB')[(i + k) % 4]}",
+                    sizes[(i + k) % 2],
+                    i * 13 + k,
+                )
             answer, *others = candidates(rng, 4, (1, 5))
-            items[qid] = {"question": sentence(rng, rng.randint(20, 60)) + "?", "answer": answer,
-                          "distraction": others, "img_num": img_num}
+            items[qid] = {
+                "question": sentence(rng, rng.randint(20, 60)) + "?",
+                "answer": answer,
+                "distraction": others,
+                "img_num": img_num,
+            }
     else:  # MathVista, Wiki, spatial: `images/<base>.jpg`, the base is the id before the first `--`
         if name.startswith("MathVista_"):
             sizes, words = [(1024, 768), (640, 480), (800, 800)], (25, 45)
@@ -230,7 +259,10 @@ def write_items(root: Path, rel: str, n: int, pool: Pool, rng: random.Random) ->
                 if len(items) < n:
                     answer, *others = candidates(rng, 4, (1, 3))
                     items[f"{base}--{k}" if shared else base] = {
-                        "question": sentence(rng, rng.randint(*words)) + "?", "answer": answer, "distraction": others}
+                        "question": sentence(rng, rng.randint(*words)) + "?",
+                        "answer": answer,
+                        "distraction": others,
+                    }
             i += 1
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)

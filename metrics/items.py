@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from radar_tasks import taxonomy
 from radar_tasks.metrics import sds as S
@@ -29,8 +30,14 @@ class Scored(tuple):
     count towards the item's chance level). Results of other wrappers lack them: the record then shows the doc's
     choices and no prompt."""
 
-    def __new__(cls, values, candidate: str | None = None, prompt: str | None = None, skipped: str | None = None,
-                dropped: bool = False):
+    def __new__(
+        cls,
+        values,
+        candidate: str | None = None,
+        prompt: str | None = None,
+        skipped: str | None = None,
+        dropped: bool = False,
+    ):
         obj = super().__new__(cls, values)
         obj.candidate, obj.prompt, obj.skipped, obj.dropped = candidate, prompt, skipped, dropped
         return obj
@@ -49,11 +56,18 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     given = [getattr(r, "candidate", None) for r in unwrapped]
     choices = list(doc["choices"]) if doc.get("choices") is not None else None
     record = {
-        "id": doc.get("id", doc.get("doc_id")), "subset": doc.get("subset"), "category": doc.get("category"),
-        "ability": doc.get("ability"), "p": None, "scores": None, "correct": False, "skipped": None,
+        "id": doc.get("id", doc.get("doc_id")),
+        "subset": doc.get("subset"),
+        "category": doc.get("category"),
+        "ability": doc.get("ability"),
+        "p": None,
+        "scores": None,
+        "correct": False,
+        "skipped": None,
         # K of the chance level 1/K: the candidates that took part (a quirk may leave some out)
         "n_candidates": sum(not getattr(r, "dropped", False) for r in unwrapped) if unwrapped else len(choices or ()),
-        "gold": gold, "convention": convention,
+        "gold": gold,
+        "convention": convention,
         "candidates": given if given and None not in given and not doc.get("skipped") else choices,
         "prompt": getattr(unwrapped[0], "prompt", None) if unwrapped else None,
     }
@@ -102,8 +116,10 @@ def non_finite_warning(doc: dict, record: dict) -> str | None:
     """The line logged for an item whose model score is NaN/inf (None for any other item)."""
     if record["skipped"] != SKIP_NON_FINITE:
         return None
-    return (f"{doc.get('source_file', 'doc')}: item {record['id']!r}: model returned a non-finite score "
-            f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)")
+    return (
+        f"{doc.get('source_file', 'doc')}: item {record['id']!r}: model returned a non-finite score "
+        f"{record['scores']}; counted as skipped (wrong in acc, out of SDS)"
+    )
 
 
 def sds_values(records: Sequence[dict]) -> list[float]:

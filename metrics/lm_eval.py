@@ -33,7 +33,8 @@ import logging
 import math
 import numbers
 import string
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from radar_tasks.metrics import sds as S
 
@@ -73,9 +74,7 @@ def resolve_gold(doc: dict, n_choices: int, gold_field: str = "gold", choices_fi
     index: int | None = None
     if isinstance(value, bool):
         index = None
-    elif isinstance(value, numbers.Integral):
-        index = int(value)
-    elif isinstance(value, numbers.Real) and float(value).is_integer():
+    elif isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer()):
         index = int(value)
     elif isinstance(value, str):
         choices = doc.get(choices_field) if choices_field else None

@@ -10,7 +10,8 @@ Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from radar_tasks.metrics import items as I
 

@@ -41,8 +41,10 @@ def _check_data(args) -> int:
         if not cats:
             continue
         skipped = sum(n for (s, _), n in report.skipped.items() if s == spec.name)
-        print(f"{spec.name:16s} {spec.folder:36s} {sum(cats.values()):6d} items in {len(cats)} categories"
-              + (f", {skipped} skipped (> {taxonomy.MAX_IMAGES} images)" if skipped else ""))
+        print(
+            f"{spec.name:16s} {spec.folder:36s} {sum(cats.values()):6d} items in {len(cats)} categories"
+            + (f", {skipped} skipped (> {taxonomy.MAX_IMAGES} images)" if skipped else "")
+        )
         if spec.file_pattern:
             for c, n in cats.items():
                 print(f"    {c:40s} {n:6d}")
@@ -65,11 +67,16 @@ def _export_dataset(args) -> int:
         return 1
     for s in summaries:
         if s.absent:
-            print(f"warning: {s.config}: no json file for category {s.category!r}: exported as an absent "
-                  "stand-in (its task reports no score)", file=sys.stderr)
+            print(
+                f"warning: {s.config}: no json file for category {s.category!r}: exported as an absent "
+                "stand-in (its task reports no score)",
+                file=sys.stderr,
+            )
     items = sum(s.items for s in summaries)
-    print(f"{args.out}: {len(summaries)} configs, {items} items, "
-          f"{sum(s.skipped for s in summaries)} skipped, {sum(s.shards for s in summaries)} parquet shards")
+    print(
+        f"{args.out}: {len(summaries)} configs, {items} items, "
+        f"{sum(s.skipped for s in summaries)} skipped, {sum(s.shards for s in summaries)} parquet shards"
+    )
     return 0
 
 
@@ -78,8 +85,10 @@ def _export_tasks(args) -> int:
 
     path = export.resolve_dataset_path(args.dataset_path)
     if path == args.dataset_path and not Path(path).expanduser().is_dir():
-        print(f"note: {path} is not a local folder: the tasks will load it as a Hugging Face hub dataset id",
-              file=sys.stderr)
+        print(
+            f"note: {path} is not a local folder: the tasks will load it as a Hugging Face hub dataset id",
+            file=sys.stderr,
+        )
     try:
         if args.check:
             stale = export.check_tasks(args.out, path)
@@ -92,8 +101,11 @@ def _export_tasks(args) -> int:
         return 1
     missing = export.missing_configs(path)
     if missing:
-        print(f"warning: {path} lacks the configs of {len(missing)} tasks ({', '.join(missing[:5])}"
-              f"{', ...' if len(missing) > 5 else ''}): those tasks fail to load", file=sys.stderr)
+        print(
+            f"warning: {path} lacks the configs of {len(missing)} tasks ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}): those tasks fail to load",
+            file=sys.stderr,
+        )
     print(f"{args.out}: {len(files)} files (dataset_path {path})")
     return 0
 
@@ -117,12 +129,10 @@ def _demo(args) -> int:
         print(f"report: {run_series(work, steps=steps, tasks=args.tasks)}")
         return 0
     from radar_tasks.demo.quickstart import run_demo
-
     from radar_tasks.runner import RunFailed
 
     try:
-        run_demo(Path(args.out or tempfile.mkdtemp(prefix="radar-demo-")), args.arch, args.tasks,
-                 verbose=args.verbose)
+        run_demo(Path(args.out or tempfile.mkdtemp(prefix="radar-demo-")), args.arch, args.tasks, verbose=args.verbose)
     except RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -195,16 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-data", help="validate an M3-Bench root: counts and every problem (exit 1 on any)")
     p.add_argument("root", nargs="?", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
-    p.add_argument("--subset", action="append", type=_data_selection, metavar="NAME",
-                   help="only this subset (wiki_animal) or task / group (radar_wiki_animal, radar_mmbench_ocr, "
-                        "radar_perception); repeatable")
+    p.add_argument(
+        "--subset",
+        action="append",
+        type=_data_selection,
+        metavar="NAME",
+        help="only this subset (wiki_animal) or task / group (radar_wiki_animal, radar_mmbench_ocr, "
+        "radar_perception); repeatable",
+    )
     p.set_defaults(fn=_check_data)
 
     p = sub.add_parser("task-dir", help="print the lmms-eval task folder (for --include_path)")
     p.set_defaults(fn=_task_dir)
 
-    p = sub.add_parser("export-dataset", help="the validated records as a Hugging Face dataset folder (parquet, "
-                                              "one config per category, images embedded, dataset card)")
+    p = sub.add_parser(
+        "export-dataset",
+        help="the validated records as a Hugging Face dataset folder (parquet, "
+        "one config per category, images embedded, dataset card)",
+    )
     p.add_argument("out", help="dataset folder to write (replaces an earlier export)")
     p.add_argument("--root", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
     p.add_argument("--subset", action="append", help="only this subset (repeatable; default: all)")
@@ -218,20 +236,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline demo: fixture + tiny model + lmms-eval run + table")
     p.add_argument("--out", help="working folder (default: a new temporary folder)")
-    p.add_argument("--arch", default=DEMO_ARCH, choices=TINY_ARCHS,
-                   help=f"architecture of the tiny model (default {DEMO_ARCH})")
+    p.add_argument(
+        "--arch", default=DEMO_ARCH, choices=TINY_ARCHS, help=f"architecture of the tiny model (default {DEMO_ARCH})"
+    )
     p.add_argument("--tasks", help="default: radar_mmm; with --series: the subsets the synthetic data teaches")
-    p.add_argument("--verbose", action="store_true",
-                   help="show lmms-eval's whole output (default: progress and the table; the log goes to a file)")
-    p.add_argument("--series", action="store_true",
-                   help="pretrain a tiny Qwen2-VL on CPU (1.5-3 min), evaluate 5 checkpoints, write the report")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show lmms-eval's whole output (default: progress and the table; the log goes to a file)",
+    )
+    p.add_argument(
+        "--series",
+        action="store_true",
+        help="pretrain a tiny Qwen2-VL on CPU (1.5-3 min), evaluate 5 checkpoints, write the report",
+    )
     p.add_argument("--steps", help="with --series: checkpoint steps, comma-separated (default 0,250,500,750,1000)")
     p.set_defaults(fn=_demo)
 
-    p = sub.add_parser("sweep", help="evaluate every checkpoint of a run (resumable, shardable, watching) + report",
-                       description="Evaluate checkpoints one after the other with lmms-eval and radar_hf, in one "
-                                   "process; refresh the report after each.", epilog=SWEEP_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="evaluate every checkpoint of a run (resumable, shardable, watching) + report",
+        description="Evaluate checkpoints one after the other with lmms-eval and radar_hf, in one "
+        "process; refresh the report after each.",
+        epilog=SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint folder or quoted glob")
     p.add_argument("--tasks", required=True, help="lmms-eval tasks, comma-separated (e.g. radar_mmm)")
     p.add_argument("--out", required=True, help="output folder: runs/ and report/")
@@ -240,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=float, help="lmms-eval --limit (items per task; testing only)")
     p.add_argument("--log_samples", action="store_true", help="write per-item logs (item-level report intervals)")
     p.add_argument("--shard", help="I/N: evaluate this process's share of the checkpoints (e.g. a SLURM array job)")
-    p.add_argument("--watch", type=float, metavar="SECONDS",
-                   help="keep looking for new checkpoints; stop after SECONDS without a new one")
+    p.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="keep looking for new checkpoints; stop after SECONDS without a new one",
+    )
     p.add_argument("--poll", type=float, default=30.0, help="with --watch: seconds between looks (default 30)")
     p.add_argument("--manifest", help="YAML/CSV manifest (the report's format; run = checkpoint folder)")
     p.add_argument("--data", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")

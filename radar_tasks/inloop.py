@@ -50,13 +50,14 @@ class _ForwardCounter:
         """Repeat forwards until every rank has run as many as the busiest; returns the number repeated."""
         import torch
 
-        mine = torch.tensor([self.count], dtype=torch.long,
-                            device=device if dist.get_backend() == "nccl" else "cpu")
+        mine = torch.tensor([self.count], dtype=torch.long, device=device if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(mine, op=dist.ReduceOp.MAX)
         extra = int(mine.item()) - self.count
         if extra and self.last is None:
-            raise RuntimeError("radar_tasks.evaluate: this rank ran no forward it could repeat; give every rank "
-                               "at least one question (more questions than ranks)")
+            raise RuntimeError(
+                "radar_tasks.evaluate: this rank ran no forward it could repeat; give every rank "
+                "at least one question (more questions than ranks)"
+            )
         with torch.inference_mode():
             for _ in range(extra):
                 args, kwargs = self.last
@@ -82,8 +83,9 @@ def _unsharded(module):
     saved = []
     for m in sharded:
         state = m._get_fsdp_state()
-        saved.append((state, state._auto_reshard_after_forward,
-                      [g.post_forward_mesh_info for g in state._fsdp_param_groups]))
+        saved.append(
+            (state, state._auto_reshard_after_forward, [g.post_forward_mesh_info for g in state._fsdp_param_groups])
+        )
         m.unshard()
     sharded[0].set_reshard_after_forward(False)
     try:
@@ -124,8 +126,12 @@ def _preserved(module):
     import torch
 
     training, grad = module.training, torch.is_grad_enabled()
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
+    states = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+    )
     module.eval()
     try:
         yield
@@ -165,8 +171,17 @@ def scores_of(results: dict) -> dict[str, dict]:
     return out
 
 
-def evaluate(model, processor, tasks: str | Sequence[str], *, batch_size=1, limit: float | None = None,
-             log_samples: bool = False, data_dir: str | os.PathLike | None = None, **radar_hf_args) -> dict:
+def evaluate(
+    model,
+    processor,
+    tasks: str | Sequence[str],
+    *,
+    batch_size=1,
+    limit: float | None = None,
+    log_samples: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    **radar_hf_args,
+) -> dict:
     """RADAR scores of `model` (a `PreTrainedModel` in memory, on its device, in its dtype) on `tasks`.
 
     Returns `{task: {"sds", "sds_stderr", "acc", "acc_stderr", "items", "skipped", "sds_perception", ...}}` for
@@ -196,10 +211,16 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, batch_size=1, limi
     with _preserved(module), environment(RADAR_M3BENCH_DIR=root):
         lm = InLoopRadarHF.from_model(module, processor, batch_size=batch_size, **radar_hf_args)
         results = evaluator.simple_evaluate(
-            model=lm, tasks=names, limit=limit, log_samples=log_samples, batch_size=batch_size,
-            task_manager=TaskManager("WARNING", model_name="radar_hf"), verbosity="WARNING",
+            model=lm,
+            tasks=names,
+            limit=limit,
+            log_samples=log_samples,
+            batch_size=batch_size,
+            task_manager=TaskManager("WARNING", model_name="radar_hf"),
+            verbosity="WARNING",
             # as lmms-eval's CLI chooses it (its accelerate path fails under a plain torch.distributed group)
-            distributed_executor_backend="torchrun" if _distributed() else "accelerate")
+            distributed_executor_backend="torchrun" if _distributed() else "accelerate",
+        )
     scores = scores_of(results) if results else None
     dist = _distributed()
     if dist is not None:  # rank 0 holds the aggregated results
@@ -231,9 +252,17 @@ class RadarCallback(_trainer_callback_base()):
     the end. Extra keyword arguments go to `evaluate` (batch_size, limit, data_dir, radar_hf args).
     """
 
-    def __init__(self, processor, tasks: str | Sequence[str] = ("radar_mmm_lite",), eval_steps: int | None = None,
-                 *, trainer=None, prefix: str = "eval_radar",
-                 metrics: Sequence[str] = ("sds", "acc", "sds_perception", "sds_reasoning"), **evaluate_kwargs):
+    def __init__(
+        self,
+        processor,
+        tasks: str | Sequence[str] = ("radar_mmm_lite",),
+        eval_steps: int | None = None,
+        *,
+        trainer=None,
+        prefix: str = "eval_radar",
+        metrics: Sequence[str] = ("sds", "acc", "sds_perception", "sds_reasoning"),
+        **evaluate_kwargs,
+    ):
         self.processor, self.tasks, self.eval_steps = processor, tasks, eval_steps
         self.trainer, self.prefix, self.metrics = trainer, prefix, tuple(metrics)
         self.evaluate_kwargs = evaluate_kwargs
@@ -262,12 +291,19 @@ class RadarCallback(_trainer_callback_base()):
 
     def _evaluate(self, state, model) -> None:
         if self.trainer is None:
-            raise RuntimeError("RadarCallback logs through the trainer: create it with trainer=... "
-                               "(trainer.add_callback(RadarCallback(processor, ..., trainer=trainer)))")
+            raise RuntimeError(
+                "RadarCallback logs through the trainer: create it with trainer=... "
+                "(trainer.add_callback(RadarCallback(processor, ..., trainer=trainer)))"
+            )
         self._last_step = state.global_step
         scores = evaluate(model, self.processor, self.tasks, **self.evaluate_kwargs)
-        logs = {f"{self.prefix}/{task}/{metric}": float(row[metric]) for task, row in scores.items()
-                for metric in self.metrics if isinstance(row.get(metric), (int, float))}
-        self.history.append({"step": state.global_step, "tokens": state.num_input_tokens_seen or None,
-                             "scores": scores})
+        logs = {
+            f"{self.prefix}/{task}/{metric}": float(row[metric])
+            for task, row in scores.items()
+            for metric in self.metrics
+            if isinstance(row.get(metric), (int, float))
+        }
+        self.history.append(
+            {"step": state.global_step, "tokens": state.num_input_tokens_seen or None, "scores": scores}
+        )
         self.trainer.log(logs)

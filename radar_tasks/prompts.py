@@ -139,9 +139,7 @@ def task_text(doc, image_markers: bool = False) -> str:
 
 def internvl_chatml(user: str, system_message: str = INTERNVL_SYSTEM_MESSAGE) -> str:
     """`internvl2_5` rendering of one user turn, ending with the assistant header (the answer follows directly)."""
-    return (f"{_IM_START}system\n{system_message}{_IM_END}"
-            f"{_IM_START}user\n{user}{_IM_END}"
-            f"{_IM_START}assistant\n")
+    return f"{_IM_START}system\n{system_message}{_IM_END}{_IM_START}user\n{user}{_IM_END}{_IM_START}assistant\n"
 
 
 def chat_messages(doc) -> list[dict]:
@@ -155,7 +153,7 @@ def chat_messages(doc) -> list[dict]:
         content, at = [], 0
         for ref in IMAGE_REF.finditer(text):
             if ref.start() > at:
-                content.append({"type": "text", "text": text[at:ref.start()]})
+                content.append({"type": "text", "text": text[at : ref.start()]})
             content.append({"type": "image"})
             at = ref.end()
         if at < len(text):
@@ -196,14 +194,18 @@ def build(
             raise ValueError("prompt_style=chat needs the processor's chat template and image placeholder")
         rendered = chat_template(chat_messages(doc))
         if rendered.count(image_placeholder) != n:
-            raise ValueError(f"the chat template rendered {rendered.count(image_placeholder)} image placeholders "
-                             f"({image_placeholder!r}) for {n} images")
+            raise ValueError(
+                f"the chat template rendered {rendered.count(image_placeholder)} image placeholders "
+                f"({image_placeholder!r}) for {n} images"
+            )
         context = rendered.replace(image_placeholder, IMAGE_MARKER)
     else:
         raise ValueError(f"build: unknown prompt style {style!r} (one of {', '.join(STYLES)})")
     if context.count(IMAGE_MARKER) != n:
-        raise ValueError(f"item {doc.get('id')!r}: {context.count(IMAGE_MARKER)} image markers for {n} images "
-                         f"(does the question contain a literal {IMAGE_MARKER!r}?)")
+        raise ValueError(
+            f"item {doc.get('id')!r}: {context.count(IMAGE_MARKER)} image markers for {n} images "
+            f"(does the question contain a literal {IMAGE_MARKER!r}?)"
+        )
     candidates = list(candidates)
     joiner = JOINERS[style]
     return Prompt(
@@ -211,11 +213,15 @@ def build(
         continuations=tuple(joiner + c for c in candidates),
         scored=tuple(scored) if scored is not None else tuple(True for _ in candidates),
         style=style,
-        reverse_blocks=(reverse_blocks and style == "internvl"
-                        and not taxonomy.SUBSETS_BY_NAME[doc["subset"]].images_inline and n > 1),
+        reverse_blocks=(
+            reverse_blocks
+            and style == "internvl"
+            and not taxonomy.SUBSETS_BY_NAME[doc["subset"]].images_inline
+            and n > 1
+        ),
     )
 
 
 def strip_delimiter(continuation: str, delimiter: str = TARGET_DELIMITER) -> str:
     """lmms-eval's continuation is `target_delimiter + choice`: the candidate itself."""
-    return continuation[len(delimiter):] if delimiter and continuation.startswith(delimiter) else continuation
+    return continuation[len(delimiter) :] if delimiter and continuation.startswith(delimiter) else continuation

@@ -21,11 +21,22 @@ class RunFailed(RuntimeError):
     """lmms-eval wrote no results (the message ends with the tail of its log)."""
 
 
-def lmms_eval_args(model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = (),
-                   log_samples: bool = True) -> list[str]:
+def lmms_eval_args(
+    model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = (), log_samples: bool = True
+) -> list[str]:
     """The lmms-eval CLI arguments of a radar_hf run (with per-item logs unless `log_samples` is false)."""
-    return ["--model", "radar_hf", "--model_args", model_args, "--tasks", tasks, "--output_path", str(output_path),
-            *(["--log_samples"] if log_samples else []), *extra]
+    return [
+        "--model",
+        "radar_hf",
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--output_path",
+        str(output_path),
+        *(["--log_samples"] if log_samples else []),
+        *extra,
+    ]
 
 
 def lmms_eval_env(data_dir: str | os.PathLike) -> dict[str, str]:
@@ -58,9 +69,16 @@ def environment(**values: str):
                 os.environ[k] = v
 
 
-def run_subprocess(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
-                   extra: Sequence[str] = (), *, log: str | os.PathLike | None = None,
-                   on_progress: Callable[[int, int], None] | None = None) -> Path:
+def run_subprocess(
+    model_args: str,
+    tasks: str,
+    output_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    extra: Sequence[str] = (),
+    *,
+    log: str | os.PathLike | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """`python -m lmms_eval ...` in a subprocess; returns its results JSON (RunFailed when it wrote none).
 
     Its output goes to this terminal, or with `log` to that file; `on_progress(done, total)` is then called as
@@ -112,8 +130,16 @@ def _error_lines(log: Path) -> str:
     return ":\n" + "\n".join(errors[-1:] or lines[-15:])
 
 
-def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, data_dir: str | os.PathLike,
-                   extra: Sequence[str] = (), *, threads: int | None = None, log_samples: bool = True) -> Path:
+def run_in_process(
+    model_args: str,
+    tasks: str,
+    output_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    extra: Sequence[str] = (),
+    *,
+    threads: int | None = None,
+    log_samples: bool = True,
+) -> Path:
     """lmms-eval's CLI entry point (`lmms_eval.__main__.cli_evaluate`) in this process, its output going to
     `output_path/lmms_eval.log`; returns the results JSON. Saves the ~25 s of importing lmms-eval per run.
     `threads`: torch's intra-op threads during the run (restored afterwards). The task index is built once per
@@ -125,8 +151,12 @@ def run_in_process(model_args: str, tasks: str, output_path: str | os.PathLike, 
     log = output_path / "lmms_eval.log"
     argv = ["lmms-eval", *lmms_eval_args(model_args, tasks, output_path, extra, log_samples)]
     old_threads, old_argv = torch.get_num_threads(), sys.argv
-    with environment(**lmms_eval_env(data_dir)), \
-            open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+    with (
+        environment(**lmms_eval_env(data_dir)),
+        open(log, "w", encoding="utf-8") as f,
+        contextlib.redirect_stdout(f),
+        contextlib.redirect_stderr(f),
+    ):
         print("$ " + " ".join(argv), flush=True)
         from lmms_eval.__main__ import cli_evaluate
 

@@ -22,9 +22,16 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
         if entry is None or f"sds{key},none" not in entry:
             return
         n = entry.get(f"items{key},none")
-        rows.append((label, _fmt(entry[f"sds{key},none"]), _fmt(entry.get(f"sds{key}_stderr,none")),
-                     _fmt(entry[f"acc{key},none"]), str(n),
-                     str(entry.get("skipped,none", "-") if not key else "")))
+        rows.append(
+            (
+                label,
+                _fmt(entry[f"sds{key},none"]),
+                _fmt(entry.get(f"sds{key}_stderr,none")),
+                _fmt(entry[f"acc{key},none"]),
+                str(n),
+                str(entry.get("skipped,none", "-") if not key else ""),
+            )
+        )
 
     for spec in taxonomy.SUBSETS:
         add(spec.name, taxonomy.task_name(spec.name))
@@ -39,8 +46,7 @@ def format_table(results: dict) -> str:
     header = ("", "SDS", "± stderr", "acc", "items", "skipped")
     rows = [header, *summary_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 

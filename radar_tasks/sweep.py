@@ -122,10 +122,15 @@ def weights_problem(folder: Path) -> str | None:
     for name in files:
         m = _SHARD_NAME.search(name)
         if m:
-            needed |= {_SHARD_NAME.sub(f"-{i:05d}-of-{m.group(2)}.safetensors", name)
-                       for i in range(1, int(m.group(2)) + 1)}
-    weights = [n for n in files if n.endswith(WEIGHT_SUFFIXES) and n not in ("training_args.bin", "optimizer.pt",
-                                                                             "scheduler.pt", "rng_state.pth")]
+            needed |= {
+                _SHARD_NAME.sub(f"-{i:05d}-of-{m.group(2)}.safetensors", name) for i in range(1, int(m.group(2)) + 1)
+            }
+    weights = [
+        n
+        for n in files
+        if n.endswith(WEIGHT_SUFFIXES)
+        and n not in ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+    ]
     if not weights and not needed:
         return "no weight files"
     missing = sorted(needed - set(files))
@@ -174,8 +179,9 @@ def _manifest_entries(manifest: str | os.PathLike | None) -> dict[Path, dict]:
     return {Path(e["run"]).resolve(): {k: v for k, v in e.items() if k != "run"} for e in entries}
 
 
-def list_checkpoints(targets: Sequence[str | os.PathLike], manifest: str | os.PathLike | None = None
-                     ) -> list[Checkpoint]:
+def list_checkpoints(
+    targets: Sequence[str | os.PathLike], manifest: str | os.PathLike | None = None
+) -> list[Checkpoint]:
     """The checkpoint folders of `targets` (folders or glob patterns; none: the manifest's `run` entries), with
     their steps and labels, in training order. SweepError on a target that is no folder, two checkpoints of one
     name, or steps that are known for some checkpoints only."""
@@ -199,8 +205,10 @@ def list_checkpoints(targets: Sequence[str | os.PathLike], manifest: str | os.Pa
     checkpoints = []
     for folder in folders:
         if folder.name in names:
-            raise SweepError(f"two checkpoints named {folder.name}: {names[folder.name]} and {folder}; "
-                             "sweep them into different --out folders")
+            raise SweepError(
+                f"two checkpoints named {folder.name}: {names[folder.name]} and {folder}; "
+                "sweep them into different --out folders"
+            )
         names[folder.name] = folder
         entry = dict(labels.get(folder, {}))
         step = entry.pop("step", None)
@@ -214,8 +222,10 @@ def list_checkpoints(targets: Sequence[str | os.PathLike], manifest: str | os.Pa
     with_step = [c for c in checkpoints if c.step is not None]
     if with_step and len(with_step) != len(checkpoints):
         missing = [c.name for c in checkpoints if c.step is None]
-        raise SweepError(f"no training step in the folder name of {', '.join(missing[:3])}: name it step_<N> "
-                         "(or checkpoint-<N>, iter_<N>, ...) or give its step in a --manifest")
+        raise SweepError(
+            f"no training step in the folder name of {', '.join(missing[:3])}: name it step_<N> "
+            "(or checkpoint-<N>, iter_<N>, ...) or give its step in a --manifest"
+        )
     if with_step:
         checkpoints.sort(key=lambda c: (c.step, c.name))
     return checkpoints
@@ -287,8 +297,13 @@ def normalize_model_args(model_args: str) -> str:
 
 def run_key(tasks: Sequence[str], model_args: str, limit: float | None, fingerprint: str) -> dict:
     """What makes two evaluations of one checkpoint the same run (the checkpoint's weights stamp is added)."""
-    return {"version": SWEEP_VERSION, "tasks": sorted(set(tasks)), "model_args": model_args,
-            "limit": limit, "data": fingerprint}
+    return {
+        "version": SWEEP_VERSION,
+        "tasks": sorted(set(tasks)),
+        "model_args": model_args,
+        "limit": limit,
+        "data": fingerprint,
+    }
 
 
 def _read_json(path: Path) -> dict | None:
@@ -375,17 +390,27 @@ def headline(results: Path, tasks: Sequence[str]) -> str:
     return ""
 
 
-def evaluate_checkpoint(checkpoint: Path, tasks: str, output_path: Path, data_dir: Path, *, model_args: str,
-                        batch_size: str | None, limit: float | None, log_samples: bool,
-                        threads: int | None = None) -> Path:
+def evaluate_checkpoint(
+    checkpoint: Path,
+    tasks: str,
+    output_path: Path,
+    data_dir: Path,
+    *,
+    model_args: str,
+    batch_size: str | None,
+    limit: float | None,
+    log_samples: bool,
+    threads: int | None = None,
+) -> Path:
     """One checkpoint through lmms-eval's CLI entry point, in this process; returns its results JSON."""
     from radar_tasks import runner
 
     args = ",".join(x for x in (f"pretrained={checkpoint}", model_args) if x)
-    extra = [*(["--batch_size", str(batch_size)] if batch_size is not None else []),
-             *(["--limit", f"{limit:g}"] if limit is not None else [])]
-    return runner.run_in_process(args, tasks, output_path, data_dir, extra, log_samples=log_samples,
-                                 threads=threads)
+    extra = [
+        *(["--batch_size", str(batch_size)] if batch_size is not None else []),
+        *(["--limit", f"{limit:g}"] if limit is not None else []),
+    ]
+    return runner.run_in_process(args, tasks, output_path, data_dir, extra, log_samples=log_samples, threads=threads)
 
 
 class _Progress:
@@ -437,13 +462,25 @@ def refresh_report(out_dir: Path, done: Sequence[tuple[Checkpoint, Path]]) -> Pa
     return report_dir / "report.md"
 
 
-def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], out_dir: str | os.PathLike, *,
-          model_args: str = "", batch_size: str | int | None = None, limit: float | None = None,
-          log_samples: bool = False, shard: str | tuple[int, int] | None = None, watch: float | None = None,
-          manifest: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-          poll: float = 30.0, threads: int | None = None, report: bool = True,
-          print_fn: Callable[[str], None] | None = None,
-          evaluate_fn: Callable[..., Path] = evaluate_checkpoint) -> SweepResult:
+def sweep(
+    checkpoints: Sequence[str | os.PathLike],
+    tasks: str | Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    model_args: str = "",
+    batch_size: str | int | None = None,
+    limit: float | None = None,
+    log_samples: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    watch: float | None = None,
+    manifest: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    poll: float = 30.0,
+    threads: int | None = None,
+    report: bool = True,
+    print_fn: Callable[[str], None] | None = None,
+    evaluate_fn: Callable[..., Path] = evaluate_checkpoint,
+) -> SweepResult:
     """Evaluate, resume, shard and watch (module docstring). `print_fn`: where the per-checkpoint lines go (None:
     stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `evaluate_fn(checkpoint, tasks,
     output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results JSON
@@ -465,8 +502,13 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
     if watch is not None:  # also find later checkpoints of the runs given as folders
         patterns += [watch_pattern(Path(t)) for t in checkpoints if not _is_pattern(str(t))]
         patterns = list(dict.fromkeys(patterns))
-    options = {"model_args": model_args, "batch_size": batch_size, "limit": limit, "log_samples": log_samples,
-               "threads": threads}
+    options = {
+        "model_args": model_args,
+        "batch_size": batch_size,
+        "limit": limit,
+        "log_samples": log_samples,
+        "threads": threads,
+    }
 
     progress = _Progress(print_fn)
     report_on, report = report, None
@@ -497,16 +539,22 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
                 outcomes.append(outcome)
                 position = f"[{len(handled)}/{len(mine)}]"
                 if outcome.status == "skipped":
-                    progress.line(f"{position} {c.name}: skipped, complete results for these tasks, model args and "
-                                  f"data ({headline(outcome.results, task_list)})", True)
+                    progress.line(
+                        f"{position} {c.name}: skipped, complete results for these tasks, model args and "
+                        f"data ({headline(outcome.results, task_list)})",
+                        True,
+                    )
                 elif outcome.status == "failed":
                     progress.line(f"{position} {c.name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}", True)
                 else:
                     evaluated_any = True
                     if report_on:
                         report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
-                    progress.line(f"{position} {c.name}: evaluated in {outcome.seconds:.1f} s, "
-                                  f"{headline(outcome.results, task_list)}", True)
+                    progress.line(
+                        f"{position} {c.name}: evaluated in {outcome.seconds:.1f} s, "
+                        f"{headline(outcome.results, task_list)}",
+                        True,
+                    )
             if watch is None:
                 break
             if evaluated_any:  # the wait for a new checkpoint starts when the work is done
@@ -529,8 +577,9 @@ def sweep(checkpoints: Sequence[str | os.PathLike], tasks: str | Sequence[str], 
     return SweepResult(outcomes, report)
 
 
-def _done(listed: Sequence[Checkpoint], runs_dir: Path, key: Mapping, log_samples: bool
-          ) -> list[tuple[Checkpoint, Path]]:
+def _done(
+    listed: Sequence[Checkpoint], runs_dir: Path, key: Mapping, log_samples: bool
+) -> list[tuple[Checkpoint, Path]]:
     """Every listed checkpoint (all shards) with complete results of this key, in training order."""
     done = []
     for c in listed:
@@ -540,8 +589,9 @@ def _done(listed: Sequence[Checkpoint], runs_dir: Path, key: Mapping, log_sample
     return done
 
 
-def _one(c: Checkpoint, key: Mapping, tasks: Sequence[str], runs_dir: Path, root: Path, options: dict,
-         evaluate_fn) -> Outcome:
+def _one(
+    c: Checkpoint, key: Mapping, tasks: Sequence[str], runs_dir: Path, root: Path, options: dict, evaluate_fn
+) -> Outcome:
     """Skip or evaluate one checkpoint; results land in `runs_dir/<name>/` whole or not at all."""
     final = runs_dir / c.name
     stamp = weights_stamp(c.path)
@@ -555,12 +605,20 @@ def _one(c: Checkpoint, key: Mapping, tasks: Sequence[str], runs_dir: Path, root
         produced = evaluate_fn(c.path, ",".join(tasks), partial, root, **options)
     except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its partial folder goes
         shutil.rmtree(partial, ignore_errors=True)
-        return Outcome(c, "failed", time.monotonic() - t0, message=str(exc).splitlines()[0] if str(exc) else
-                       type(exc).__name__)
+        return Outcome(
+            c, "failed", time.monotonic() - t0, message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        )
     seconds = time.monotonic() - t0
-    meta = {"key": dict(key), "weights": stamp, "log_samples": bool(options["log_samples"]),
-            "results": str(Path(produced).resolve().relative_to(partial.resolve())), "checkpoint": str(c.path), "step": c.step,
-            "labels": c.labels, "seconds": round(seconds, 1)}
+    meta = {
+        "key": dict(key),
+        "weights": stamp,
+        "log_samples": bool(options["log_samples"]),
+        "results": str(Path(produced).resolve().relative_to(partial.resolve())),
+        "checkpoint": str(c.path),
+        "step": c.step,
+        "labels": c.labels,
+        "seconds": round(seconds, 1),
+    }
     (partial / SWEEP_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     if weights_stamp(c.path) != stamp:  # the folder changed while it was evaluated: these are not its results
         shutil.rmtree(partial, ignore_errors=True)
@@ -574,10 +632,20 @@ def run_cli(args) -> int:
     from radar_tasks.errors import M3BenchError
 
     try:
-        result = sweep(args.checkpoints, args.tasks, args.out, model_args=args.model_args or "",
-                       batch_size=args.batch_size, limit=args.limit, log_samples=args.log_samples,
-                       shard=args.shard, watch=args.watch, manifest=args.manifest, data_dir=args.data,
-                       poll=args.poll)
+        result = sweep(
+            args.checkpoints,
+            args.tasks,
+            args.out,
+            model_args=args.model_args or "",
+            batch_size=args.batch_size,
+            limit=args.limit,
+            log_samples=args.log_samples,
+            shard=args.shard,
+            watch=args.watch,
+            manifest=args.manifest,
+            data_dir=args.data,
+            poll=args.poll,
+        )
     except (SweepError, M3BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,27 +17,66 @@ MMBENCH_CATEGORIES: dict[str, str] = {
     **{
         c: PERCEPTION
         for c in (
-            "image_style", "image_scene", "image_emotion", "image_quality", "image_topic",  # coarse perception
-            "object_localization", "attribute_recognition", "celebrity_recognition", "ocr",  # fine-grained, instance
-            "spatial_relationship", "attribute_comparison", "action_recognition",  # fine-grained, cross-instance
+            "image_style",
+            "image_scene",
+            "image_emotion",
+            "image_quality",
+            "image_topic",  # coarse perception
+            "object_localization",
+            "attribute_recognition",
+            "celebrity_recognition",
+            "ocr",  # fine-grained, instance
+            "spatial_relationship",
+            "attribute_comparison",
+            "action_recognition",  # fine-grained, cross-instance
         )
     },
     **{
         c: REASONING
         for c in (
-            "physical_property_reasoning", "function_reasoning", "identity_reasoning",  # attribute reasoning
-            "social_relation", "physical_relation", "nature_relation",  # relation reasoning
-            "future_prediction", "structuralized_imagetext_understanding",  # logic reasoning
+            "physical_property_reasoning",
+            "function_reasoning",
+            "identity_reasoning",  # attribute reasoning
+            "social_relation",
+            "physical_relation",
+            "nature_relation",  # relation reasoning
+            "future_prediction",
+            "structuralized_imagetext_understanding",  # logic reasoning
         )
     },
 }
 
 MMMU_PRO_SUBJECTS: tuple[str, ...] = (
-    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
-    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
-    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
-    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
-    "Public_Health", "Sociology",
+    "Accounting",
+    "Agriculture",
+    "Architecture_and_Engineering",
+    "Art",
+    "Art_Theory",
+    "Basic_Medical_Science",
+    "Biology",
+    "Chemistry",
+    "Clinical_Medicine",
+    "Computer_Science",
+    "Design",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Economics",
+    "Electronics",
+    "Energy_and_Power",
+    "Finance",
+    "Geography",
+    "History",
+    "Literature",
+    "Manage",
+    "Marketing",
+    "Materials",
+    "Math",
+    "Mechanical_Engineering",
+    "Music",
+    "Pharmacy",
+    "Physics",
+    "Psychology",
+    "Public_Health",
+    "Sociology",
 )
 
 
@@ -56,22 +95,38 @@ class Subset:
 
 
 SUBSETS: tuple[Subset, ...] = (
-    Subset("mmbench", "general_visual_question_answering", None,
-           r"MMBench_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmbench", "MMBench dev (EN)",
-           image_separator="\n"),
-    Subset("mmmu_pro", "multiple_discipline_reasoning", REASONING,
-           r"MMMU_Pro_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval", "mmmu_pro", "MMMU-Pro (standard)",
-           image_separator="\n", images_inline=True),
-    Subset("mathvista", "mathematical_reasoning", REASONING, None, "base_id", "MathVista testmini",
-           image_separator="\n"),
+    Subset(
+        "mmbench",
+        "general_visual_question_answering",
+        None,
+        r"MMBench_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval",
+        "mmbench",
+        "MMBench dev (EN)",
+        image_separator="\n",
+    ),
+    Subset(
+        "mmmu_pro",
+        "multiple_discipline_reasoning",
+        REASONING,
+        r"MMMU_Pro_(?P<category>.+)_(?P<n>\d+)_pretrained_mllm_eval",
+        "mmmu_pro",
+        "MMMU-Pro (standard)",
+        image_separator="\n",
+        images_inline=True,
+    ),
+    Subset(
+        "mathvista", "mathematical_reasoning", REASONING, None, "base_id", "MathVista testmini", image_separator="\n"
+    ),
     Subset("seephys", "physical_reasoning", REASONING, None, "seephys", "SeePhys"),
     Subset("spatial", "spatial_reasoning", REASONING, None, "base_id", "spatial reasoning"),
     Subset("wiki_animal", "Wiki_animal_identification", PERCEPTION, None, "base_id", "new: Wikipedia animals"),
     Subset("wiki_plant", "Wiki_plant_identification", PERCEPTION, None, "base_id", "new: Wikipedia plants"),
-    Subset("wiki_attraction", "Wiki_attraction_identification", PERCEPTION, None, "base_id",
-           "new: Wikipedia attractions"),
-    Subset("wiki_celebrity", "Wiki_celebrity_identification", PERCEPTION, None, "base_id",
-           "new: Wikipedia celebrities"),
+    Subset(
+        "wiki_attraction", "Wiki_attraction_identification", PERCEPTION, None, "base_id", "new: Wikipedia attractions"
+    ),
+    Subset(
+        "wiki_celebrity", "Wiki_celebrity_identification", PERCEPTION, None, "base_id", "new: Wikipedia celebrities"
+    ),
 )
 SUBSETS_BY_NAME = {s.name: s for s in SUBSETS}
 
@@ -132,7 +187,11 @@ def groups() -> dict[str, list[str]]:
         "radar_mmmu_pro": [task_name("mmmu_pro", c) for c in MMMU_PRO_SUBJECTS],
         "radar_perception": ["radar_mmbench_perception", *single[PERCEPTION]],
         "radar_reasoning": ["radar_mmbench_reasoning", "radar_mmmu_pro", *single[REASONING]],
-        "radar_mmm": ["radar_mmbench", "radar_mmmu_pro", *[task_name(s.name) for s in SUBSETS if s.file_pattern is None]],
+        "radar_mmm": [
+            "radar_mmbench",
+            "radar_mmmu_pro",
+            *[task_name(s.name) for s in SUBSETS if s.file_pattern is None],
+        ],
     }
 
 

@@ -43,13 +43,20 @@ def sample_file(root: Path, per_subset: int, seed: int, source: str) -> dict:
         items[subset] = items.get(subset, 0) + len(members)
     return {
         "about": "Item ids of the lite tasks (radar_mmm_lite and its leaves), drawn by task_yamls/draw_lite_sample.py;"
-                 " regenerate the tasks with task_yamls/generate_tasks.py after redrawing.",
-        "seed": seed, "per_subset": per_subset,
-        "drawn_from": {"source": source, "fingerprint": m3bench.data_fingerprint(root), "items": items,
-                       "drawn": {s: sum(len(v) for (ss, _), v in drawn.items() if ss == s) for s in items}},
+        " regenerate the tasks with task_yamls/generate_tasks.py after redrawing.",
+        "seed": seed,
+        "per_subset": per_subset,
+        "drawn_from": {
+            "source": source,
+            "fingerprint": m3bench.data_fingerprint(root),
+            "items": items,
+            "drawn": {s: sum(len(v) for (ss, _), v in drawn.items() if ss == s) for s in items},
+        },
         # every leaf task, so that the generator writes them all; a category without data gets no items
-        "tasks": {taxonomy.task_name(s, c): {"quota": len(drawn.get((s, c), [])), "ids": drawn.get((s, c), [])}
-                  for s, c in taxonomy.leaf_tasks()},
+        "tasks": {
+            taxonomy.task_name(s, c): {"quota": len(drawn.get((s, c), [])), "ids": drawn.get((s, c), [])}
+            for s, c in taxonomy.leaf_tasks()
+        },
     }
 
 
@@ -65,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     data = sample_file(root, args.per_subset, args.seed, args.source or root.name)
     Path(args.out).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     empty = [t for t, v in data["tasks"].items() if not v["ids"]]
-    print(f"{args.out}: {sum(len(t['ids']) for t in data['tasks'].values())} items; "
-          + (f"no data for {len(empty)} categories (their lite tasks score nothing)" if empty else "every category"))
+    print(
+        f"{args.out}: {sum(len(t['ids']) for t in data['tasks'].values())} items; "
+        + (f"no data for {len(empty)} categories (their lite tasks score nothing)" if empty else "every category")
+    )
     return 0
 
 

@@ -60,8 +60,12 @@ def leaf_yaml(subset: str, category: str) -> dict:
         "task": name,
         "include": "_default_template_yaml",
         "dataset_kwargs": {"data_files": {"test": INDEX_FILE}, "field": name},
-        "metadata": {"version": 1.0, "subset": subset, "category": category,
-                     "ability": taxonomy.ability_of(subset, category)},
+        "metadata": {
+            "version": 1.0,
+            "subset": subset,
+            "category": category,
+            "ability": taxonomy.ability_of(subset, category),
+        },
     }
 
 
@@ -100,11 +104,19 @@ def render_all() -> dict[str, str]:
         leaf = leaf_yaml(subset, category)
         leaf["task"], leaf["dataset_kwargs"]["field"] = lite_name, lite_name
         files[f"{lite_name}.yaml"] = _dump(leaf)
-        index[lite_name] = [{"subset": subset, "category": category, "ids": drawn["ids"], "quota": drawn["quota"],
-                             "seed": sample["seed"]}]
+        index[lite_name] = [
+            {
+                "subset": subset,
+                "category": category,
+                "ids": drawn["ids"],
+                "quota": drawn["quota"],
+                "seed": sample["seed"],
+            }
+        ]
     for group, members in all_groups().items():
-        files[f"{group}.yaml"] = _dump({"group": group, "task": members, "aggregate_metric_list": GROUP_METRICS,
-                                        "metadata": {"version": 1.0}})
+        files[f"{group}.yaml"] = _dump(
+            {"group": group, "task": members, "aggregate_metric_list": GROUP_METRICS, "metadata": {"version": 1.0}}
+        )
     files[INDEX_FILE] = json.dumps(index, indent=1, sort_keys=True) + "\n"
     return files
 

@@ -16,9 +16,15 @@ import pytest
 # ------------------------------------------------------------------------------------------------------------------
 SESSION_CACHE = tempfile.mkdtemp(prefix="radar-tasks-test-cache-")
 atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)  # pytest_unconfigure too: forks skip atexit
-for _var, _folder in (("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HF_DATASETS_CACHE", "hf/datasets"),
-                      ("HF_MODULES_CACHE", "hf/modules"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
-                      ("TORCH_HOME", "torch")):
+for _var, _folder in (
+    ("HF_HOME", "hf"),
+    ("HF_HUB_CACHE", "hf/hub"),
+    ("HF_DATASETS_CACHE", "hf/datasets"),
+    ("HF_MODULES_CACHE", "hf/modules"),
+    ("XDG_CACHE_HOME", "xdg"),
+    ("MPLCONFIGDIR", "matplotlib"),
+    ("TORCH_HOME", "torch"),
+):
     os.environ[_var] = os.path.join(SESSION_CACHE, _folder)
 
 
@@ -151,8 +157,14 @@ def tiny_sweep(tiny_series, fixture_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sweep") / "S"
     t0 = time.monotonic()
-    result = sweep.sweep([str(tiny_series / "step_*")], "radar_wiki_animal,radar_spatial", out,
-                         model_args="device=cpu,dtype=float32", data_dir=fixture_root, print_fn=lambda _line: None)
+    result = sweep.sweep(
+        [str(tiny_series / "step_*")],
+        "radar_wiki_animal,radar_spatial",
+        out,
+        model_args="device=cpu,dtype=float32",
+        data_dir=fixture_root,
+        print_fn=lambda _line: None,
+    )
     return out, result, time.monotonic() - t0
 
 

@@ -41,20 +41,31 @@ EXPECTED = {
 
 
 def doc(subset, category, ability, qid, n=2):
-    return {"id": qid, "subset": subset, "category": category, "ability": ability, "source_file": f"{category}.json",
-            "choices": [f"c{i}" for i in range(n)], "skipped": False}
+    return {
+        "id": qid,
+        "subset": subset,
+        "category": category,
+        "ability": ability,
+        "source_file": f"{category}.json",
+        "choices": [f"c{i}" for i in range(n)],
+        "skipped": False,
+    }
 
 
 def leaf_results():
     """(per-leaf aggregated metrics, item counts) as lmms-eval hands them to a group's aggregation."""
     values, sizes = {}, []
     for (subset, category, ability), losses in LEAVES.items():
-        per_doc = [M.process_results(doc(subset, category, ability, f"{category}-{k}"), [(a, False), (b, False)])
-                   for k, (a, b) in enumerate(losses)]
-        leaf = {"sds": M.sds_aggregate([d["sds"] for d in per_doc]),
-                "acc": M.acc_aggregate([d["acc"] for d in per_doc]),
-                f"sds_{ability}": M.sds_aggregate([d[f"sds_{ability}"] for d in per_doc]),
-                f"acc_{ability}": M.acc_aggregate([d[f"acc_{ability}"] for d in per_doc])}
+        per_doc = [
+            M.process_results(doc(subset, category, ability, f"{category}-{k}"), [(a, False), (b, False)])
+            for k, (a, b) in enumerate(losses)
+        ]
+        leaf = {
+            "sds": M.sds_aggregate([d["sds"] for d in per_doc]),
+            "acc": M.acc_aggregate([d["acc"] for d in per_doc]),
+            f"sds_{ability}": M.sds_aggregate([d[f"sds_{ability}"] for d in per_doc]),
+            f"acc_{ability}": M.acc_aggregate([d[f"acc_{ability}"] for d in per_doc]),
+        }
         values[(subset, category)] = leaf
         sizes.append(len(per_doc))
     return values, sizes
@@ -98,8 +109,12 @@ def test_subset_mean_is_unweighted_within_a_subset():
 
 
 def test_group_stderr_by_hand_with_unequal_category_counts():
-    ses = [I.Score(0.1, [("mmbench", "ocr")]), I.Score(0.2, [("mmbench", "image_style")]),
-           I.Score(0.3, [("mmbench", "future_prediction")]), I.Score(0.4, [("wiki_animal", "wiki_animal")])]
+    ses = [
+        I.Score(0.1, [("mmbench", "ocr")]),
+        I.Score(0.2, [("mmbench", "image_style")]),
+        I.Score(0.3, [("mmbench", "future_prediction")]),
+        I.Score(0.4, [("wiki_animal", "wiki_animal")]),
+    ]
     mmbench = math.sqrt(0.01 + 0.04 + 0.09) / 3
     assert M.group_mean(ses, [3, 1, 2, 2]) == pytest.approx(((0.1 + 0.2 + 0.3) / 3 + 0.4) / 2, abs=1e-12)
     assert I.group_stderr(ses) == pytest.approx(math.sqrt(mmbench**2 + 0.16) / 2, abs=1e-12)
@@ -116,8 +131,9 @@ def records(n=40):
     for k in range(n):
         category = ("ocr", "image_style", "future_prediction")[k % 3]
         p = rng.random()
-        out.append({"id": f"q{k:03d}", "subset": "mmbench", "category": category, "p": p, "correct": p > 0.5,
-                    "skipped": None})
+        out.append(
+            {"id": f"q{k:03d}", "subset": "mmbench", "category": category, "p": p, "correct": p > 0.5, "skipped": None}
+        )
     return out
 
 
@@ -142,8 +158,10 @@ def test_record_order_would_matter_to_a_plain_bootstrap():
     """Guard of the test above: the seeded bootstrap of the same values in another order gives another number."""
     recs = records()
     values = [r["p"] for r in recs]
-    assert all(S.bootstrap_stderr([r["p"] for r in other], 1000, 0) != S.bootstrap_stderr(values, 1000, 0)
-               for other in orders(recs))
+    assert all(
+        S.bootstrap_stderr([r["p"] for r in other], 1000, 0) != S.bootstrap_stderr(values, 1000, 0)
+        for other in orders(recs)
+    )
 
 
 def test_bootstrap_stderr_close_to_the_analytic_one():

@@ -35,11 +35,30 @@ SUBSETS = ["mmbench", "mathvista", "spatial", "wiki_animal"]
 
 
 def _lmms_eval(model: Path, tasks: str, out: Path, data: Path, hf_cache: Path, extra=()) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args",
-           f"pretrained={model},device=cpu,dtype=float32", "--tasks", tasks, "--output_path", str(out),
-           "--log_samples", *extra]
-    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(hf_cache),
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "radar_hf",
+        "--model_args",
+        f"pretrained={model},device=cpu,dtype=float32",
+        "--tasks",
+        tasks,
+        "--output_path",
+        str(out),
+        "--log_samples",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "RADAR_M3BENCH_DIR": str(data),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(hf_cache),
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     with open(out.with_suffix(".log"), "w") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -54,10 +73,13 @@ def real_runs(tmp_path_factory) -> dict[str, Path]:
     data = make_fixture(root / "M3-Bench")
     m0 = build_tiny_model(root / "ckpt-a", "qwen2_vl", seed=0)
     m1 = build_tiny_model(root / "ckpt-b", "qwen2_vl", seed=1)
-    plan = {"a": (m0, TASKS, ()), "b": (m1, TASKS, ()),
-            "c": (m1, "radar_wiki_animal,radar_mathvista", ("--limit", "2"))}
+    plan = {
+        "a": (m0, TASKS, ()),
+        "b": (m1, TASKS, ()),
+        "c": (m1, "radar_wiki_animal,radar_mathvista", ("--limit", "2")),
+    }
     procs = {k: _lmms_eval(m, t, root / f"out-{k}", data, root / f"hf-{k}", x) for k, (m, t, x) in plan.items()}
-    for k, p in procs.items():
+    for p in procs.values():
         p.wait(timeout=600)
     outs = {}
     for k in plan:
@@ -86,8 +108,11 @@ def _csv(path: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def report(real_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    path = write_report([real_runs["a"], real_runs["b"]], out,
-                        labels=[{"label": "ckpt-1M", "tokens": "1M"}, {"label": "ckpt-2M", "tokens": "2M"}])
+    path = write_report(
+        [real_runs["a"], real_runs["b"]],
+        out,
+        labels=[{"label": "ckpt-1M", "tokens": "1M"}, {"label": "ckpt-2M", "tokens": "2M"}],
+    )
     return path
 
 
@@ -101,8 +126,11 @@ def test_runs_are_found_and_labelled(real_runs):
     assert [r.label for r in runs] == [r.model for r in runs]
     assert runs[0].model.endswith("__ckpt-a") and runs[1].model.endswith("__ckpt-b")
     assert all(r.has_logs for r in runs)
-    assert set(runs[0].sample_files) == {taxonomy.task_name("mmbench", c) for c in taxonomy.MMBENCH_CATEGORIES} | \
-        {"radar_wiki_animal", "radar_mathvista", "radar_spatial"}
+    assert set(runs[0].sample_files) == {taxonomy.task_name("mmbench", c) for c in taxonomy.MMBENCH_CATEGORIES} | {
+        "radar_wiki_animal",
+        "radar_mathvista",
+        "radar_spatial",
+    }
     items = runs[0].items()
     assert len(items) == 40 + 4 + 5 + 5 and all("task" in r and "n_candidates" in r for r in items)
 
@@ -125,10 +153,13 @@ def test_several_runs_in_one_folder_are_ordered_by_file_timestamp(real_runs, tmp
 def test_manifest_yaml_and_csv(real_runs, tmp_path):
     (tmp_path / "m.yaml").write_text(
         f"runs:\n  - run: {real_runs['b']}\n    step: 2000\n    size: 0.5B\n    strategy: full\n"
-        f"  - run: {real_runs['a']}\n    step: 1000\n    size: 7B\n    strategy: projector\n")
+        f"  - run: {real_runs['a']}\n    step: 1000\n    size: 7B\n    strategy: projector\n"
+    )
     runs = load_runs(manifest=tmp_path / "m.yaml")  # no RUN arguments: the manifest's runs, in its order
-    assert [(r.model[-6:], r.step, r.size, r.strategy) for r in runs] == [("ckpt-b", 2000, 5e8, "full"),
-                                                                         ("ckpt-a", 1000, 7e9, "projector")]
+    assert [(r.model[-6:], r.step, r.size, r.strategy) for r in runs] == [
+        ("ckpt-b", 2000, 5e8, "full"),
+        ("ckpt-a", 1000, 7e9, "projector"),
+    ]
     (tmp_path / "m.csv").write_text(f"run,label,tokens\n{real_runs['a']},early,1B\n{real_runs['b']},late,2B\n")
     runs = load_runs([real_runs["b"], real_runs["a"]], manifest=tmp_path / "m.csv")
     assert [(r.label, r.tokens) for r in runs] == [("late", 2e9), ("early", 1e9)]
@@ -147,8 +178,15 @@ def test_manifest_yaml_and_csv(real_runs, tmp_path):
 
 def test_report_writes_every_file(report):
     out = report.parent
-    for name in ("report.md", "results.csv", "summary.csv", "asymmetry.csv", "asymmetry_steps.csv", "signal.csv",
-                 "runs.csv"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "summary.csv",
+        "asymmetry.csv",
+        "asymmetry_steps.csv",
+        "signal.csv",
+        "runs.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     for name in ("radar_sds", "development", "sds_vs_acc", "heatmap_sds", "asymmetry"):
         png = out / "figures" / f"{name}.png"
@@ -192,8 +230,11 @@ def test_summary_levels_match_the_results_json(report, real_runs):
             assert float(cell[("subset", s, metric)]["value"]) == pytest.approx(res[task][f"{metric},none"])
         # an ability = unweighted mean over subsets (MMBench contributes its categories of that ability)
         per = (res["radar_mmbench"][f"{metric}_perception,none"] + res["radar_wiki_animal"][f"{metric},none"]) / 2
-        rea = (res["radar_mmbench"][f"{metric}_reasoning,none"] + res["radar_mathvista"][f"{metric},none"]
-               + res["radar_spatial"][f"{metric},none"]) / 3
+        rea = (
+            res["radar_mmbench"][f"{metric}_reasoning,none"]
+            + res["radar_mathvista"][f"{metric},none"]
+            + res["radar_spatial"][f"{metric},none"]
+        ) / 3
         assert float(cell[("ability", "perception", metric)]["value"]) == pytest.approx(per)
         assert float(cell[("ability", "reasoning", metric)]["value"]) == pytest.approx(rea)
         overall = sum(float(cell[("subset", s, metric)]["value"]) for s in SUBSETS) / 4
@@ -224,8 +265,11 @@ def test_chance_is_mean_inverse_candidate_count(report, real_runs):
 def test_signal_checks_cover_every_subset_and_ability(report):
     rows = _csv(report.parent / "signal.csv")
     names = {(r["level"], r["name"]) for r in rows}
-    assert {("subset", s) for s in SUBSETS} | {("ability", "perception"), ("ability", "reasoning"),
-                                               ("overall", "overall")} <= names
+    assert {("subset", s) for s in SUBSETS} | {
+        ("ability", "perception"),
+        ("ability", "reasoning"),
+        ("overall", "overall"),
+    } <= names
     for r in rows:
         assert r["runs"] == "2" and r["x"] == "tokens"
         assert r["kendall_tau"] in ("1", "-1", "")  # two runs: tau is +-1 (or undefined on a tie)
@@ -269,15 +313,14 @@ def test_figures_have_titles_and_axis_labels(real_runs):
             assert ax["title"] and ax["xlabel"] and ax["ylabel"], (name, ax)
     radar = figs["radar_sds"]
     assert [t.get_text() for t in radar.axes[0].get_xticklabels()] == SUBSETS
-    assert len([l for l in radar.axes[0].get_lines() if l.get_label() in ("a", "b")]) == 2
+    assert len([line for line in radar.axes[0].get_lines() if line.get_label() in ("a", "b")]) == 2
     dev = figs["development"]
     assert [ax.get_xlabel() for ax in dev.axes] == ["tokens seen", "tokens seen"]
     assert [ax.get_ylabel() for ax in dev.axes] == ["SDS", "accuracy"]
 
 
 def test_scaling_and_strategy_figures_with_labels(real_runs, tmp_path):
-    (tmp_path / "m.csv").write_text(f"run,size,strategy\n{real_runs['a']},0.5B,projector\n"
-                                    f"{real_runs['b']},7B,full\n")
+    (tmp_path / "m.csv").write_text(f"run,size,strategy\n{real_runs['a']},0.5B,projector\n{real_runs['b']},7B,full\n")
     path = write_report([], tmp_path / "rep", manifest=tmp_path / "m.csv", bootstrap_iters=200)
     figs = tmp_path / "rep" / "figures"
     assert (figs / "scaling.png").stat().st_size > 5000 and (figs / "strategies.png").stat().st_size > 5000
@@ -325,8 +368,9 @@ def test_compare_identical_rerun_has_zero_difference(real_runs, tmp_path):
 
 def test_compare_cli_counts_items_in_one_run_only(real_runs, tmp_path, capsys):
     csv_path = tmp_path / "cmp" / "compare.csv"
-    assert radar_main(["compare", str(real_runs["a"]), str(real_runs["c"]), "--out", str(csv_path),
-                       "--iters", "300"]) == 0
+    assert (
+        radar_main(["compare", str(real_runs["a"]), str(real_runs["c"]), "--out", str(csv_path), "--iters", "300"]) == 0
+    )
     printed = capsys.readouterr().out
     # C scored the first 2 items of wiki_animal and mathvista only
     assert "4 matched by (task, id); 50 only in A, 0 only in B (left out)" in printed
@@ -347,8 +391,24 @@ def test_compare_cli_refuses_runs_without_logs(real_runs, capsys):
 
 def test_report_cli(real_runs, tmp_path, capsys):
     out = tmp_path / "rep"
-    assert radar_main(["report", str(real_runs["a"]), str(real_runs["b"]), "--steps", "1000,2000",
-                       "--labels", "early,late", "--bootstrap-iters", "200", "--out", str(out)]) == 0
+    assert (
+        radar_main(
+            [
+                "report",
+                str(real_runs["a"]),
+                str(real_runs["b"]),
+                "--steps",
+                "1000,2000",
+                "--labels",
+                "early,late",
+                "--bootstrap-iters",
+                "200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     runs = {r["run"]: r for r in _csv(out / "runs.csv")}
     assert runs["early"]["step"] == "1000" and runs["late"]["model"].endswith("ckpt-b")
@@ -361,5 +421,10 @@ def test_report_notes_runs_that_score_different_items(real_runs, tmp_path):
     path = write_report([real_runs["a"], real_runs["c"]], tmp_path, bootstrap_iters=200)
     md = path.read_text()
     assert "## Notes" in md and "lacks" in md and "different numbers of items" in md
-    assert math.isfinite(float(next(r for r in _csv(tmp_path / "summary.csv")
-                                    if r["run"].endswith("ckpt-b") and r["level"] == "overall")["value"]))
+    assert math.isfinite(
+        float(
+            next(r for r in _csv(tmp_path / "summary.csv") if r["run"].endswith("ckpt-b") and r["level"] == "overall")[
+                "value"
+            ]
+        )
+    )

@@ -144,24 +144,41 @@ def test_signal_to_noise_by_hand():
 
 
 def _run(label, order, **labels):
-    return Run(results_path=Path(f"/nowhere/{label}_results.json"), data={"results": {}}, order=order,
-               labels={"label": label, **labels})
+    return Run(
+        results_path=Path(f"/nowhere/{label}_results.json"),
+        data={"results": {}},
+        order=order,
+        labels={"label": label, **labels},
+    )
 
 
 def _rows(run, values: dict, chance=0.25, se=0.02):
     rows = []
     for (level, name), v in values.items():
         for m in ("sds", "acc"):
-            rows.append({"run": run, "level": level, "name": name, "metric": m, "value": v, "stderr": se,
-                         "ci_low": v - 0.04, "ci_high": v + 0.04, "chance": chance, "n": 100,
-                         "ci_method": "bootstrap"})
+            rows.append(
+                {
+                    "run": run,
+                    "level": level,
+                    "name": name,
+                    "metric": m,
+                    "value": v,
+                    "stderr": se,
+                    "ci_low": v - 0.04,
+                    "ci_high": v + 0.04,
+                    "chance": chance,
+                    "n": 100,
+                    "ci_method": "bootstrap",
+                }
+            )
     return rows
 
 
 def test_asymmetry_tables_by_hand():
     runs = [_run("a", 0, step=100), _run("b", 1, step=300)]
-    summary = _rows("a", {("ability", "perception"): 0.50, ("ability", "reasoning"): 0.40}) + \
-        _rows("b", {("ability", "perception"): 0.70, ("ability", "reasoning"): 0.45})
+    summary = _rows("a", {("ability", "perception"): 0.50, ("ability", "reasoning"): 0.40}) + _rows(
+        "b", {("ability", "perception"): 0.70, ("ability", "reasoning"): 0.45}
+    )
     per_run, steps = T.asymmetry(runs, summary)
     assert [r["gap"] for r in per_run] == pytest.approx([(0.50 - 0.25) - (0.40 - 0.25), 0.70 - 0.45])
     assert [r["gap_raw"] for r in per_run] == pytest.approx([0.10, 0.25])
@@ -175,13 +192,20 @@ def test_asymmetry_tables_by_hand():
 def test_signal_checks_flag_tasks_without_signal():
     runs = [_run(f"r{i}", i, tokens=f"{i + 1}B") for i in range(4)]
     summary = []
-    good = [0.40, 0.50, 0.60, 0.70]        # above chance, monotonic, spread >> noise
-    flat = [0.26, 0.25, 0.27, 0.26]        # never > 1.96 se above chance 0.25
-    wobbly = [0.60, 0.61, 0.60, 0.61]      # above chance, but spread (0.006) < noise (0.02)
-    down = [0.70, 0.60, 0.50, 0.40]        # real signal, decreasing
+    good = [0.40, 0.50, 0.60, 0.70]  # above chance, monotonic, spread >> noise
+    flat = [0.26, 0.25, 0.27, 0.26]  # never > 1.96 se above chance 0.25
+    wobbly = [0.60, 0.61, 0.60, 0.61]  # above chance, but spread (0.006) < noise (0.02)
+    down = [0.70, 0.60, 0.50, 0.40]  # real signal, decreasing
     for i, r in enumerate(runs):
-        summary += _rows(r.label, {("subset", "good"): good[i], ("subset", "flat"): flat[i],
-                                   ("subset", "wobbly"): wobbly[i], ("subset", "down"): down[i]})
+        summary += _rows(
+            r.label,
+            {
+                ("subset", "good"): good[i],
+                ("subset", "flat"): flat[i],
+                ("subset", "wobbly"): wobbly[i],
+                ("subset", "down"): down[i],
+            },
+        )
     rows = {s["name"]: s for s in T.signal_checks(runs, summary) if s["metric"] == "sds"}
     assert rows["good"]["flags"] == "" and not rows["good"]["no_signal"]
     assert rows["good"]["kendall_tau"] == pytest.approx(1.0)
@@ -194,8 +218,11 @@ def test_signal_checks_flag_tasks_without_signal():
 
 
 def test_series_grouping_and_progress():
-    runs = [_run("p2", 0, strategy="projector", step=200), _run("f1", 1, strategy="full", step=100),
-            _run("p1", 2, strategy="projector", step=100)]
+    runs = [
+        _run("p2", 0, strategy="projector", step=200),
+        _run("f1", 1, strategy="full", step=100),
+        _run("p1", 2, strategy="projector", step=100),
+    ]
     groups = series_of(runs)
     assert [r.label for r in groups["projector"]] == ["p1", "p2"]  # sorted by step, not by order
     assert progress(groups["projector"])[:2] == ([100.0, 200.0], "step")
@@ -223,8 +250,12 @@ def test_below_chance_is_not_at_chance():
 
 def test_partial_runs_are_named():
     full = _run("full", 0)
-    limited = Run(results_path=Path("/nowhere/lim_results.json"), data={"results": {}, "config": {"limit": 4}},
-                  order=1, labels={"label": "lim"})
+    limited = Run(
+        results_path=Path("/nowhere/lim_results.json"),
+        data={"results": {}, "config": {"limit": 4}},
+        order=1,
+        labels={"label": "lim"},
+    )
     subsets = [s.name for s in taxonomy.SUBSETS]
     summary = _rows("full", {("subset", s): 0.5 for s in subsets}) + _rows("lim", {("subset", "wiki_animal"): 0.5})
     assert T.coverage_label(T.coverage(full, summary)) == "all of M3-Bench"
@@ -247,15 +278,21 @@ def test_figures_read_as_a_reader_needs():
     subsets = [s.name for s in taxonomy.SUBSETS]
     summary = []
     for i, r in enumerate(runs):
-        summary += _rows(r.label, {("subset", s): 0.28 + 0.01 * j + 0.02 * i for j, s in enumerate(subsets)},
-                         chance=0.3)
-    cats = [("mmbench", "ocr", "perception"), ("mmbench", "function_reasoning", "reasoning"),
-            ("mmbench", "action_recognition", "perception"), ("wiki_animal", "wiki_animal", "perception")]
+        summary += _rows(
+            r.label, {("subset", s): 0.28 + 0.01 * j + 0.02 * i for j, s in enumerate(subsets)}, chance=0.3
+        )
+    cats = [
+        ("mmbench", "ocr", "perception"),
+        ("mmbench", "function_reasoning", "reasoning"),
+        ("mmbench", "action_recognition", "perception"),
+        ("wiki_animal", "wiki_animal", "perception"),
+    ]
     for r in runs:
         for subset, cat, ability in cats:
             name = f"{subset}/{cat}" if subset != cat else subset
-            summary += [{**row, "subset": subset, "ability": ability} for row in
-                        _rows(r.label, {("category", name): 0.3})]
+            summary += [
+                {**row, "subset": subset, "ability": ability} for row in _rows(r.label, {("category", name): 0.3})
+            ]
     radar = F.radar_chart(runs, summary)
     ax = radar.axes[0]
     low, high = ax.get_ylim()
@@ -273,8 +310,11 @@ def test_figures_read_as_a_reader_needs():
     scatter = F.sds_vs_accuracy(runs, summary)
     title = scatter.axes[0].get_title()
     assert "ckpt-a" in title and "ckpt-b" in title
-    legend_texts = [t.get_text() for legend in scatter.axes[0].findobj(__import__("matplotlib").legend.Legend)
-                    for t in legend.get_texts()]
+    legend_texts = [
+        t.get_text()
+        for legend in scatter.axes[0].findobj(__import__("matplotlib").legend.Legend)
+        for t in legend.get_texts()
+    ]
     assert "chance (1/K)" in legend_texts
 
 

@@ -9,8 +9,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # import name -> source folder (metrics/ and task_yamls/ install under radar_tasks.*; pyproject.toml)
-ROOTS = {"radar_tasks": REPO / "radar_tasks", "radar_tasks.metrics": REPO / "metrics",
-         "radar_tasks.task_yamls": REPO / "task_yamls"}
+ROOTS = {
+    "radar_tasks": REPO / "radar_tasks",
+    "radar_tasks.metrics": REPO / "metrics",
+    "radar_tasks.task_yamls": REPO / "task_yamls",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -21,8 +24,11 @@ def _modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             name = ".".join([prefix, *parts])
-            if name.startswith("radar_tasks.") and name.split(".")[1] in ("metrics", "task_yamls") \
-                    and folder == ROOTS["radar_tasks"]:
+            if (
+                name.startswith("radar_tasks.")
+                and name.split(".")[1] in ("metrics", "task_yamls")
+                and folder == ROOTS["radar_tasks"]
+            ):
                 continue
             out[name] = path
     return out
@@ -41,7 +47,9 @@ def _imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from pkg import mod` depends on the module; `from mod import name` on the module itself
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
@@ -68,7 +76,7 @@ def _cycle() -> list[str] | None:
         stack.append(node)
         for nxt in sorted(GRAPH[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -84,18 +92,30 @@ def _cycle() -> list[str] | None:
 def test_the_graph_is_read():
     assert "radar_tasks.models.radar_hf" in MODULES and "radar_tasks.metrics.sds" in MODULES
     assert {"radar_tasks.prompts", "radar_tasks.models.protocol"} <= GRAPH["radar_tasks.models.radar_hf"]
-    assert "radar_tasks.sweep" in GRAPH["radar_tasks.demo.series"] and "radar_tasks.runner" in GRAPH["radar_tasks.sweep"]
+    assert (
+        "radar_tasks.sweep" in GRAPH["radar_tasks.demo.series"] and "radar_tasks.runner" in GRAPH["radar_tasks.sweep"]
+    )
 
 
 def test_no_import_cycle():
     assert _cycle() is None, " -> ".join(_cycle())
 
 
-@pytest.mark.parametrize("module", ["radar_tasks.metrics.sds", "radar_tasks.metrics.items", "radar_tasks.prompts",
-                                    "radar_tasks.taxonomy", "radar_tasks.models.likelihood",
-                                    "radar_tasks.models.prefix_sharing", "radar_tasks.models.pipeline",
-                                    "radar_tasks.models.protocol",
-                                    "radar_tasks.data.m3bench", "radar_tasks.analysis.stats"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "radar_tasks.metrics.sds",
+        "radar_tasks.metrics.items",
+        "radar_tasks.prompts",
+        "radar_tasks.taxonomy",
+        "radar_tasks.models.likelihood",
+        "radar_tasks.models.prefix_sharing",
+        "radar_tasks.models.pipeline",
+        "radar_tasks.models.protocol",
+        "radar_tasks.data.m3bench",
+        "radar_tasks.analysis.stats",
+    ],
+)
 def test_pure_layers_import_no_lmms_eval(module):
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -88,11 +88,14 @@ def test_bad_item(root, folder, mutate, problem):
     assert one_problem(root, SUBSET_OF[folder]) == f"{folder}/{path.name}: item {qid!r}: {problem}"
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"\xff\xfe{}", "not UTF-8 text (invalid start byte)"),
-    (b'["a", "list"]', "expected a JSON object q_id -> item, got list"),
-    (b'{"Q1": {}, "Q1": {}}', "item 'Q1': duplicate id in the json object"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"\xff\xfe{}", "not UTF-8 text (invalid start byte)"),
+        (b'["a", "list"]', "expected a JSON object q_id -> item, got list"),
+        (b'{"Q1": {}, "Q1": {}}', "item 'Q1': duplicate id in the json object"),
+    ],
+)
 def test_bad_file(root, content, problem):
     path = only_json(root, WIKI)
     path.write_bytes(content)
@@ -118,7 +121,8 @@ def test_a_missing_category_file(root, monkeypatch):
         m3bench.load_category("mmbench", "ocr", root)
     assert str(err.value) == f"no json file for category 'ocr' in {MMBENCH}/ under {root}"
     assert m3bench.check_root(root, ["mmbench"]).problems == [
-        f"{MMBENCH}/: no json file for category 'ocr' (task radar_mmbench_ocr)"]
+        f"{MMBENCH}/: no json file for category 'ocr' (task radar_mmbench_ocr)"
+    ]
     # the task's stand-in row: never scored, so the category has no score and groups average the others
     monkeypatch.setenv(m3bench.ENV_VAR, str(root))
     [row] = hooks.process_docs([{"subset": "mmbench", "category": "ocr"}])
@@ -143,8 +147,7 @@ def test_every_problem_of_a_category_is_reported(root):
     assert report.problems == [
         f"{MMBENCH}/: no json file for category 'ocr' (task radar_mmbench_ocr)",
         f"{MMBENCH}/: no json file for category 'action_recognition' (task radar_mmbench_action_recognition)",
-        f"{MMBENCH}/{first.name}: malformed JSON: Expecting property name enclosed in double quotes "
-        "at line 1 column 2",
+        f"{MMBENCH}/{first.name}: malformed JSON: Expecting property name enclosed in double quotes at line 1 column 2",
         f"{MMBENCH}/{second.name}: item '{qid}-copy': 'answer' is not a string (got NoneType: None)",
     ]
     assert report.counts[("mmbench", "future_prediction")] == 0
@@ -200,17 +203,20 @@ def test_the_record_carries_the_released_item(root):
     data[qid]["ori_options"] = "Größe: A oder B"  # non-ASCII stays readable in `source`
     data[qid]["zeta"], data[qid]["alpha"] = 1, [2]
     base = qid.split("--")[0]
-    del data[list(data)[0]]["img_num"]  # no img_num: one image
+    del data[next(iter(data))]["img_num"]  # no img_num: one image
     save(path, data)
     records = {r["id"]: r for r in m3bench.load_category("seephys", "seephys", root)}
     rec, item = records[qid], data[qid]
     assert rec["source_file"] == f"{SEEPHYS}/{path.name}" and rec["absent"] is False and rec["skipped"] is False
-    assert (rec["question"], rec["answer"], rec["distractors"]) == (item["question"], item["answer"],
-                                                                    item["distraction"])
+    assert (rec["question"], rec["answer"], rec["distractors"]) == (
+        item["question"],
+        item["answer"],
+        item["distraction"],
+    )
     assert rec["choices"] == [item["answer"], *item["distraction"]] and rec["options_text"] == ""
     assert rec["images"] == [str(root / SEEPHYS / "images" / f"{base}_{i}.png") for i in range(2)]
     assert rec["source"] == '{"alpha": [2], "img_num": 2, "ori_options": "Größe: A oder B", "zeta": 1}'
-    first = list(data)[0]
+    first = next(iter(data))
     assert records[first]["images"] == [str(root / SEEPHYS / "images" / f"{first.split('--')[0]}_0.png")]
     assert m3bench.load_category("seephys", "seephys", root).features == m3bench.record_features()
 
@@ -219,8 +225,10 @@ def test_unset_root(monkeypatch):
     monkeypatch.delenv(m3bench.ENV_VAR, raising=False)
     with pytest.raises(M3BenchError) as err:
         m3bench.load_category("wiki_animal", "wiki_animal")
-    assert str(err.value) == ("RADAR_M3BENCH_DIR is not set: point it at the M3-Bench folder (the one holding "
-                              "general_visual_question_answering/, Wiki_animal_identification/, ...)")
+    assert str(err.value) == (
+        "RADAR_M3BENCH_DIR is not set: point it at the M3-Bench folder (the one holding "
+        "general_visual_question_answering/, Wiki_animal_identification/, ...)"
+    )
 
 
 def test_fingerprint_covers_subsets_after_an_absent_one(root):

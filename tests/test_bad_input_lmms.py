@@ -74,16 +74,37 @@ CASES = [
     Case("RADAR_M3BENCH_DIR unset", "RADAR_M3BENCH_DIR is not set", unset_root=True, names_file=False),
     Case("JPEG cut in half", "is unreadable or truncated", _cut_jpeg),
     Case("id walks out of the root", "item '../../../outside/secret': the id holds a path separator", _id_walks_out),
-    Case("boolean typo", "share_prefix='flase': expected one of true, false, 1, 0, yes, no",
-         model_args="share_prefix=flase", names_file=False),
-    Case("--batch_size abc", "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'",
-         extra=("--batch_size", "abc"), names_file=False),
+    Case(
+        "boolean typo",
+        "share_prefix='flase': expected one of true, false, 1, 0, yes, no",
+        model_args="share_prefix=flase",
+        names_file=False,
+    ),
+    Case(
+        "--batch_size abc",
+        "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'",
+        extra=("--batch_size", "abc"),
+        names_file=False,
+    ),
 ]
 
 
 def run_cli(model_args: str, out: Path, data: Path | None, cache: Path, extra=()) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", model_args, "--tasks", TASK,
-           "--output_path", str(out), "--log_samples", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "radar_hf",
+        "--model_args",
+        model_args,
+        "--tasks",
+        TASK,
+        "--output_path",
+        str(out),
+        "--log_samples",
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)}
     env.pop("RADAR_M3BENCH_DIR", None)
     if data is not None:
@@ -163,11 +184,19 @@ def test_results_json_says_what_it_scored_with(intact_run):
 
     results, _, _, data, model, _ = intact_run
     meta = results["radar_tasks"]
-    assert meta["data"] == {"root": str(data), "fingerprint": data_fingerprint(data, ["wiki_animal"]),
-                            "subsets": ["wiki_animal"]}
+    assert meta["data"] == {
+        "root": str(data),
+        "fingerprint": data_fingerprint(data, ["wiki_animal"]),
+        "subsets": ["wiki_animal"],
+    }
     assert meta["version"] and meta["model"]["pretrained"] == model
     assert {k: meta["model"][k] for k in ("prompt_style", "score", "protocol", "dtype", "batch_size")} == {
-        "prompt_style": "raw", "score": "logprob", "protocol": None, "dtype": "float32", "batch_size": 2}
+        "prompt_style": "raw",
+        "score": "logprob",
+        "protocol": None,
+        "dtype": "float32",
+        "batch_size": 2,
+    }
     sharing = meta["model"]["prefix_sharing"]
     assert sharing["shared"] + sharing["per_candidate"] == 4 and sharing["run_fallback"] is None
 

@@ -24,8 +24,10 @@ def test_every_argument_has_help():
 
 
 def test_usage_errors_are_one_line(tmp_path):
-    for argv, expected in ((["tiny-model", str(tmp_path / "m"), "--arch", "foo"], "invalid choice: 'foo'"),
-                           (["check-data", str(tmp_path), "--subset", "radar_nothing"], "neither a subset")):
+    for argv, expected in (
+        (["tiny-model", str(tmp_path / "m"), "--arch", "foo"], "invalid choice: 'foo'"),
+        (["check-data", str(tmp_path), "--subset", "radar_nothing"], "neither a subset"),
+    ):
         proc = subprocess.run([sys.executable, "-m", "radar_tasks.cli", *argv], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr

@@ -28,8 +28,20 @@ V_HID, V_FF, V_LAYERS, V_HEADS = 32, 64, 2, 2
 T_HID = 64
 SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<quad>",
-            "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+]
 
 
 def _original_state_dict(seed: int) -> tuple[dict, dict]:
@@ -37,14 +49,33 @@ def _original_state_dict(seed: int) -> tuple[dict, dict]:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     llm_config = {
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": T_HID, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-        "vocab_size": 448, "tie_word_embeddings": False, "rope_theta": 1000000.0, "rope_scaling": None,
-        "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "use_cache": True, "use_sliding_window": False,
-        "sliding_window": None, "max_window_layers": 2, "attention_bias": False, "attention_dropout": 0.0,
-        "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 2, "torch_dtype": "bfloat16",
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "hidden_size": T_HID,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": 448,
+        "tie_word_embeddings": False,
+        "rope_theta": 1000000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 4096,
+        "use_cache": True,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": 2,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "hidden_act": "silu",
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
         # remote-code leftovers that real configs carry
-        "_name_or_path": "Qwen/Qwen3-0.6B", "attn_implementation": "flash_attention_2",
+        "_name_or_path": "Qwen/Qwen3-0.6B",
+        "attn_implementation": "flash_attention_2",
         "_attn_implementation_autoset": True,
     }
     g = torch.Generator().manual_seed(seed)
@@ -60,25 +91,42 @@ def _original_state_dict(seed: int) -> tuple[dict, dict]:
     }
     for i in range(V_LAYERS):
         p = f"vision_model.encoder.layers.{i}."
-        sd.update({
-            p + "attn.qkv.weight": rnd(3 * V_HID, V_HID), p + "attn.qkv.bias": rnd(3 * V_HID, std=0.05),
-            p + "attn.proj.weight": rnd(V_HID, V_HID), p + "attn.proj.bias": rnd(V_HID, std=0.05),
-            p + "mlp.fc1.weight": rnd(V_FF, V_HID), p + "mlp.fc1.bias": rnd(V_FF, std=0.05),
-            p + "mlp.fc2.weight": rnd(V_HID, V_FF), p + "mlp.fc2.bias": rnd(V_HID, std=0.05),
-            p + "norm1.weight": rnd(V_HID, std=0.1, mean=1), p + "norm1.bias": rnd(V_HID, std=0.05),
-            p + "norm2.weight": rnd(V_HID, std=0.1, mean=1), p + "norm2.bias": rnd(V_HID, std=0.05),
-            p + "ls1": rnd(V_HID, std=0.1, mean=0.5), p + "ls2": rnd(V_HID, std=0.1, mean=0.5),
-        })
+        sd.update(
+            {
+                p + "attn.qkv.weight": rnd(3 * V_HID, V_HID),
+                p + "attn.qkv.bias": rnd(3 * V_HID, std=0.05),
+                p + "attn.proj.weight": rnd(V_HID, V_HID),
+                p + "attn.proj.bias": rnd(V_HID, std=0.05),
+                p + "mlp.fc1.weight": rnd(V_FF, V_HID),
+                p + "mlp.fc1.bias": rnd(V_FF, std=0.05),
+                p + "mlp.fc2.weight": rnd(V_HID, V_FF),
+                p + "mlp.fc2.bias": rnd(V_HID, std=0.05),
+                p + "norm1.weight": rnd(V_HID, std=0.1, mean=1),
+                p + "norm1.bias": rnd(V_HID, std=0.05),
+                p + "norm2.weight": rnd(V_HID, std=0.1, mean=1),
+                p + "norm2.bias": rnd(V_HID, std=0.05),
+                p + "ls1": rnd(V_HID, std=0.1, mean=0.5),
+                p + "ls2": rnd(V_HID, std=0.1, mean=0.5),
+            }
+        )
     ps = V_HID * int(1 / RATIO) ** 2
-    sd.update({
-        "mlp1.0.weight": rnd(ps, std=0.1, mean=1), "mlp1.0.bias": rnd(ps, std=0.05),
-        "mlp1.1.weight": rnd(T_HID, ps, std=0.1), "mlp1.1.bias": rnd(T_HID, std=0.05),
-        "mlp1.3.weight": rnd(T_HID, T_HID), "mlp1.3.bias": rnd(T_HID, std=0.05),
-    })
+    sd.update(
+        {
+            "mlp1.0.weight": rnd(ps, std=0.1, mean=1),
+            "mlp1.0.bias": rnd(ps, std=0.05),
+            "mlp1.1.weight": rnd(T_HID, ps, std=0.1),
+            "mlp1.1.bias": rnd(T_HID, std=0.05),
+            "mlp1.3.weight": rnd(T_HID, T_HID),
+            "mlp1.3.bias": rnd(T_HID, std=0.05),
+        }
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        cfg = {k: v for k, v in llm_config.items() if not k.startswith("_") and k not in ("attn_implementation",
-                                                                                            "torch_dtype")}
+        cfg = {
+            k: v
+            for k, v in llm_config.items()
+            if not k.startswith("_") and k not in ("attn_implementation", "torch_dtype")
+        }
         llm = Qwen3ForCausalLM(Qwen3Config(**cfg))
     sd.update({"language_model." + k: v for k, v in llm.state_dict().items()})
     return sd, llm_config
@@ -93,28 +141,58 @@ def build_source(root, select_layer: int = -1, seed: int = 0):
     sd, llm_config = _original_state_dict(seed)
     sd = {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}  # released weights are bf16
     keys = sorted(sd)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, part in shards.items():
         save_file({k: sd[k] for k in part}, str(root / name), metadata={"format": "pt"})
     index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
     (root / "model.safetensors.index.json").write_text(json.dumps(index))
     vision_config = {
-        "architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "hidden_size": V_HID,
-        "intermediate_size": V_FF, "num_hidden_layers": V_LAYERS, "num_attention_heads": V_HEADS,
-        "image_size": TILE, "patch_size": PATCH, "num_channels": 3, "qkv_bias": True, "qk_normalization": False,
-        "norm_type": "layer_norm", "layer_norm_eps": 1e-6, "hidden_act": "gelu", "dropout": 0.0,
-        "attention_dropout": 0.0, "drop_path_rate": 0.0, "initializer_factor": 0.1, "initializer_range": 1e-10,
+        "architectures": ["InternVisionModel"],
+        "model_type": "intern_vit_6b",
+        "hidden_size": V_HID,
+        "intermediate_size": V_FF,
+        "num_hidden_layers": V_LAYERS,
+        "num_attention_heads": V_HEADS,
+        "image_size": TILE,
+        "patch_size": PATCH,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "qk_normalization": False,
+        "norm_type": "layer_norm",
+        "layer_norm_eps": 1e-6,
+        "hidden_act": "gelu",
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "drop_path_rate": 0.0,
+        "initializer_factor": 0.1,
+        "initializer_range": 1e-10,
         "use_flash_attn": True,
     }
     config = {
-        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
-        "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
-                     "AutoModel": "modeling_internvl_chat.InternVLChatModel"},
-        "downsample_ratio": RATIO, "dynamic_image_size": True, "force_image_size": TILE, "max_dynamic_patch": 12,
-        "min_dynamic_patch": 1, "ps_version": "v2", "select_layer": select_layer, "template": "internvl2_5",
-        "use_thumbnail": True, "use_backbone_lora": 0, "use_llm_lora": 0, "pad2square": False,
-        "torch_dtype": "bfloat16", "vision_config": vision_config, "llm_config": llm_config,
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "auto_map": {
+            "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+            "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+        },
+        "downsample_ratio": RATIO,
+        "dynamic_image_size": True,
+        "force_image_size": TILE,
+        "max_dynamic_patch": 12,
+        "min_dynamic_patch": 1,
+        "ps_version": "v2",
+        "select_layer": select_layer,
+        "template": "internvl2_5",
+        "use_thumbnail": True,
+        "use_backbone_lora": 0,
+        "use_llm_lora": 0,
+        "pad2square": False,
+        "torch_dtype": "bfloat16",
+        "vision_config": vision_config,
+        "llm_config": llm_config,
     }
     (root / "config.json").write_text(json.dumps(config))
     tiny_tokenizer(SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>").save_pretrained(root)
@@ -164,12 +242,22 @@ def _closest_grid(aspect, ratios, width, height, size):
 def dynamic_preprocess(image, min_num=1, max_num=3, size=TILE):
     """InternVL's tiling: grid with the closest aspect ratio, crops, + thumbnail when more than one tile."""
     w, h = image.size
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
+    ratios = sorted(
+        {
+            (i, j)
+            for n in range(min_num, max_num + 1)
+            for i in range(1, n + 1)
+            for j in range(1, n + 1)
+            if min_num <= i * j <= max_num
+        },
+        key=lambda r: r[0] * r[1],
+    )
     cols, rows = _closest_grid(w / h, ratios, w, h, size)
     resized = image.resize((size * cols, size * rows))  # PIL default: bicubic
-    tiles = [resized.crop(((k % cols) * size, (k // cols) * size, (k % cols + 1) * size, (k // cols + 1) * size))
-             for k in range(cols * rows)]
+    tiles = [
+        resized.crop(((k % cols) * size, (k // cols) * size, (k % cols + 1) * size, (k // cols + 1) * size))
+        for k in range(cols * rows)
+    ]
     if len(tiles) != 1:
         tiles.append(image.resize((size, size)))
     return tiles
@@ -178,8 +266,10 @@ def dynamic_preprocess(image, min_num=1, max_num=3, size=TILE):
 def internvl_pixels(image, max_num=3) -> torch.Tensor:
     """dynamic_preprocess + build_transform (RGB, 448 resize = identity on tiles, ToTensor, ImageNet Normalize)."""
     mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
-    arrays = [((np.asarray(t.convert("RGB"), np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
-              for t in dynamic_preprocess(image, max_num=max_num)]
+    arrays = [
+        ((np.asarray(t.convert("RGB"), np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+        for t in dynamic_preprocess(image, max_num=max_num)
+    ]
     return torch.from_numpy(np.stack(arrays))
 
 
@@ -195,8 +285,9 @@ def _sd(source) -> dict[str, torch.Tensor]:
 def intern_vit(sd, pixels, select_layer=-1):
     """InternVisionModel forward (layer_norm variant, naive attention); returns hidden_states[select_layer]."""
     p = "vision_model."
-    x = F.conv2d(pixels, sd[p + "embeddings.patch_embedding.weight"], sd[p + "embeddings.patch_embedding.bias"],
-                 stride=PATCH)
+    x = F.conv2d(
+        pixels, sd[p + "embeddings.patch_embedding.weight"], sd[p + "embeddings.patch_embedding.bias"], stride=PATCH
+    )
     b, _, gh, gw = x.shape
     x = x.flatten(2).transpose(1, 2)
     pos = sd[p + "embeddings.position_embedding"]
@@ -217,8 +308,11 @@ def intern_vit(sd, pixels, select_layer=-1):
         att = F.linear(att.transpose(1, 2).reshape(b, -1, V_HID), sd[q + "attn.proj.weight"], sd[q + "attn.proj.bias"])
         x = x + att * sd[q + "ls1"]
         h = F.layer_norm(x, (V_HID,), sd[q + "norm2.weight"], sd[q + "norm2.bias"], eps=1e-6)
-        h = F.linear(F.gelu(F.linear(h, sd[q + "mlp.fc1.weight"], sd[q + "mlp.fc1.bias"])),
-                     sd[q + "mlp.fc2.weight"], sd[q + "mlp.fc2.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, sd[q + "mlp.fc1.weight"], sd[q + "mlp.fc1.bias"])),
+            sd[q + "mlp.fc2.weight"],
+            sd[q + "mlp.fc2.bias"],
+        )
         x = x + h * sd[q + "ls2"]
         states.append(x)
     return states[select_layer]
@@ -246,10 +340,13 @@ def reference_logits(source, query: str, images) -> tuple[torch.Tensor, torch.Te
 
     sd = _sd(source)
     cfg = json.loads((source / "config.json").read_text())
-    lc = {k: v for k, v in cfg["llm_config"].items() if not k.startswith("_") and k not in ("attn_implementation",
-                                                                                            "torch_dtype")}
+    lc = {
+        k: v
+        for k, v in cfg["llm_config"].items()
+        if not k.startswith("_") and k not in ("attn_implementation", "torch_dtype")
+    }
     llm = Qwen3ForCausalLM(Qwen3Config(**lc)).eval()
-    llm.load_state_dict({k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")})
+    llm.load_state_dict({k[len("language_model.") :]: v for k, v in sd.items() if k.startswith("language_model.")})
     tokenizer = AutoTokenizer.from_pretrained(source)
     pixels = [internvl_pixels(im) for im in images]
     for px in pixels:
@@ -281,15 +378,23 @@ def test_loads_with_auto_classes(converted):
     assert (ip.size.height, ip.size.width) == (TILE, TILE)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
     rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert rendered == (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<IMG_CONTEXT>\nQ<|im_end|>\n"
-                        "<|im_start|>assistant\n")
+    assert rendered == (
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<IMG_CONTEXT>\nQ<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-@pytest.mark.parametrize(("size", "tiles"), [
-    ((448, 448), 1), ((300, 200), 1),  # aspect tie 1:1 vs 2:1, small image: stays one tile
-    ((600, 400), 3),  # the same tie, area > half of 2 tiles: 2x1 + thumbnail
-    ((500, 300), 3), ((1400, 400), 4), ((400, 1300), 4), ((1000, 1000), 1),  # max 3 tiles: no 2x2
-])
+@pytest.mark.parametrize(
+    ("size", "tiles"),
+    [
+        ((448, 448), 1),
+        ((300, 200), 1),  # aspect tie 1:1 vs 2:1, small image: stays one tile
+        ((600, 400), 3),  # the same tie, area > half of 2 tiles: 2x1 + thumbnail
+        ((500, 300), 3),
+        ((1400, 400), 4),
+        ((400, 1300), 4),
+        ((1000, 1000), 1),  # max 3 tiles: no 2x2
+    ],
+)
 def test_tiling_matches_dynamic_preprocess(converted, size, tiles):
     from transformers import AutoProcessor
 
@@ -366,8 +471,19 @@ def test_cli(tmp_path, source):
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert-internvl", "--src", str(source), "--out", str(tmp_path / "o"),
-                              "--max-tiles", "6", "--system-message", "You are a helpful assistant."])
+    args = parser.parse_args(
+        [
+            "convert-internvl",
+            "--src",
+            str(source),
+            "--out",
+            str(tmp_path / "o"),
+            "--max-tiles",
+            "6",
+            "--system-message",
+            "You are a helpful assistant.",
+        ]
+    )
     assert args.fn(args) == 0
     record = json.loads((tmp_path / "o" / "radar_conversion.json").read_text())
     assert record["dtype"] == "bfloat16" and record["max_tiles"] == 6
@@ -382,8 +498,10 @@ def test_scores_with_radar_likelihood(converted):
     from radar_tasks.prompts import IMAGE_MARKER
 
     model, processor = load_model(str(converted), device="cpu", dtype="float32")
-    context = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{IMAGE_MARKER}\nWhich animal is this?" \
-              "<|im_end|>\n<|im_start|>assistant\n"
+    context = (
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{IMAGE_MARKER}\nWhich animal is this?"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
     scores = score_continuations(model, processor, context, [_noise(300, 200)], ["A dog", "A cat"])
     assert all(s.n_tokens > 0 and s.prefix_ok and math.isfinite(s.mean_logit) for s in scores)
 

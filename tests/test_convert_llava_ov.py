@@ -33,8 +33,9 @@ def _llm_tokenizer():
     from radar_tasks.demo.tiny_models import tiny_tokenizer
 
     # Qwen2's three special tokens, no <image> (LLaVA-NeXT never adds one: it splits the prompt on "<image>")
-    return tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
-                      pad_token="<|endoftext|>")
+    return tiny_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
 
 
 def _build_source(root, vocab_size: int, seed: int = 0):
@@ -43,16 +44,40 @@ def _build_source(root, vocab_size: int, seed: int = 0):
     tokenizer = _llm_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        llm = Qwen2ForCausalLM(Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=vocab_size, tie_word_embeddings=True, max_position_embeddings=4096,
-        ))
-        siglip = SiglipModel(SiglipConfig(
-            vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
-                           "num_attention_heads": 2, "image_size": IMAGE_SIZE, "patch_size": PATCH},
-            text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                         "vocab_size": 64, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
-        ))
+        llm = Qwen2ForCausalLM(
+            Qwen2Config(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=vocab_size,
+                tie_word_embeddings=True,
+                max_position_embeddings=4096,
+            )
+        )
+        siglip = SiglipModel(
+            SiglipConfig(
+                vision_config={
+                    "hidden_size": 32,
+                    "intermediate_size": 64,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 2,
+                    "image_size": IMAGE_SIZE,
+                    "patch_size": PATCH,
+                },
+                text_config={
+                    "hidden_size": 32,
+                    "intermediate_size": 64,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "vocab_size": 64,
+                    "bos_token_id": 1,
+                    "eos_token_id": 2,
+                    "pad_token_id": 0,
+                },
+            )
+        )
         projector = {
             "model.mm_projector.0.weight": torch.randn(64, 32) * 0.3,
             "model.mm_projector.0.bias": torch.randn(64) * 0.1,
@@ -66,12 +91,22 @@ def _build_source(root, vocab_size: int, seed: int = 0):
     run.mkdir()
     torch.save({k: v.to(torch.bfloat16) for k, v in projector.items()}, run / "mm_projector.bin")
     config = {  # what LLaVA-NeXT's trainer.model.config.save_pretrained writes (LLM fields + mm_* fields)
-        "architectures": ["LlavaQwenForCausalLM"], "model_type": "llava_qwen", "hidden_size": 64,
-        "vocab_size": vocab_size, "mm_hidden_size": 32, "mm_projector_type": "mlp2x_gelu",
-        "mm_vision_tower": "google/siglip-so400m-patch14-384", "mm_vision_select_layer": -2,
-        "mm_vision_select_feature": "patch", "mm_patch_merge_type": "flat", "image_aspect_ratio": "square",
-        "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "image_grid_pinpoints": None,
-        "tokenizer_model_max_length": 8192, "tokenizer_padding_side": "right",
+        "architectures": ["LlavaQwenForCausalLM"],
+        "model_type": "llava_qwen",
+        "hidden_size": 64,
+        "vocab_size": vocab_size,
+        "mm_hidden_size": 32,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_tower": "google/siglip-so400m-patch14-384",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_patch_merge_type": "flat",
+        "image_aspect_ratio": "square",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "image_grid_pinpoints": None,
+        "tokenizer_model_max_length": 8192,
+        "tokenizer_padding_side": "right",
     }
     (run / "config.json").write_text(json.dumps(config))
     return {"projector": run, "llm": root / "Qwen2-0.5B-Instruct", "vision": root / "siglip-so400m-patch14-384"}
@@ -126,8 +161,11 @@ def reference_logits(source, prompt: str, images) -> tuple[torch.Tensor, list]:
     pixels = torch.stack([_siglip_pixels(im) for im in images])
     feats = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # full tower, layer -2
     assert feats.shape[1] == N_PATCHES
-    feats = F.linear(F.gelu(F.linear(feats, proj["model.mm_projector.0.weight"], proj["model.mm_projector.0.bias"])),
-                     proj["model.mm_projector.2.weight"], proj["model.mm_projector.2.bias"])
+    feats = F.linear(
+        F.gelu(F.linear(feats, proj["model.mm_projector.0.weight"], proj["model.mm_projector.0.bias"])),
+        proj["model.mm_projector.2.weight"],
+        proj["model.mm_projector.2.bias"],
+    )
     embed = llm.get_input_embeddings()
     pieces, layout = [], []
     for i, chunk in enumerate(prompt.split("<image>")):  # tokenizer_image_token: chunks tokenised separately
@@ -201,8 +239,9 @@ def test_projector_file_layout_and_resize(tmp_path, images):
     (run / "mm_projector.bin").rename(run / "mm_projector" / "checkpoint-500.bin")
     (run / "checkpoint-500").mkdir()
     (run / "config.json").rename(run / "checkpoint-500" / "config.json")
-    out = convert_llava_ov_projector(run / "mm_projector" / "checkpoint-500.bin", src["llm"], src["vision"],
-                                     tmp_path / "out", dtype="float32")
+    out = convert_llava_ov_projector(
+        run / "mm_projector" / "checkpoint-500.bin", src["llm"], src["vision"], tmp_path / "out", dtype="float32"
+    )
     model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(out, backend="pil")
     assert model.config.text_config.vocab_size == 401 and model.config.image_token_id == 400
@@ -238,8 +277,10 @@ def test_rejects_unsupported_projector(tmp_path, source):
 
     bad = tmp_path / "proj"
     bad.mkdir()
-    torch.save({"model.mm_projector.0.weight": torch.zeros(64, 32), "model.mm_projector.0.bias": torch.zeros(64)},
-               bad / "mm_projector.bin")
+    torch.save(
+        {"model.mm_projector.0.weight": torch.zeros(64, 32), "model.mm_projector.0.bias": torch.zeros(64)},
+        bad / "mm_projector.bin",
+    )
     with pytest.raises(ConversionError, match="mlp2x_gelu"):
         convert_llava_ov_projector(bad, source["llm"], source["vision"], tmp_path / "out")
 
@@ -251,17 +292,43 @@ def test_cli(tmp_path, source):
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert-llava-ov-projector", "--projector", str(source["projector"]), "--llm",
-                              str(source["llm"]), "--vision", str(source["vision"]), "--out", str(tmp_path / "o"),
-                              "--dtype", "bfloat16", "--image-aspect-ratio", "pad", "--trim-vocab"])
+    args = parser.parse_args(
+        [
+            "convert-llava-ov-projector",
+            "--projector",
+            str(source["projector"]),
+            "--llm",
+            str(source["llm"]),
+            "--vision",
+            str(source["vision"]),
+            "--out",
+            str(tmp_path / "o"),
+            "--dtype",
+            "bfloat16",
+            "--image-aspect-ratio",
+            "pad",
+            "--trim-vocab",
+        ]
+    )
     assert args.fn(args) == 0
     record = json.loads((tmp_path / "o" / "radar_conversion.json").read_text())
     assert record["dtype"] == "bfloat16" and record["image_aspect_ratio"] == "pad"
     config = json.loads((tmp_path / "o" / "config.json").read_text())
     assert config["dtype"] == "bfloat16"
     assert config["text_config"]["vocab_size"] == record["vocab_size"] == 401  # 400 tokens + <image>
-    bad = parser.parse_args(["convert-llava-ov-projector", "--projector", str(tmp_path / "missing"), "--llm", "x",
-                             "--vision", "y", "--out", str(tmp_path / "o2")])
+    bad = parser.parse_args(
+        [
+            "convert-llava-ov-projector",
+            "--projector",
+            str(tmp_path / "missing"),
+            "--llm",
+            "x",
+            "--vision",
+            "y",
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
     assert bad.fn(bad) == 1  # a clear error, no traceback
 
 
@@ -273,6 +340,7 @@ def test_scores_with_radar_likelihood(converted, images):
     from radar_tasks.prompts import IMAGE_MARKER
 
     model, processor = load_model(str(converted), device="cpu", dtype="float32")
-    scores = score_continuations(model, processor, IMAGE_MARKER + "\nWhat animal is this?\n", images[:1],
-                                 ["A dog", "A cat"])
+    scores = score_continuations(
+        model, processor, IMAGE_MARKER + "\nWhat animal is this?\n", images[:1], ["A dog", "A cat"]
+    )
     assert all(s.n_tokens > 0 and s.prefix_ok and math.isfinite(s.mean_logit) for s in scores)

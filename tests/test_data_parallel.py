@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from radar_tasks.demo.fixture import make_fixture
-from radar_tasks.runner import results_json
 from radar_tasks.demo.tiny_models import build_tiny_model
+from radar_tasks.runner import results_json
 
 pytestmark = pytest.mark.slow
 # mathvista has 5 items: the ranks get 3 and 2 (lmms-eval then pads the shorter rank with copies of a request);
@@ -39,10 +39,19 @@ def free_port() -> int:
 
 
 def run(launcher: list[str], out: Path, data: Path, model: Path, env_extra: dict) -> tuple[dict, str]:
-    cmd = [*launcher, "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu,dtype=float32",
-           "--tasks", ",".join(TASKS), "--output_path", str(out), "--log_samples"]
-    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           **env_extra}
+    cmd = [
+        *launcher,
+        "--model",
+        "radar_hf",
+        "--model_args",
+        f"pretrained={model},device=cpu,dtype=float32",
+        "--tasks",
+        ",".join(TASKS),
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
+    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env_extra}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     log = proc.stdout + proc.stderr
     try:
@@ -73,9 +82,23 @@ def test_two_processes_match_one(tmp_path):
     # torch's elastic launcher keeps its logs in a temporary folder: this test's, not /tmp
     cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "TMPDIR": str(tmp_path / "tmp")}
     single, single_log = run([sys.executable, "-m", "lmms_eval"], tmp_path / "one", data, model, cache)
-    launcher = [*ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                "-m", "lmms_eval"]
+    launcher = [
+        *ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "lmms_eval",
+    ]
     double, double_log = run(launcher, tmp_path / "two", data, model, {**cache, "ACCELERATE_USE_CPU": "true"})
 
     # it really ran on two ranks, which split the questions between them (a question is never split: the sum of

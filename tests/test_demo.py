@@ -12,8 +12,12 @@ pytestmark = pytest.mark.slow
 
 def test_demo_is_quiet_and_keeps_its_log(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "radar_tasks.cli", "demo", "--out", str(out), "--tasks",
-                           "radar_wiki_animal"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "radar_tasks.cli", "demo", "--out", str(out), "--tasks", "radar_wiki_animal"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert len(lines) < 20 and any(line.startswith("wiki_animal ") for line in lines), proc.stdout

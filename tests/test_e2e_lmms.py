@@ -18,9 +18,9 @@ import pytest
 
 from radar_tasks import taxonomy
 from radar_tasks.demo.fixture import make_fixture
+from radar_tasks.demo.tiny_models import build_tiny_model
 from radar_tasks.runner import results_json
 from radar_tasks.summary import format_table
-from radar_tasks.demo.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
 SUBSET_TASKS = [taxonomy.task_name(s.name) for s in taxonomy.SUBSETS]
@@ -49,8 +49,19 @@ def grow_mmbench_category(root: Path, category: str, extra: int) -> None:
 
 
 def run_lmms_eval(tasks, out, data, model, extra=(), env=None, launcher=(sys.executable, "-m", "lmms_eval")):
-    cmd = [*launcher, "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu,dtype=float32",
-           "--tasks", tasks, "--output_path", str(out), "--log_samples", *extra]
+    cmd = [
+        *launcher,
+        "--model",
+        "radar_hf",
+        "--model_args",
+        f"pretrained={model},device=cpu,dtype=float32",
+        "--tasks",
+        tasks,
+        "--output_path",
+        str(out),
+        "--log_samples",
+        *extra,
+    ]
     full_env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", **(env or {})}
     proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
@@ -108,15 +119,21 @@ def test_totals_are_unweighted_means_of_subsets(full_run):
         cats = [res[taxonomy.task_name("mmbench", c)][f"{metric},none"] for c in taxonomy.MMBENCH_CATEGORIES]
         assert res["radar_mmbench"][f"{metric},none"] == pytest.approx(sum(cats) / len(cats), abs=1e-9)
     # perception = mean(mmbench perception part, four wiki sets)
-    mmb_p = [res[taxonomy.task_name("mmbench", c)]["sds,none"]
-             for c, a in taxonomy.MMBENCH_CATEGORIES.items() if a == "perception"]
-    parts = [sum(mmb_p) / len(mmb_p)] + [res[f"radar_wiki_{k}"]["sds,none"]
-                                        for k in ("animal", "plant", "attraction", "celebrity")]
+    mmb_p = [
+        res[taxonomy.task_name("mmbench", c)]["sds,none"]
+        for c, a in taxonomy.MMBENCH_CATEGORIES.items()
+        if a == "perception"
+    ]
+    parts = [sum(mmb_p) / len(mmb_p)] + [
+        res[f"radar_wiki_{k}"]["sds,none"] for k in ("animal", "plant", "attraction", "celebrity")
+    ]
     assert res["radar_mmm"]["sds_perception,none"] == pytest.approx(sum(parts) / 5, abs=1e-9)
     # counts
     assert res["radar_mmm"]["items,none"] == sum(res[t]["items,none"] for t in SUBSET_TASKS) == 132 + 3
-    assert (res["radar_mmm"]["items_perception,none"] + res["radar_mmm"]["items_reasoning,none"]
-            == res["radar_mmm"]["items,none"])
+    assert (
+        res["radar_mmm"]["items_perception,none"] + res["radar_mmm"]["items_reasoning,none"]
+        == res["radar_mmm"]["items,none"]
+    )
 
 
 def test_stderrs_are_bootstrap_and_group_stderr_combines_subsets(full_run):
@@ -157,16 +174,19 @@ def test_mixed_with_another_suite_and_include_path(setup, tmp_path):
     data, model, _ = setup
     other = tmp_path / "other_tasks"
     other.mkdir()
-    (other / "toy.jsonl").write_text("".join(
-        json.dumps({"q": f"Is {i} even?", "choices": ["yes", "no"], "gold": i % 2}) + "\n" for i in range(3)))
+    (other / "toy.jsonl").write_text(
+        "".join(json.dumps({"q": f"Is {i} even?", "choices": ["yes", "no"], "gold": i % 2}) + "\n" for i in range(3))
+    )
     (other / "toy_mc.yaml").write_text(
         "task: toy_text_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: toy.jsonl\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{ q }}'\ndoc_to_choice: choices\n"
         "doc_to_target: gold\n"
         "process_results: !function radar_tasks.metrics.lmms.process_results_gold\n"
-        "metric_list:\n  - metric: sds\n    aggregation: radar_sds\n    higher_is_better: true\n")
-    results, log = run_lmms_eval("radar_wiki_animal,toy_text_mc", tmp_path / "out", data, model,
-                                 extra=["--include_path", str(other)])
+        "metric_list:\n  - metric: sds\n    aggregation: radar_sds\n    higher_is_better: true\n"
+    )
+    results, log = run_lmms_eval(
+        "radar_wiki_animal,toy_text_mc", tmp_path / "out", data, model, extra=["--include_path", str(other)]
+    )
     res = results["results"]
     assert "sds,none" in res["radar_wiki_animal"], log[-3000:]
     assert "sds,none" in res["toy_text_mc"], log[-3000:]
@@ -174,19 +194,40 @@ def test_mixed_with_another_suite_and_include_path(setup, tmp_path):
 
 def test_include_path_without_automatic_discovery(setup, tmp_path):
     data, model, _ = setup
-    task_dir = subprocess.run([sys.executable, "-m", "radar_tasks.cli", "task-dir"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    results, log = run_lmms_eval("radar_wiki_plant", tmp_path / "out", data, model,
-                                 extra=["--include_path", task_dir], env={"RADAR_TASKS_NO_DISCOVERY": "1"})
+    task_dir = subprocess.run(
+        [sys.executable, "-m", "radar_tasks.cli", "task-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    results, log = run_lmms_eval(
+        "radar_wiki_plant",
+        tmp_path / "out",
+        data,
+        model,
+        extra=["--include_path", task_dir],
+        env={"RADAR_TASKS_NO_DISCOVERY": "1"},
+    )
     assert "sds,none" in results["results"]["radar_wiki_plant"], log[-3000:]
 
 
 def test_missing_subset_folder_fails_loudly(setup, tmp_path):
-    data, model, _ = setup
+    _, model, _ = setup
     proc = subprocess.run(
-        [sys.executable, "-m", "lmms_eval", "--model", "radar_hf", "--model_args", f"pretrained={model},device=cpu",
-         "--tasks", "radar_wiki_plant", "--output_path", str(tmp_path / "out")],
-        env={**os.environ, "RADAR_M3BENCH_DIR": str(tmp_path / "nowhere")}, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lmms_eval",
+            "--model",
+            "radar_hf",
+            "--model_args",
+            f"pretrained={model},device=cpu",
+            "--tasks",
+            "radar_wiki_plant",
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        env={**os.environ, "RADAR_M3BENCH_DIR": str(tmp_path / "nowhere")},
+        capture_output=True,
+        text=True,
+    )
     assert "is not a folder" in proc.stdout + proc.stderr
     assert not list((tmp_path / "out").rglob("*_results.json"))
 
@@ -202,8 +243,11 @@ def test_missing_category_file_is_reported_and_left_out_of_the_subset_mean(setup
     res = results["results"]
     assert "no json file for category 'ocr'" in log
     assert "sds,none" not in res["radar_mmbench_ocr"]
-    present = [res[taxonomy.task_name("mmbench", c)]["sds,none"] for c, a in taxonomy.MMBENCH_CATEGORIES.items()
-               if a == "perception" and c != "ocr"]
+    present = [
+        res[taxonomy.task_name("mmbench", c)]["sds,none"]
+        for c, a in taxonomy.MMBENCH_CATEGORIES.items()
+        if a == "perception" and c != "ocr"
+    ]
     assert len(present) == 11
     assert res["radar_mmbench_perception"]["sds,none"] == pytest.approx(sum(present) / 11, abs=1e-9)
     assert res["radar_mmbench_perception"]["items,none"] == 11 * 2 + GROWN["image_style"]

@@ -21,8 +21,8 @@ from radar_tasks.data import images, m3bench
 from radar_tasks.errors import M3BenchError
 from radar_tasks.metrics import items as I
 from radar_tasks.metrics import lmms
-from radar_tasks.tasks import export, hooks
 from radar_tasks.task_yamls import generate_tasks
+from radar_tasks.tasks import export, hooks
 
 LEAVES = taxonomy.leaf_tasks()
 
@@ -64,8 +64,12 @@ def test_every_leaf_task_is_a_config_with_the_package_records(exported):
     root, dataset_dir, _ = exported
     configs = dexport.exported_configs(dataset_dir)
     assert configs == {dexport.config_name(s, c) for s, c in LEAVES}
-    for subset, category in [("mmbench", "ocr"), ("mmmu_pro", "Art_Theory"), ("seephys", "seephys"),
-                             ("wiki_celebrity", "wiki_celebrity")]:
+    for subset, category in [
+        ("mmbench", "ocr"),
+        ("mmmu_pro", "Art_Theory"),
+        ("seephys", "seephys"),
+        ("wiki_celebrity", "wiki_celebrity"),
+    ]:
         ours = m3bench.load_category(subset, category, root)
         theirs = load(dataset_dir, subset, category)
         assert [f for f in theirs.features if f != "image_files"] == list(ours.features)
@@ -73,7 +77,8 @@ def test_every_leaf_task_is_a_config_with_the_package_records(exported):
         assert len(theirs) == len(ours) > 0
         for a, b in zip(ours, theirs):
             assert {k: v for k, v in a.items() if k != "images"} == {
-                k: v for k, v in b.items() if k not in ("images", "image_files")}
+                k: v for k, v in b.items() if k not in ("images", "image_files")
+            }
             if a["skipped"]:  # more than 12 images: never shown to a model, not embedded
                 assert b["images"] == b["image_files"] == []
                 continue
@@ -87,8 +92,12 @@ def test_images_are_the_released_bytes_and_decode_as_the_package_decodes_files(e
     fixture)."""
     root, dataset_dir, _ = exported
     n = 0
-    for subset, category in [("mmmu_pro", "Art_Theory"), ("seephys", "seephys"), ("mathvista", "mathvista"),
-                             ("mmbench", "image_scene")]:
+    for subset, category in [
+        ("mmmu_pro", "Art_Theory"),
+        ("seephys", "seephys"),
+        ("mathvista", "mathvista"),
+        ("mmbench", "image_scene"),
+    ]:
         ours = m3bench.load_category(subset, category, root)
         theirs = utils.process_docs(load(dataset_dir, subset, category))
         for a, b in zip(ours, theirs):
@@ -127,7 +136,7 @@ def test_exif_orientation_is_not_applied_as_the_package_does_not(tmp_path, expor
 
 
 def test_the_dataset_loads_from_anywhere_without_the_release(exported, tmp_path):
-    root, dataset_dir, _ = exported
+    _, dataset_dir, _ = exported
     moved = tmp_path / "moved"
     shutil.copytree(dataset_dir, moved)
     ds = load(moved, "wiki_animal", "wiki_animal")
@@ -157,8 +166,9 @@ def test_shards_split_a_config_and_load_as_one(tmp_path, exported):
     summaries = dexport.export_dataset(out, root, subsets=["seephys"], max_shard_bytes=2_000)
     [s] = summaries
     assert s.shards > 1 and len(list((out / "seephys").glob("test-*-of-*.parquet"))) == s.shards
-    assert [r["id"] for r in load(out, "seephys", "seephys")] == [r["id"] for r in load(exported[1], "seephys",
-                                                                                          "seephys")]
+    assert [r["id"] for r in load(out, "seephys", "seephys")] == [
+        r["id"] for r in load(exported[1], "seephys", "seephys")
+    ]
 
 
 def test_a_missing_category_file_is_an_absent_config(tmp_path, exported):
@@ -219,8 +229,9 @@ def test_no_file_mentions_or_imports_this_package(exported):
 
 def test_same_tasks_and_groups_as_ours(exported):
     _, dataset_dir, tasks = exported
-    ours = {n: yaml.load(t, Loader=export._Loader) for n, t in generate_tasks.render_all().items()
-            if n.endswith(".yaml")}
+    ours = {
+        n: yaml.load(t, Loader=export._Loader) for n, t in generate_tasks.render_all().items() if n.endswith(".yaml")
+    }
     theirs = {p.name: yaml.load(p.read_text(), Loader=export._Loader) for p in tasks.glob("*.yaml")}
     assert set(theirs) == set(ours)
     for name, data in ours.items():
@@ -228,8 +239,9 @@ def test_same_tasks_and_groups_as_ours(exported):
             assert theirs[name]["task"] == data["task"] and theirs[name]["group"] == data["group"]
         else:
             assert theirs[name]["task"] == data["task"]
-            assert theirs[name]["dataset_name"] == dexport.config_name(data["metadata"]["subset"],
-                                                                       data["metadata"]["category"])
+            assert theirs[name]["dataset_name"] == dexport.config_name(
+                data["metadata"]["subset"], data["metadata"]["category"]
+            )
     template = yaml.load((tasks / "_default_template_yaml").read_text(), Loader=export._Loader)
     assert template["dataset_path"] == str(dataset_dir) and template["process_docs"] == "utils.process_docs"
 
@@ -252,8 +264,13 @@ def test_utils_holds_the_source_of_every_inlined_function(exported):
     composed = {n.name: ast.dump(n) for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     sources = export._sources()
     assert [s.name for s in sources][-1] == export.HOOKS_MODULE
-    assert {"radar_tasks.taxonomy", "radar_tasks.prompts", "radar_tasks.metrics.sds",
-            "radar_tasks.metrics.items", "radar_tasks.data.images"} <= {s.name for s in sources}
+    assert {
+        "radar_tasks.taxonomy",
+        "radar_tasks.prompts",
+        "radar_tasks.metrics.sds",
+        "radar_tasks.metrics.items",
+        "radar_tasks.data.images",
+    } <= {s.name for s in sources}
     n = 0
     for src in sources:
         for node in ast.parse(src.path.read_text()).body:
@@ -272,8 +289,7 @@ def test_check_finds_a_stale_copy(exported, tmp_path):
     (copy / "radar_spatial.yaml").write_text((copy / "radar_spatial.yaml").read_text().replace("1.0", "2.0"))
     (copy / "radar_gone.yaml").write_text("task: radar_gone\n")
     (copy / "utils.py").unlink()
-    assert sorted(export.check_tasks(copy, str(dataset_dir))) == ["radar_gone.yaml", "radar_spatial.yaml",
-                                                                   "utils.py"]
+    assert sorted(export.check_tasks(copy, str(dataset_dir))) == ["radar_gone.yaml", "radar_spatial.yaml", "utils.py"]
     assert export.check_tasks(copy, "someone/M3-Bench")  # another dataset_path is another export
 
 
@@ -314,8 +330,7 @@ def test_process_results_and_aggregations_match_the_package(exported, utils, all
             theirs.append(utils.process_results(b, results))
     for o, t in zip(ours, theirs):
         assert {k: v for k, v in t.items() if not k.endswith(utils.SE_SUFFIX)} == o
-        assert {k for k in t if k.endswith(utils.SE_SUFFIX)} == {k + "_se" for k, v in o.items()
-                                                                    if isinstance(v, dict)}
+        assert {k for k in t if k.endswith(utils.SE_SUFFIX)} == {k + "_se" for k, v in o.items() if isinstance(v, dict)}
     for metric, agg in [("sds", "sds_aggregate"), ("acc", "acc_aggregate")]:
         logged = [o[metric] for o in ours]
         assert getattr(utils, agg)(logged) == getattr(lmms, agg)(logged)
@@ -347,17 +362,22 @@ def test_imports_a_task_folder_cannot_rely_on_are_refused(tmp_path, monkeypatch)
     inner = _probe(tmp_path, monkeypatch, "def f():\n    from radar_tasks.data.lite import SUFFIX\n    return SUFFIX\n")
     assert inner.lazy_deps == ["radar_tasks.data.lite"] and not inner.deps  # needed by the call, not the definition
     assert "    pass  #" in inner.body and "import" not in inner.body.split("#")[0]
-    src = _probe(tmp_path, monkeypatch, '"""Doc."""\nimport re\nfrom radar_tasks import taxonomy as T\n'
-                                        "from radar_tasks.metrics.sds import softmax\nX = T.MAX_IMAGES\n")
+    src = _probe(
+        tmp_path,
+        monkeypatch,
+        '"""Doc."""\nimport re\nfrom radar_tasks import taxonomy as T\n'
+        "from radar_tasks.metrics.sds import softmax\nX = T.MAX_IMAGES\n",
+    )
     assert src.deps == ["radar_tasks.taxonomy", "radar_tasks.metrics.sds"] and src.aliases == {
-        "T": "radar_tasks.taxonomy"}
+        "T": "radar_tasks.taxonomy"
+    }
     assert src.imports == ["import re"] and src.defined == {"X"} and src.body.startswith("# Doc.")
 
 
 def test_a_name_defined_by_two_inlined_modules_is_refused():
     a = export._Source("pkg.a", Path("a.py"), defined={"group_mean", "x"})
     b = export._Source("pkg.b", Path("b.py"), defined={"group_mean"})
-    with pytest.raises(export.ExportError, match="'group_mean' is defined by both pkg.a and pkg.b"):
+    with pytest.raises(export.ExportError, match=r"'group_mean' is defined by both pkg\.a and pkg\.b"):
         export._check_one_namespace([a, b])
     c = export._Source("pkg.c", Path("c.py"), aliases={"x": "pkg.a"})
     with pytest.raises(export.ExportError, match="'x'"):
@@ -368,8 +388,10 @@ def test_a_name_defined_by_two_inlined_modules_is_refused():
 def test_a_hook_without_an_exported_counterpart_is_refused(exported):
     ctx = export._Rewrite("d", {"doc_to_text": hooks.doc_to_text}, {})
     assert ctx.function(export._Function("radar_tasks.tasks.hooks.doc_to_text"), "t.yaml") == "utils.doc_to_text"
-    with pytest.raises(export.ExportError, match="t.yaml: `!function radar_tasks.tasks.hooks.new_hook` has no "
-                                                 "counterpart `new_hook`"):
+    with pytest.raises(
+        export.ExportError,
+        match=re.escape("t.yaml: `!function radar_tasks.tasks.hooks.new_hook` has no counterpart `new_hook`"),
+    ):
         ctx.function(export._Function("radar_tasks.tasks.hooks.new_hook"), "t.yaml")
 
 
@@ -379,8 +401,9 @@ def test_prompts_marker_text_reaches_utils(utils):
     assert utils.MAX_BOOTSTRAP_ITERS == I.MAX_BOOTSTRAP_ITERS
     assert [s.name for s in utils.SUBSETS] == [s.name for s in taxonomy.SUBSETS]
     image = images.to_rgb(__import__("PIL.Image").Image.new("RGBA", (2, 2)))
-    assert np.array_equal(np.asarray(utils.to_rgb(__import__("PIL.Image").Image.new("RGBA", (2, 2)))),
-                          np.asarray(image))
+    assert np.array_equal(
+        np.asarray(utils.to_rgb(__import__("PIL.Image").Image.new("RGBA", (2, 2)))), np.asarray(image)
+    )
 
 
 def test_cli_exports_and_checks(tmp_path, exported, capsys):
@@ -424,6 +447,9 @@ def test_lite_leaves_select_the_docs_our_lite_tasks_select(exported, monkeypatch
 
 def test_a_row_that_selects_docs_needs_the_selecting_hook():
     ctx = export._Rewrite("d", {}, {"t": [{"subset": "spatial", "category": "spatial", "ids": ["1"]}]})
-    with pytest.raises(export.ExportError, match=r"t.yaml: its task index row selects docs \(category, ids, "
-                                                 r"subset\); the exported utils.py needs `selecting\(row\)`"):
+    with pytest.raises(
+        export.ExportError,
+        match=r"t.yaml: its task index row selects docs \(category, ids, "
+        r"subset\); the exported utils.py needs `selecting\(row\)`",
+    ):
         export._rewrite_leaf("t", {"task": "t", "dataset_kwargs": {"field": "t"}}, ctx)

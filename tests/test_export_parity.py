@@ -24,11 +24,14 @@ LEAF_TASKS = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
 
 
 def run(out: Path, model: str, env: dict, extra=(), tasks=TASKS, model_args="") -> dict:
-    cmd = [sys.executable, "-m", "lmms_eval",
-           *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32{model_args}", tasks, out, extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32{model_args}", tasks, out, extra),
+    ]
     base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
-    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True,
-                          timeout=1200)
+    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True, timeout=1200)
     try:
         return json.loads(results_json(out).read_text())
     except FileNotFoundError:
@@ -47,13 +50,14 @@ def items(out: Path, tasks) -> dict[tuple[str, str], dict]:
 
 @pytest.fixture(scope="module")
 def runs(exported, tiny_checkpoint, tmp_path_factory):
-    root, dataset, tasks = exported
+    root, _, tasks = exported
     work = tmp_path_factory.mktemp("parity")
     model = str(tiny_checkpoint("qwen2_vl"))
     cache = {"HF_DATASETS_CACHE": str(work / "hf-cache")}
     package = run(work / "package", model, {"RADAR_M3BENCH_DIR": str(root), **cache})
-    upstream = run(work / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache},
-                   extra=["--include_path", str(tasks)])
+    upstream = run(
+        work / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache}, extra=["--include_path", str(tasks)]
+    )
     return package, upstream, work
 
 
@@ -119,12 +123,33 @@ def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
     task as a string): each item's SDS is exactly 1/K, with the exported folder alone."""
     _, _, tasks = exported
     out = tmp_path / "dummy"
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "dummy", "--include_path", str(tasks),
-           "--tasks", "radar_wiki_animal,radar_mmmu_pro_math", "--output_path", str(out), "--log_samples"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "dummy",
+        "--include_path",
+        str(tasks),
+        "--tasks",
+        "radar_wiki_animal,radar_mmmu_pro_math",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
     base = {k: v for k, v in os.environ.items() if k != "RADAR_M3BENCH_DIR"}
-    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", "RADAR_TASKS_NO_DISCOVERY": "1",
-                                    "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        cmd,
+        env={
+            **base,
+            "HF_HUB_OFFLINE": "1",
+            "RADAR_TASKS_NO_DISCOVERY": "1",
+            "HF_DATASETS_CACHE": str(tmp_path / "hf-cache"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     try:
         results = json.loads(results_json(out).read_text())["results"]
     except FileNotFoundError:
@@ -144,10 +169,21 @@ def test_protocol_paper_reads_the_exported_records_as_the_release(exported, tiny
     root, _, tasks = exported
     model, tasks_arg = str(tiny_checkpoint("qwen2_vl")), "radar_mmmu_pro_art_theory,radar_mmmu_pro_math,radar_seephys"
     cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
-    run(tmp_path / "package", model, {"RADAR_M3BENCH_DIR": str(root), **cache}, tasks=tasks_arg,
-        model_args=",protocol=paper")
-    run(tmp_path / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache}, extra=["--include_path", str(tasks)],
-        tasks=tasks_arg, model_args=",protocol=paper")
+    run(
+        tmp_path / "package",
+        model,
+        {"RADAR_M3BENCH_DIR": str(root), **cache},
+        tasks=tasks_arg,
+        model_args=",protocol=paper",
+    )
+    run(
+        tmp_path / "exported",
+        model,
+        {"RADAR_TASKS_NO_DISCOVERY": "1", **cache},
+        extra=["--include_path", str(tasks)],
+        tasks=tasks_arg,
+        model_args=",protocol=paper",
+    )
     leaves = tasks_arg.split(",")
     ours, theirs = items(tmp_path / "package", leaves), items(tmp_path / "exported", leaves)
     assert set(ours) == set(theirs) and len(ours) == 10

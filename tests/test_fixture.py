@@ -19,26 +19,74 @@ from PIL import Image
 from radar_tasks.demo import fixture
 
 NOTE_MMBENCH = {
-    "image_style", "image_scene", "image_emotion", "image_quality", "image_topic", "object_localization",
-    "attribute_recognition", "celebrity_recognition", "ocr", "spatial_relationship", "attribute_comparison",
-    "action_recognition", "physical_property_reasoning", "function_reasoning", "identity_reasoning",
-    "social_relation", "physical_relation", "nature_relation", "future_prediction",
+    "image_style",
+    "image_scene",
+    "image_emotion",
+    "image_quality",
+    "image_topic",
+    "object_localization",
+    "attribute_recognition",
+    "celebrity_recognition",
+    "ocr",
+    "spatial_relationship",
+    "attribute_comparison",
+    "action_recognition",
+    "physical_property_reasoning",
+    "function_reasoning",
+    "identity_reasoning",
+    "social_relation",
+    "physical_relation",
+    "nature_relation",
+    "future_prediction",
     "structuralized_imagetext_understanding",
 }
 NOTE_MMMU = {
-    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
-    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
-    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
-    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
-    "Public_Health", "Sociology",
+    "Accounting",
+    "Agriculture",
+    "Architecture_and_Engineering",
+    "Art",
+    "Art_Theory",
+    "Basic_Medical_Science",
+    "Biology",
+    "Chemistry",
+    "Clinical_Medicine",
+    "Computer_Science",
+    "Design",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Economics",
+    "Electronics",
+    "Energy_and_Power",
+    "Finance",
+    "Geography",
+    "History",
+    "Literature",
+    "Manage",
+    "Marketing",
+    "Materials",
+    "Math",
+    "Mechanical_Engineering",
+    "Music",
+    "Pharmacy",
+    "Physics",
+    "Psychology",
+    "Public_Health",
+    "Sociology",
 }
 WIKI = ("animal", "plant", "attraction", "celebrity")
 FOLDERS = {
-    "general_visual_question_answering", "multiple_discipline_reasoning", "mathematical_reasoning",
-    "physical_reasoning", "spatial_reasoning", *(f"Wiki_{k}_identification" for k in WIKI),
+    "general_visual_question_answering",
+    "multiple_discipline_reasoning",
+    "mathematical_reasoning",
+    "physical_reasoning",
+    "spatial_reasoning",
+    *(f"Wiki_{k}_identification" for k in WIKI),
 }
-SINGLE_FILE = ["mathematical_reasoning", "physical_reasoning", "spatial_reasoning",
-               *(f"Wiki_{k}_identification" for k in WIKI)]
+SINGLE_FILE = [
+    "mathematical_reasoning",
+    "physical_reasoning",
+    "spatial_reasoning",
+    *(f"Wiki_{k}_identification" for k in WIKI),
+]
 IMAGE_REF = re.compile(r"<image (\d+)>")
 
 
@@ -115,7 +163,7 @@ def test_mmmu_pro_file_names_options_and_images(root):
             assert sorted(options) == sorted([item["answer"], *item["distraction"]]), qid
             in_question = IMAGE_REF.findall(item["question"])
             in_options = [k for o in options for k in IMAGE_REF.findall(o)]
-            kinds["question_refs_%d" % min(len(in_question), 2)] += 1
+            kinds[f"question_refs_{min(len(in_question), 2)}"] += 1
             if in_options:
                 kinds["image_options"] += 1
                 kinds["image_options_with_question_ref"] += bool(in_question)
@@ -228,7 +276,7 @@ def test_image_formats_and_modes(root):
 
 def test_non_ascii_text_is_written_as_utf8(root):
     raw = next((root / "Wiki_attraction_identification").glob("*.json")).read_bytes()
-    assert "Família".encode("utf-8") in raw
+    assert "Família".encode() in raw
 
 
 # ------------------------------------------------------------------------------------------------ content
@@ -236,7 +284,7 @@ def test_non_ascii_text_is_written_as_utf8(root):
 
 def _nearest_colour(img: Image.Image) -> str:
     raw = img.convert("RGB").tobytes()
-    pixels = [raw[i:i + 3] for i in range(0, len(raw), 3)]
+    pixels = [raw[i : i + 3] for i in range(0, len(raw), 3)]
     pixels = [px for px in pixels if sum(abs(a - b) for a, b in zip(px, fixture.BACKGROUND)) > 60]
     assert pixels, "blank image"
     mean = [sum(px[i] for px in pixels) / len(pixels) for i in range(3)]

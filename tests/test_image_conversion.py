@@ -46,8 +46,14 @@ def transparent_modes() -> dict[str, Image.Image]:
     rgb.info["transparency"] = (0, 0, 0)
     grey = rgba.convert("L")
     grey.info["transparency"] = 0
-    return {"RGBA": rgba, "LA": roundtrip(la), "P": roundtrip(pal), "RGB+tRNS": roundtrip(rgb),
-            "L+tRNS": roundtrip(grey), "PA": rgba.convert("PA")}
+    return {
+        "RGBA": rgba,
+        "LA": roundtrip(la),
+        "P": roundtrip(pal),
+        "RGB+tRNS": roundtrip(rgb),
+        "L+tRNS": roundtrip(grey),
+        "PA": rgba.convert("PA"),
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(transparent_modes()))

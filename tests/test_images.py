@@ -66,7 +66,7 @@ def test_strict_decoding_in_threads_restores_the_flag(tmp_path, lenient_pil):
         try:
             for _ in range(20):
                 images.load_rgb(path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]

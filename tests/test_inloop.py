@@ -25,8 +25,10 @@ def _load(folder):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    return (AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32),
-            AutoProcessor.from_pretrained(folder))
+    return (
+        AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32),
+        AutoProcessor.from_pretrained(folder),
+    )
 
 
 def test_importing_radar_tasks_stays_light():
@@ -71,13 +73,27 @@ def test_callback_logs_into_tensorboard_during_training(tiny_series, fixture_roo
     examples = [synthetic.make_example(rng, "color") for _ in range(12)]
     placeholder = training._placeholder(model, processor)
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
-    args = TrainingArguments(output_dir=str(tmp_path / "train"), max_steps=3, per_device_train_batch_size=4,
-                             learning_rate=1e-3, report_to=["tensorboard"], logging_steps=1, save_strategy="no", remove_unused_columns=False, use_cpu=True,
-                             dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=examples,
-                      data_collator=lambda batch: training.encode_batch(processor, batch, placeholder))
-    callback = RadarCallback(processor, tasks=["radar_wiki_animal"], eval_steps=2, trainer=trainer,
-                             data_dir=fixture_root)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "train"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to=["tensorboard"],
+        logging_steps=1,
+        save_strategy="no",
+        remove_unused_columns=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        data_collator=lambda batch: training.encode_batch(processor, batch, placeholder),
+    )
+    callback = RadarCallback(
+        processor, tasks=["radar_wiki_animal"], eval_steps=2, trainer=trainer, data_dir=fixture_root
+    )
     trainer.add_callback(callback)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train()
@@ -109,8 +125,19 @@ def one_process(tiny_series, fixture_root):
 def test_two_processes_give_the_numbers_of_one(mode, one_process, tiny_series, fixture_root, tmp_path):
     worker = Path(__file__).parent / "data" / "evaluate_ranks.py"
     env = {**os.environ, "RADAR_M3BENCH_DIR": str(fixture_root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(worker), str(tiny_series / "step_200"), str(tmp_path), TASKS_DP, mode]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tiny_series / "step_200"),
+        str(tmp_path),
+        TASKS_DP,
+        mode,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -139,7 +166,8 @@ def test_the_first_evaluate_of_a_process_is_checked_before_scoring(tiny_checkpoi
         "from radar_tasks.errors import InputError\n"
         "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
         f"folder = {str(tiny_checkpoint('qwen2_vl'))!r}\n"
-        "model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)\n"
+        "model = AutoModelForImageTextToText.from_pretrained(folder)\n"
+        "processor = AutoProcessor.from_pretrained(folder)\n"
         "try:\n"
         f"    radar_tasks.evaluate(model, processor, tasks=['radar_wiki_animal'], data_dir={str(bench)!r})\n"
         "except InputError as exc:\n"

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from radar_tasks.demo.tiny_models import TINY_ARCHS
 from radar_tasks.models.likelihood import (
     IMAGE_MARKER,
     build_prompt,
@@ -20,7 +21,6 @@ from radar_tasks.models.likelihood import (
     score_continuations,
     token_scores,
 )
-from radar_tasks.demo.tiny_models import TINY_ARCHS
 
 PLACEHOLDER = {
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",

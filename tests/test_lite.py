@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
-
 from radar_tasks import taxonomy
 from radar_tasks.data import lite
 
 
 def test_quotas_keep_every_category_and_follow_the_sizes():
-    counts = {c: n for c, n in zip(taxonomy.MMBENCH_CATEGORIES, [53, 104, 50, 53, 36, 81, 74, 99, 39, 45, 44, 54,
-                                                                 75, 79, 45, 43, 24, 48, 40, 78])}
+    counts = {
+        c: n
+        for c, n in zip(
+            taxonomy.MMBENCH_CATEGORIES,
+            [53, 104, 50, 53, 36, 81, 74, 99, 39, 45, 44, 54, 75, 79, 45, 43, 24, 48, 40, 78],
+        )
+    }
     q = lite.quotas(counts, 50, subset="mmbench")
     assert sum(q.values()) == 50 and min(q.values()) >= 1
     assert q["image_scene"] >= q["physical_relation"]  # 104 items against 24

@@ -70,8 +70,11 @@ def test_categories_with_underscores_parse_from_file_names(root):
 
 
 def test_shared_images_for_dash_ids_and_seephys_multi_image(root):
-    recs = [r for s in ("spatial", "wiki_animal", "wiki_plant", "wiki_attraction", "wiki_celebrity")
-            for r in m3bench.load_category(s, s)]
+    recs = [
+        r
+        for s in ("spatial", "wiki_animal", "wiki_plant", "wiki_attraction", "wiki_celebrity")
+        for r in m3bench.load_category(s, s)
+    ]
     shared = [r for r in recs if "--" in r["id"]]
     assert shared and all(Path(r["images"][0]).stem == r["id"].split("--")[0] for r in shared)
     seephys = m3bench.load_category("seephys", "seephys")
@@ -113,8 +116,7 @@ def test_options_block_follows_ori_options(root):
     recs = {r["id"]: r for r in m3bench.load_category("mmmu_pro", "Agriculture")}
     shown, plain = recs[text_item], recs[image_item]
     options = [shown["answer"], *shown["distractors"]]
-    assert shown["options_text"] == prompts.option_block(shown["answer"], shown["distractors"],
-                                                         shown["correct_first"])
+    assert shown["options_text"] == prompts.option_block(shown["answer"], shown["distractors"], shown["correct_first"])
     assert shown["choices"] == prompts.option_letters(len(options), shown["correct_first"])
     assert len(shown["images"]) == len(prompts.IMAGE_REF.findall(shown["question"]))  # options hold no image
     assert plain["options_text"] == "" and plain["choices"] == [plain["answer"], *plain["distractors"]]
@@ -133,8 +135,9 @@ def test_correct_first_is_the_seeded_draw_in_every_file_order(root):
         assert r["options_text"].endswith(f" {r['answer']}{prompts.SELECT_PROMPT}") != r["correct_first"]
 
 
-@pytest.mark.parametrize("value,message", [(None, "'ori_options' is missing"),
-                                           (["<image 1>"], "'ori_options' is not a string")])
+@pytest.mark.parametrize(
+    "value,message", [(None, "'ori_options' is missing"), (["<image 1>"], "'ori_options' is not a string")]
+)
 def test_mmmu_pro_needs_ori_options(root, value, message):
     path = root / "multiple_discipline_reasoning" / "MMMU_Pro_Art_2_pretrained_mllm_eval.json"
     qid = _first_id(path)
@@ -150,6 +153,7 @@ def test_non_rgb_images_are_converted(root):
         for r in m3bench.load_category(subset, category):
             for path in r["images"][:1] if not r["skipped"] else []:
                 from PIL import Image
+
                 with Image.open(path) as im:
                     modes.add(im.mode)
                 assert all(im.mode == "RGB" for im in doc_to_visual(r))
@@ -187,12 +191,15 @@ def _first_id(path):
     return next(iter(json.loads(path.read_text())))
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda it: it.__setitem__("answer", 3), "'answer' is not a string"),
-    (lambda it: it.pop("distraction"), "'distraction' is missing"),
-    (lambda it: it.__setitem__("distraction", []), "'distraction' must be a non-empty list"),
-    (lambda it: it.__setitem__("distraction", [it["answer"], "x"]), "repeated among the distractors"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda it: it.__setitem__("answer", 3), "'answer' is not a string"),
+        (lambda it: it.pop("distraction"), "'distraction' is missing"),
+        (lambda it: it.__setitem__("distraction", []), "'distraction' must be a non-empty list"),
+        (lambda it: it.__setitem__("distraction", [it["answer"], "x"]), "repeated among the distractors"),
+    ],
+)
 def test_bad_items_are_named_with_file_and_id(root, mutate, message):
     path = _json_of(root, WIKI)
     qid = _first_id(path)
@@ -253,7 +260,9 @@ def test_check_data_reports_every_problem(root, capsys):
     wiki = _json_of(root, WIKI)
     ids = list(json.loads(wiki.read_text()))
     _edit(wiki, lambda d: (d[ids[0]].__setitem__("answer", 1), d[ids[1]].pop("distraction")))
-    (root / "general_visual_question_answering" / "MMBench_made_up_category_3_pretrained_mllm_eval.json").write_text("{}")
+    (root / "general_visual_question_answering" / "MMBench_made_up_category_3_pretrained_mllm_eval.json").write_text(
+        "{}"
+    )
     (_json_of(root, "mathematical_reasoning")).write_text("{not json")
     capsys.readouterr()
     assert main(["check-data", str(root)]) == 1
@@ -312,16 +321,19 @@ def test_ids_that_would_leave_their_folder_are_refused(root, bad_id, capsys):
     assert "the id" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("question", "What is <image> here?", "'question' holds '<image>', the prompts' image marker"),
-    ("question", "What <|image_pad|> is it?", "'question' holds '<|image_pad|>', a model control token"),
-    ("distraction", ["cat", "<|im_end|>"], "'distraction[1]' holds '<|im_end|>'"),
-    ("answer", "", "'answer' is empty"),
-    ("answer", "   ", "'answer' is empty"),
-    ("distraction", ["cat", ""], "'distraction[1]' is empty"),
-    ("question", "", "'question' is empty"),
-    ("distraction", [f"d{i}" for i in range(40)], "'distraction' holds 40 candidates, more than 25"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("question", "What is <image> here?", "'question' holds '<image>', the prompts' image marker"),
+        ("question", "What <|image_pad|> is it?", "'question' holds '<|image_pad|>', a model control token"),
+        ("distraction", ["cat", "<|im_end|>"], "'distraction[1]' holds '<|im_end|>'"),
+        ("answer", "", "'answer' is empty"),
+        ("answer", "   ", "'answer' is empty"),
+        ("distraction", ["cat", ""], "'distraction[1]' is empty"),
+        ("question", "", "'question' is empty"),
+        ("distraction", [f"d{i}" for i in range(40)], "'distraction' holds 40 candidates, more than 25"),
+    ],
+)
 def test_text_that_would_not_be_read_as_text_is_refused(root, field, value, message):
     path, qid = _first_item_edit(root, lambda d, q: d[q].__setitem__(field, value))
     text = _load_error()
@@ -352,13 +364,22 @@ def test_json_nested_too_deeply_or_empty(root):
     assert f"{path.name}: the JSON object holds no items" in _load_error()
 
 
-@pytest.mark.parametrize("folder,subset", [(WIKI, "wiki_animal"), ("mathematical_reasoning", "mathvista"),
-                                           ("physical_reasoning", "seephys"), ("spatial_reasoning", "spatial")])
+@pytest.mark.parametrize(
+    "folder,subset",
+    [
+        (WIKI, "wiki_animal"),
+        ("mathematical_reasoning", "mathvista"),
+        ("physical_reasoning", "seephys"),
+        ("spatial_reasoning", "spatial"),
+    ],
+)
 def test_stray_json_in_a_single_file_subset_is_reported_and_not_merged(root, folder, subset, capsys):
     from radar_tasks.cli import main
 
     n = len(m3bench.load_category(subset, subset))
-    (root / folder / "notes.json").write_text(json.dumps({"Z1": {"question": "?", "answer": "a", "distraction": ["b"]}}))
+    (root / folder / "notes.json").write_text(
+        json.dumps({"Z1": {"question": "?", "answer": "a", "distraction": ["b"]}})
+    )
     (root / folder / "README.txt").write_text("hello")
     assert len(m3bench.load_category(subset, subset)) == n
     assert main(["check-data", str(root), "--subset", subset]) == 1
@@ -398,6 +419,7 @@ def test_cache_is_keyed_on_content_and_rechecks_images(root, monkeypatch):
     # an image replaced by another valid one: validated again, no error
     image = Path(first[0]["images"][0])
     from PIL import Image
+
     Image.new("RGB", (40, 30), "red").save(image, "JPEG")
     assert len(m3bench.load_category("wiki_animal", "wiki_animal")) == len(first)
     # deleted after a good (cached) read: the next read names it, before any scoring
@@ -417,17 +439,31 @@ def test_header_only_image_above_the_pixel_limit_is_named(root):
 
     chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
     image = sorted((root / WIKI / "images").glob("*.jpg"))[0]
-    image.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
-                      + chunk(b"IEND", b""))
+    image.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     text = _load_error()
     assert f"image {WIKI}/images/{image.name} is 12000x12000 = 144,000,000 pixels, above the limit" in text
 
 
-@pytest.mark.parametrize("qid,problem", [
-    ("../../outside/secret", "path separator"), ("a\\b", "path separator"), ("/abs/x", "path separator"),
-    ("a\x1fb", "control character"), ("a\x7fb", "control character"), ("", "names no file"), ("   ", "names no file"),
-    ("..", "names no file"), ("..--2", "names no file"), (".--x", "names no file"), ("x" * 201, "longer"),
-])
+@pytest.mark.parametrize(
+    "qid,problem",
+    [
+        ("../../outside/secret", "path separator"),
+        ("a\\b", "path separator"),
+        ("/abs/x", "path separator"),
+        ("a\x1fb", "control character"),
+        ("a\x7fb", "control character"),
+        ("", "names no file"),
+        ("   ", "names no file"),
+        ("..", "names no file"),
+        ("..--2", "names no file"),
+        (".--x", "names no file"),
+        ("x" * 201, "longer"),
+    ],
+)
 def test_ids_that_cannot_name_a_file_inside_their_folder(qid, problem):
     assert problem in m3bench.id_problem(qid)
 

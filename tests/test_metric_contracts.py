@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 import pytest
@@ -48,8 +49,10 @@ def test_bootstrap_means_resample_with_replacement():
     assert reps.mean() == pytest.approx(0.1, abs=0.01)
     # many values: drawn in several chunks, the same numbers as one draw of all indices
     big = np.random.default_rng(1).random(5000)
-    assert np.allclose(S.bootstrap_means(big, 450, np.random.default_rng(2)),
-                       big[np.random.default_rng(2).integers(0, big.size, size=(450, big.size))].mean(axis=1))
+    assert np.allclose(
+        S.bootstrap_means(big, 450, np.random.default_rng(2)),
+        big[np.random.default_rng(2).integers(0, big.size, size=(450, big.size))].mean(axis=1),
+    )
 
 
 def test_bootstrap_stderr_is_the_std_of_the_bootstrap_means():
@@ -76,13 +79,33 @@ def test_balanced_leaves_out_nan_parts_wherever_they_are():
 # ------------------------------------------------------------------------------------------------------------------
 # items.py and lmms.py
 # ------------------------------------------------------------------------------------------------------------------
-RECORD_KEYS = {"id", "subset", "category", "ability", "p", "scores", "correct", "skipped", "n_candidates", "gold",
-               "convention", "candidates", "prompt"}
+RECORD_KEYS = {
+    "id",
+    "subset",
+    "category",
+    "ability",
+    "p",
+    "scores",
+    "correct",
+    "skipped",
+    "n_candidates",
+    "gold",
+    "convention",
+    "candidates",
+    "prompt",
+}
 
 
 def doc(**extra):
-    return {"id": "q1", "subset": "mmbench", "category": "ocr", "ability": "perception", "choices": ["a", "b"],
-            "skipped": False, **extra}
+    return {
+        "id": "q1",
+        "subset": "mmbench",
+        "category": "ocr",
+        "ability": "perception",
+        "choices": ["a", "b"],
+        "skipped": False,
+        **extra,
+    }
 
 
 def test_item_records_have_the_documented_fields():
@@ -95,8 +118,9 @@ def test_item_records_have_the_documented_fields():
     assert I.score_item({"doc_id": 7, "choices": ["a", "b"]}, [(0.0, False), (1.0, False)])["id"] == 7
 
 
-@pytest.mark.parametrize("convention,raw,scores", [("score", [2.0, 1.0], [2.0, 1.0]),
-                                                   ("loglik", [-3.0, -1.0], [-3.0, -1.0])])
+@pytest.mark.parametrize(
+    "convention,raw,scores", [("score", [2.0, 1.0], [2.0, 1.0]), ("loglik", [-3.0, -1.0], [-3.0, -1.0])]
+)
 def test_score_item_uses_the_convention_it_is_given(convention, raw, scores):
     record = I.score_item(doc(), [(v, False) for v in raw], convention)
     assert record["scores"] == scores and record["convention"] == convention
@@ -128,13 +152,16 @@ def test_untagged_group_values_fall_back_to_lmms_evals_mean():
 
 
 def test_leaf_stderr_is_the_seed_0_bootstrap_of_the_sorted_values():
-    recs = [{"id": f"q{k}", "subset": "mmbench", "category": "ocr", "p": p, "correct": p > 0.5, "skipped": None}
-            for k, p in zip((3, 1, 4, 0, 2), (0.9, 0.2, 0.6, 0.4, 0.7))]
+    recs = [
+        {"id": f"q{k}", "subset": "mmbench", "category": "ocr", "p": p, "correct": p > 0.5, "skipped": None}
+        for k, p in zip((3, 1, 4, 0, 2), (0.9, 0.2, 0.6, 0.4, 0.7))
+    ]
     in_id_order = [0.4, 0.2, 0.7, 0.9, 0.6]
     assert M.sds_aggregate.radar_stderr(recs, 200) == S.bootstrap_stderr(in_id_order, iters=200, seed=0)
     # lmms-eval asks for 100000 resamples by default: capped
-    assert M.leaf_stderr(I.sds_values, recs, 100_000) == S.bootstrap_stderr(in_id_order, iters=M.MAX_BOOTSTRAP_ITERS,
-                                                                             seed=0)
+    assert M.leaf_stderr(I.sds_values, recs, 100_000) == S.bootstrap_stderr(
+        in_id_order, iters=M.MAX_BOOTSTRAP_ITERS, seed=0
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -150,7 +177,9 @@ def test_resolve_gold_forms():
     for bad in (True, 1.5, "BC", "c", "two"):
         with pytest.raises(ValueError, match="cannot read a gold choice index"):
             L.resolve_gold({"gold": bad}, 3)
-    with pytest.raises(ValueError, match="use make_process_results.gold_field=.... or process_results_first"):
+    with pytest.raises(
+        ValueError, match=re.escape("use make_process_results.gold_field=.... or process_results_first")
+    ):
         L.resolve_gold({"label": 0}, 2)
 
 
@@ -162,8 +191,11 @@ def test_process_results_factories():
     assert first == {"sds": pytest.approx(p0), "acc": 1.0}
     by_text = L.make_process_results(gold_field="label", choices_field="options")
     assert by_text({"label": "b", "options": ["a", "b"]}, results)["sds"] == pytest.approx(1 - p0)
-    with pytest.raises(ValueError, match=r"2 results for 3 choices in doc\['choices'\]: does the task add other "
-                                         r"requests"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 results for 3 choices in doc\['choices'\]: does the task add other "
+        r"requests",
+    ):
         L.process_results({"gold": 0, "choices": ["a", "b", "c"]}, results)
 
 

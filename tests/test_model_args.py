@@ -26,8 +26,19 @@ def test_the_table_is_radar_hf_keyword_arguments():
     assert sorted(params) == sorted(A.MODEL_ARGS)
 
 
-@pytest.mark.parametrize("value,expected", [("true", True), ("False", False), ("1", True), (0, False), (1, True),
-                                            ("yes", True), (" no ", False), (True, True)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("true", True),
+        ("False", False),
+        ("1", True),
+        (0, False),
+        (1, True),
+        ("yes", True),
+        (" no ", False),
+        (True, True),
+    ],
+)
 def test_booleans_strictly(value, expected):
     assert A.as_bool(value) is expected
 
@@ -39,33 +50,39 @@ def test_bad_booleans_are_refused_with_the_valid_values(ckpt, value):
     assert "share_prefix" in str(err.value) and "true, false, 1, 0, yes, no" in str(err.value)
 
 
-@pytest.mark.parametrize("raw,cli,expected", [
-    ({"batch_size": 4}, {"batch_size": 1}, 4),  # a model arg wins over lmms-eval's default --batch_size 1
-    ({}, {"batch_size": "4"}, 4),
-    ({"batch_size": "auto"}, {"batch_size": 1}, "auto"),
-    ({"batch_size": 2}, {"batch_size": "2"}, 2),
-    ({}, {"batch_size": None}, None),
-])
+@pytest.mark.parametrize(
+    "raw,cli,expected",
+    [
+        ({"batch_size": 4}, {"batch_size": 1}, 4),  # a model arg wins over lmms-eval's default --batch_size 1
+        ({}, {"batch_size": "4"}, 4),
+        ({"batch_size": "auto"}, {"batch_size": 1}, "auto"),
+        ({"batch_size": 2}, {"batch_size": "2"}, 2),
+        ({}, {"batch_size": None}, None),
+    ],
+)
 def test_batch_size_as_model_arg_or_flag(ckpt, raw, cli, expected):
     out = A.check_model_args({"pretrained": ckpt, **raw}, cli)
     assert out.get("batch_size") == expected
 
 
-@pytest.mark.parametrize("raw,cli,message", [
-    ({"batch_size": 0}, {}, "model arg batch_size=0: batch_size must be an integer >= 1"),
-    ({"batch_size": "abc"}, {}, "model arg batch_size='abc'"),
-    ({}, {"batch_size": "abc"}, "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'"),
-    ({"batch_size": 2}, {"batch_size": 4}, "batch_size given twice, --batch_size 4 and model arg batch_size=2"),
-    ({"dtype": "fp64"}, {}, "model arg dtype='fp64': expected one of auto, float32, bfloat16, float16"),
-    ({"prompt_style": "fancy"}, {}, "expected one of auto, raw, qwen2vl_base"),
-    ({"score": "prob"}, {}, "expected one of logprob, logit"),
-    ({"protocol": "papers"}, {}, "expected one of paper"),
-    ({"device": "gpu"}, {}, "expected cpu, cuda, cuda:N or mps"),
-    ({"max_batch_size": "0"}, {}, "max_batch_size='0': expected an integer >= 1"),
-    ({"attn_implementation": "fast"}, {}, "expected one of eager, "),
-    ({"processor_kwargs": "{bad json"}, {}, "processor_kwargs: malformed JSON"),
-    ({"shared_prefix": True}, {}, "unknown model arg 'shared_prefix'; valid: pretrained, device"),
-])
+@pytest.mark.parametrize(
+    "raw,cli,message",
+    [
+        ({"batch_size": 0}, {}, "model arg batch_size=0: batch_size must be an integer >= 1"),
+        ({"batch_size": "abc"}, {}, "model arg batch_size='abc'"),
+        ({}, {"batch_size": "abc"}, "--batch_size 'abc': batch_size must be an integer >= 1 or 'auto'"),
+        ({"batch_size": 2}, {"batch_size": 4}, "batch_size given twice, --batch_size 4 and model arg batch_size=2"),
+        ({"dtype": "fp64"}, {}, "model arg dtype='fp64': expected one of auto, float32, bfloat16, float16"),
+        ({"prompt_style": "fancy"}, {}, "expected one of auto, raw, qwen2vl_base"),
+        ({"score": "prob"}, {}, "expected one of logprob, logit"),
+        ({"protocol": "papers"}, {}, "expected one of paper"),
+        ({"device": "gpu"}, {}, "expected cpu, cuda, cuda:N or mps"),
+        ({"max_batch_size": "0"}, {}, "max_batch_size='0': expected an integer >= 1"),
+        ({"attn_implementation": "fast"}, {}, "expected one of eager, "),
+        ({"processor_kwargs": "{bad json"}, {}, "processor_kwargs: malformed JSON"),
+        ({"shared_prefix": True}, {}, "unknown model arg 'shared_prefix'; valid: pretrained, device"),
+    ],
+)
 def test_bad_values_are_one_line(ckpt, raw, cli, message):
     with pytest.raises(ArgumentError) as err:
         A.check_model_args({"pretrained": ckpt, **raw}, cli)
@@ -86,7 +103,7 @@ def test_pretrained_must_exist(tmp_path, ckpt, monkeypatch):
         A.check_model_args({"device": "cpu"})
     with pytest.raises(ArgumentError, match=f"no such folder: {tmp_path}/nowhere"):
         A.check_model_args({"pretrained": str(tmp_path / "nowhere")})
-    with pytest.raises(ArgumentError, match="holds no config.json: not a checkpoint"):
+    with pytest.raises(ArgumentError, match=r"holds no config\.json: not a checkpoint"):
         A.check_model_args({"pretrained": str(tmp_path)})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ArgumentError, match="not in the local hub cache"):

@@ -81,8 +81,9 @@ def lmms_eval_imported():
 
 
 @pytest.mark.slow
-def test_non_finite_model_score_end_to_end(lmms_eval_imported, bench, wiki_items, tiny_checkpoint, tmp_path,
-                                           monkeypatch, loguru_messages):
+def test_non_finite_model_score_end_to_end(
+    lmms_eval_imported, bench, wiki_items, tiny_checkpoint, tmp_path, monkeypatch, loguru_messages
+):
     """lmms-eval runs radar_hf (score=logit) on a tiny Qwen2-VL whose LM head gives NaN for one token that only one
     item's candidates hold: that item is logged and skipped, the other items are scored as usual."""
     import torch
@@ -96,30 +97,47 @@ def test_non_finite_model_score_end_to_end(lmms_eval_imported, bench, wiki_items
     folder = tiny_checkpoint("qwen2_vl")
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(folder)
-    tokens = {qid: {t for c in [it["answer"], *it["distraction"]]
-                    for t in processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]}
-              for qid, it in items.items()}
-    bad_id, token = next((qid, t) for qid, ts in tokens.items() for t in sorted(ts)
-                         if not any(t in other for q, other in tokens.items() if q != qid))
+    tokens = {
+        qid: {
+            t
+            for c in [it["answer"], *it["distraction"]]
+            for t in processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+        }
+        for qid, it in items.items()
+    }
+    bad_id, token = next(
+        (qid, t)
+        for qid, ts in tokens.items()
+        for t in sorted(ts)
+        if not any(t in other for q, other in tokens.items() if q != qid)
+    )
     with torch.no_grad():
         model.get_output_embeddings().weight[token] = float("nan")
     model.save_pretrained(tmp_path / "nan-head")
     processor.save_pretrained(tmp_path / "nan-head")
 
     monkeypatch.setenv(m3bench.ENV_VAR, str(bench))
-    out = simple_evaluate(model="radar_hf", model_args=f"pretrained={tmp_path / 'nan-head'},device=cpu,"
-                          "dtype=float32,score=logit", tasks=["radar_wiki_animal"], log_samples=True,
-                          task_manager=TaskManager(include_path=TASK_DIR, include_defaults=False),
-                          verbosity="WARNING")
+    out = simple_evaluate(
+        model="radar_hf",
+        model_args=f"pretrained={tmp_path / 'nan-head'},device=cpu,dtype=float32,score=logit",
+        tasks=["radar_wiki_animal"],
+        log_samples=True,
+        task_manager=TaskManager(include_path=TASK_DIR, include_defaults=False),
+        verbosity="WARNING",
+    )
     [warning] = non_finite_warnings(loguru_messages)
     assert warning.startswith(f"{rel}: item {bad_id!r}: model returned a non-finite score")
     # the wrapper's count is of the scores it returned (every NLL is NaN here: the head's NaN row reaches the
     # softmax normaliser of every position; the raw logits only of the bad item's candidates holding the token)
-    bad = [c for c in [items[bad_id]["answer"], *items[bad_id]["distraction"]]
-           if token in processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]]
+    bad = [
+        c
+        for c in [items[bad_id]["answer"], *items[bad_id]["distraction"]]
+        if token in processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+    ]
     n_all = sum(1 + len(it["distraction"]) for it in items.values())
     assert [m for m in loguru_messages if "continuations got a non-finite" in m] == [
-        f"radar_hf: {len(bad)} of {n_all} continuations got a non-finite logit score"]
+        f"radar_hf: {len(bad)} of {n_all} continuations got a non-finite logit score"
+    ]
 
     result = out["results"]["radar_wiki_animal"]
     rows = {row["sds"]["id"]: row["sds"] for row in out["samples"]["radar_wiki_animal"]}

@@ -28,8 +28,16 @@ from radar_tasks.tasks import hooks
 SPLIT = "test"
 # leaf tasks of the fixture with every prompt shape: single and multi-image, inline images, image options (letters),
 # a skipped 13-image item (text-only request), shared Wiki images, grayscale / palette / RGBA files
-LEAVES = [("mmbench", "ocr"), ("mmmu_pro", "Art"), ("mmmu_pro", "Biology"), ("mmmu_pro", "Physics"),
-          ("mmmu_pro", "Math"), ("seephys", "seephys"), ("spatial", "spatial"), ("wiki_animal", "wiki_animal")]
+LEAVES = [
+    ("mmbench", "ocr"),
+    ("mmmu_pro", "Art"),
+    ("mmmu_pro", "Biology"),
+    ("mmmu_pro", "Physics"),
+    ("mmmu_pro", "Math"),
+    ("seephys", "seephys"),
+    ("spatial", "spatial"),
+    ("wiki_animal", "wiki_animal"),
+]
 WINDOW = 4  # questions per scoring window: several windows, each prepared while the previous one is scored
 
 
@@ -58,8 +66,9 @@ def requests_of(task_dict, seed=0):
             context = prompts.task_text(doc, image_markers=True)
             for k, choice in enumerate(hooks.doc_to_choice(doc)):
                 args = (context, " " + choice, hooks.doc_to_visual, doc_id, task, SPLIT)
-                requests.append(Instance("loglikelihood", args, idx=k,
-                                         metadata={"task": task, "doc_id": doc_id, "repeats": 1}))
+                requests.append(
+                    Instance("loglikelihood", args, idx=k, metadata={"task": task, "doc_id": doc_id, "repeats": 1})
+                )
     random.Random(seed).shuffle(requests)
     return requests
 
@@ -71,8 +80,9 @@ def wrapper(folder, task_dict, **kwargs) -> RadarHF:
     return model
 
 
-@pytest.mark.parametrize("arch, args", [("qwen2_vl", {"batch_size": "3"}),
-                                        ("internvl", {"batch_size": "2", "protocol": "paper"})])
+@pytest.mark.parametrize(
+    "arch, args", [("qwen2_vl", {"batch_size": "3"}), ("internvl", {"batch_size": "2", "protocol": "paper"})]
+)
 def test_workers_give_the_same_results_in_the_same_order(tiny_checkpoint, task_dict, arch, args):
     """num_workers=2 vs 0 on the fixture (several windows of questions): bit-identical float32 results."""
     requests = requests_of(task_dict)
@@ -129,8 +139,10 @@ def test_a_failing_question_raises_its_own_error_and_no_worker_is_left(tiny_chec
             raise M3BenchError("truncated image file", doc["source_file"], doc["id"])
         return hooks.doc_to_visual(doc)
 
-    requests = [Instance("loglikelihood", (*r.args[:2], doc_to_visual, *r.args[3:]), idx=r.idx,
-                         metadata=r.metadata) for r in requests]
+    requests = [
+        Instance("loglikelihood", (*r.args[:2], doc_to_visual, *r.args[3:]), idx=r.idx, metadata=r.metadata)
+        for r in requests
+    ]
     errors = {}
     for workers in (0, 2):
         model = wrapper(tiny_checkpoint("qwen2_vl"), task_dict, num_workers=str(workers), batch_size="2")
@@ -185,8 +197,10 @@ def test_ordered_map_keeps_order_and_reraises():
                 got.append(value)
         assert got == [i * i for i in range(37)]
         assert multiprocessing.active_children() == []
-    with pytest.raises(RuntimeError, match="_Unpicklable: 0/x"), OrderedMap(_unpicklable, 3, num_workers=2,
-                                                                             depth=2) as out:
+    with (
+        pytest.raises(RuntimeError, match="_Unpicklable: 0/x"),
+        OrderedMap(_unpicklable, 3, num_workers=2, depth=2) as out,
+    ):
         list(out)
 
 
@@ -198,8 +212,10 @@ def _dies(i):
 
 
 def test_a_dead_worker_is_an_error_and_the_other_workers_end():
-    with pytest.raises(RuntimeError, match="exited unexpectedly") as caught, \
-            OrderedMap(_dies, 200, num_workers=2, depth=4) as out:
+    with (
+        pytest.raises(RuntimeError, match="exited unexpectedly") as caught,
+        OrderedMap(_dies, 200, num_workers=2, depth=4) as out,
+    ):
         list(out)
     # the traceback refers to the DataLoader's iterator: the workers must have been ended explicitly
     assert caught.traceback and multiprocessing.active_children() == []
@@ -233,8 +249,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_no_orphan_worker_after_ctrl_c_or_kill(how):
     """Ctrl-C (SIGINT to the process group) and a killed main process (SIGKILL): the workers end too."""
-    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         workers = {int(child.stdout.readline()) for _ in range(2)}
         assert child.pid not in workers and all(_alive(pid) for pid in workers)

@@ -14,10 +14,10 @@ import math
 import pytest
 import torch
 
+from radar_tasks.demo.tiny_models import TINY_ARCHS
 from radar_tasks.models import prefix_sharing
 from radar_tasks.models.likelihood import score_continuations
 from radar_tasks.models.prefix_sharing import Question, SharedPrefixScorer, score_questions
-from radar_tasks.demo.tiny_models import TINY_ARCHS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,8 +31,11 @@ def one_thread():
 
 def questions(images):
     return [
-        Question("<image>\nQuestion: which animal is this? Answer:", images[:1],
-                 [" a dog", " the quick brown fox", " 4", " B"]),
+        Question(
+            "<image>\nQuestion: which animal is this? Answer:",
+            images[:1],
+            [" a dog", " the quick brown fox", " 4", " B"],
+        ),
         Question("<image><image> Which plant is shown in the picture?", images[:2], [" a rose", " an oak tree"]),
         Question("Compare <image> with <image> and then <image>. Answer:", images[:3], [" the cat", " B", ""]),
         Question("What is the value of x?", images[1:3], [" 4", " eleven"]),  # no marker: images first
@@ -97,8 +100,13 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
 def test_is_greedy_forced_true(arch, tiny_biased_to_the, tiny_images):
     """A bias on one token's logit makes it the argmax everywhere: repeating it is greedy (also from the prefill)."""
     model, processor = tiny_biased_to_the(arch)
-    qs = [Question("<image>\nQuestion: which animal is this? Answer:", tiny_images[:1],
-                   [" the the the", " the cat", " the", " cat"])]
+    qs = [
+        Question(
+            "<image>\nQuestion: which animal is this? Answer:",
+            tiny_images[:1],
+            [" the the the", " the cat", " the", " cat"],
+        )
+    ]
     (got,) = score_questions(model, processor, qs, batch_size=2)
     assert [s.is_greedy for s in got] == [True, False, True, False]
     assert_same(reference(model, processor, qs), [got])
@@ -114,8 +122,9 @@ def test_bfloat16_tolerance(arch, tiny_checkpoint, tiny_images):
     model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint(arch), dtype=torch.bfloat16).eval()
     processor = AutoProcessor.from_pretrained(tiny_checkpoint(arch))
     qs = questions(tiny_images)
-    assert_same(reference(model, processor, qs), score_questions(model, processor, qs, batch_size=3),
-                tol=BF16_TOLERANCE)
+    assert_same(
+        reference(model, processor, qs), score_questions(model, processor, qs, batch_size=3), tol=BF16_TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "llava"])
@@ -123,8 +132,9 @@ def test_eager_attention(arch, tiny_checkpoint, tiny_images, references):
     """The packed layout's 4D mask in the eager attention's additive (float) form."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint(arch), dtype=torch.float32,
-                                                        attn_implementation="eager").eval()
+    model = AutoModelForImageTextToText.from_pretrained(
+        tiny_checkpoint(arch), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     processor = AutoProcessor.from_pretrained(tiny_checkpoint(arch))
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=3)
@@ -252,6 +262,7 @@ def test_out_of_memory_splits_the_batch(tiny_loaded, tiny_images, references, mo
 
 def test_batch_size_parsing():
     from radar_tasks.models.args import parse_batch_size as parse
+
     assert parse("4") == 4 and parse(2) == 2 and parse("auto") == "auto" and parse("auto:4") == "auto"
     with pytest.raises(ValueError):
         parse("0")
@@ -264,20 +275,33 @@ def test_radar_hf_shares_and_batches(tiny_checkpoint, tiny_images):
     from radar_tasks.models.radar_hf import RadarHF
 
     docs = [
-        {"context": "<image> Which animal? Answer:", "images": tiny_images[:1], "choices": [" a dog", " the cat", " B"]},
+        {
+            "context": "<image> Which animal? Answer:",
+            "images": tiny_images[:1],
+            "choices": [" a dog", " the cat", " B"],
+        },
         {"context": "<image><image> Same or different?", "images": tiny_images[1:], "choices": [" same", " different"]},
         {"context": "Which plant?", "images": [], "choices": [" a rose", " an oak tree"]},
     ]
     order = [(d, c) for c in range(3) for d in range(3) if c < len(docs[d]["choices"])]  # questions interleaved
     requests = [
-        Instance("loglikelihood", (docs[d]["context"], docs[d]["choices"][c], lambda doc: doc["images"], d, "t", "s"),
-                 idx=c, metadata={"task": "t", "doc_id": d, "repeats": 1})
+        Instance(
+            "loglikelihood",
+            (docs[d]["context"], docs[d]["choices"][c], lambda doc: doc["images"], d, "t", "s"),
+            idx=c,
+            metadata={"task": "t", "doc_id": d, "repeats": 1},
+        )
         for d, c in order
     ]
     answers = {}
     for share in ("true", "false"):
-        wrapper = RadarHF(pretrained=str(tiny_checkpoint("qwen2_vl")), device="cpu", dtype="float32", batch_size="2",
-                          share_prefix=share)
+        wrapper = RadarHF(
+            pretrained=str(tiny_checkpoint("qwen2_vl")),
+            device="cpu",
+            dtype="float32",
+            batch_size="2",
+            share_prefix=share,
+        )
         wrapper.task_dict = {"t": {"s": docs}}
         answers[share] = [r.text for r in wrapper.loglikelihood(requests)]
         assert wrapper.scorer.stats["shared" if share == "true" else "per_candidate"] == len(docs)
@@ -294,9 +318,11 @@ def test_fallbacks_are_warnings_in_the_lmms_eval_log_and_counted(tiny_loaded, ti
     sink = logger.add(lambda m: seen.append(m.record["message"]), level="WARNING")
     try:
         scorer = SharedPrefixScorer(model, processor, device="cpu", batch_size=1)
-        qs = [Question("<image> Which?", tiny_images[:1], [" a <image> b", " c"]),  # marker in a candidate
-              Question("<image> Which one?", tiny_images[1:2], [" <image>", " d"]),
-              Question("", [], [" a", " b"])]  # empty text-only prompt
+        qs = [
+            Question("<image> Which?", tiny_images[:1], [" a <image> b", " c"]),  # marker in a candidate
+            Question("<image> Which one?", tiny_images[1:2], [" <image>", " d"]),
+            Question("", [], [" a", " b"]),
+        ]  # empty text-only prompt
         scorer.score(qs)
         off = SharedPrefixScorer(model, processor, device="cpu", share_prefix=True)
         off._switch_off("a test reason")

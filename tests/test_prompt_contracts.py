@@ -11,9 +11,21 @@ from radar_tasks.prompts import IMAGE_MARKER as M
 
 
 def record(subset, question, choices, n_images=1, skipped=False):
-    return {"id": "q7", "subset": subset, "category": subset, "ability": "reasoning", "source_file": "x.json",
-            "images": [f"/img/{k}.png" for k in range(n_images)], "question": question, "answer": choices[0],
-            "distractors": choices[1:], "choices": choices, "options_text": "", "skipped": skipped, "source": "{}"}
+    return {
+        "id": "q7",
+        "subset": subset,
+        "category": subset,
+        "ability": "reasoning",
+        "source_file": "x.json",
+        "images": [f"/img/{k}.png" for k in range(n_images)],
+        "question": question,
+        "answer": choices[0],
+        "distractors": choices[1:],
+        "choices": choices,
+        "options_text": "",
+        "skipped": skipped,
+        "source": "{}",
+    }
 
 
 EDGES = record("mmmu_pro", "<image 1> or <image 2>", ["3", "4"], n_images=2)  # an image first and last
@@ -41,8 +53,10 @@ def test_internvl_reverses_two_image_blocks():
 def test_build_keeps_style_and_system_message():
     prompt = P.build(SEEPHYS_TWO, "internvl", ["7", "8"], system_message="Be brief.")
     assert prompt.style == "internvl"
-    assert prompt.context == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
-                              f"{M} {M} How many dots?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.context == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+        f"{M} {M} How many dots?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert P.build(SEEPHYS_TWO, "raw", ["7"]).style == "raw"
 
 
@@ -53,8 +67,11 @@ def test_error_messages():
         P.build(SEEPHYS_TWO, "chat", ["7"], chat_template=lambda messages: "")
     with pytest.raises(ValueError, match=r"unknown prompt style 'plain' \(one of raw, qwen2vl_base, llava_ov_plain, "):
         P.build(SEEPHYS_TWO, "plain", ["7"])
-    with pytest.raises(ValueError, match=r"item 'q7': 2 image markers for 1 images \(does the question contain a "
-                                         r"literal '<image>'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"item 'q7': 2 image markers for 1 images \(does the question contain a "
+        r"literal '<image>'\?\)",
+    ):
         P.build(record("wiki_animal", f"Is {M} a dog?", ["yes", "no"]), "raw", ["yes"])
     with pytest.raises(ValueError, match="user_text: no layout for style 'chat'"):
         P.user_text(SEEPHYS_TWO, "chat")

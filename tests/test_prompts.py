@@ -17,15 +17,26 @@ from radar_tasks.models import args as A
 from radar_tasks.models import protocol as R
 from radar_tasks.prompts import IMAGE_MARKER as M
 
-SYS = ("<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
-       "多模态大语言模型。<|im_end|>\n")
+SYS = (
+    "<|im_start|>system\n你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+    "多模态大语言模型。<|im_end|>\n"
+)
 
 
 def record(subset, question, choices, n_images=1, options_text="", skipped=False, qid="q1", **source):
     return {
-        "id": qid, "subset": subset, "category": subset, "ability": "reasoning", "source_file": "x.json",
-        "images": [f"/img/{qid}_{i}.png" for i in range(n_images)], "question": question, "answer": choices[0],
-        "distractors": choices[1:], "choices": choices, "options_text": options_text, "skipped": skipped,
+        "id": qid,
+        "subset": subset,
+        "category": subset,
+        "ability": "reasoning",
+        "source_file": "x.json",
+        "images": [f"/img/{qid}_{i}.png" for i in range(n_images)],
+        "question": question,
+        "answer": choices[0],
+        "distractors": choices[1:],
+        "choices": choices,
+        "options_text": options_text,
+        "skipped": skipped,
         "source": json.dumps(source),
     }
 
@@ -35,34 +46,46 @@ MATH = record("mathvista", "Hint: answer.\nQuestion: How many dots?", ["4", "5"]
 WIKI = record("wiki_animal", "Which animal is this?", ["a dog", "a cat"])
 SPATIAL = record("spatial", "Where is the red circle?", ["above", "below"])
 SEEPHYS = record("seephys", "How many dots in all diagrams?", ["7", "8"], n_images=3, img_num=3)
-MMMU_TEXT = record("mmmu_pro", "The circuit in <image 1> has V = I R. Which law?",
-                   ["Ohm's law", "Hooke's law", "Faraday's law"])
+MMMU_TEXT = record(
+    "mmmu_pro", "The circuit in <image 1> has V = I R. Which law?", ["Ohm's law", "Hooke's law", "Faraday's law"]
+)
 MMMU_TWO = record("mmmu_pro", "Dots in <image 1> and <image 2>?", ["3", "4"], n_images=2)
 OPTS = " A. <image 2> B. <image 3> Please select the correct option: "
-MMMU_IMG_OPTS = record("mmmu_pro", "<image 1> shows a shape. Which option matches?", ["A", "B"], n_images=3,
-                       options_text=OPTS)
+MMMU_IMG_OPTS = record(
+    "mmmu_pro", "<image 1> shows a shape. Which option matches?", ["A", "B"], n_images=3, options_text=OPTS
+)
 
 # (record, style) -> (context, joiner)
 EXPECTED = {
     ("mmbench", "qwen2vl_base"): (f"{M}What colour is the shape?", " "),
     ("mmbench", "llava_ov_plain"): (f"{M}\nWhat colour is the shape?\n", ""),
-    ("mmbench", "internvl"): ((f"{SYS}<|im_start|>user\n{M}\nWhat colour is the shape?<|im_end|>\n"
-                              "<|im_start|>assistant\n"), ""),
+    ("mmbench", "internvl"): (
+        (f"{SYS}<|im_start|>user\n{M}\nWhat colour is the shape?<|im_end|>\n<|im_start|>assistant\n"),
+        "",
+    ),
     ("mathvista", "qwen2vl_base"): (f"{M}Hint: answer.\nQuestion: How many dots?", " "),
     ("mathvista", "llava_ov_plain"): (f"{M}\nHint: answer.\nQuestion: How many dots?\n", ""),
-    ("mathvista", "internvl"): ((f"{SYS}<|im_start|>user\n{M}\nHint: answer.\nQuestion: How many dots?<|im_end|>\n"
-                                "<|im_start|>assistant\n"), ""),
+    ("mathvista", "internvl"): (
+        (f"{SYS}<|im_start|>user\n{M}\nHint: answer.\nQuestion: How many dots?<|im_end|>\n<|im_start|>assistant\n"),
+        "",
+    ),
     ("wiki_animal", "qwen2vl_base"): (f"{M}Which animal is this?", " "),
     ("wiki_animal", "llava_ov_plain"): (f"{M} Which animal is this?\n", ""),
-    ("wiki_animal", "internvl"): ((f"{SYS}<|im_start|>user\n{M} Which animal is this?<|im_end|>\n"
-                                  "<|im_start|>assistant\n"), ""),
+    ("wiki_animal", "internvl"): (
+        (f"{SYS}<|im_start|>user\n{M} Which animal is this?<|im_end|>\n<|im_start|>assistant\n"),
+        "",
+    ),
     ("spatial", "llava_ov_plain"): (f"{M} Where is the red circle?\n", ""),
-    ("spatial", "internvl"): ((f"{SYS}<|im_start|>user\n{M} Where is the red circle?<|im_end|>\n"
-                              "<|im_start|>assistant\n"), ""),
+    ("spatial", "internvl"): (
+        (f"{SYS}<|im_start|>user\n{M} Where is the red circle?<|im_end|>\n<|im_start|>assistant\n"),
+        "",
+    ),
     ("seephys", "qwen2vl_base"): (f"{M}{M}{M}How many dots in all diagrams?", " "),
     ("seephys", "llava_ov_plain"): (f"{M}{M}{M} How many dots in all diagrams?\n", ""),
-    ("seephys", "internvl"): ((f"{SYS}<|im_start|>user\n{M} {M} {M} How many dots in all diagrams?<|im_end|>\n"
-                              "<|im_start|>assistant\n"), ""),
+    ("seephys", "internvl"): (
+        (f"{SYS}<|im_start|>user\n{M} {M} {M} How many dots in all diagrams?<|im_end|>\n<|im_start|>assistant\n"),
+        "",
+    ),
 }
 RECORDS = {"mmbench": MMB, "mathvista": MATH, "wiki_animal": WIKI, "spatial": SPATIAL, "seephys": SEEPHYS}
 
@@ -138,8 +161,10 @@ def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
     q = P.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
     assert q.context == f"<user>{M}What colour is the shape?</user><assistant>" and q.continuations == ("red", "blue")
     q = P.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
-    assert q.context == (f"<user>{M} shows a shape. Which option matches? A. {M} B. {M} Please select the "
-                         "correct option: </user><assistant>")
+    assert q.context == (
+        f"<user>{M} shows a shape. Which option matches? A. {M} B. {M} Please select the "
+        "correct option: </user><assistant>"
+    )
     with pytest.raises(ValueError, match="placeholders"):
         P.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
     with pytest.raises(ValueError, match="chat template"):
@@ -149,8 +174,13 @@ def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
 def test_chat_messages_interleave_mmmu_pro():
     [msg] = P.chat_messages(MMMU_TWO)
     assert msg["role"] == "user"
-    assert msg["content"] == [{"type": "text", "text": "Dots in "}, {"type": "image"},
-                              {"type": "text", "text": " and "}, {"type": "image"}, {"type": "text", "text": "?"}]
+    assert msg["content"] == [
+        {"type": "text", "text": "Dots in "},
+        {"type": "image"},
+        {"type": "text", "text": " and "},
+        {"type": "image"},
+        {"type": "text", "text": "?"},
+    ]
     [msg] = P.chat_messages(SEEPHYS)
     assert [c["type"] for c in msg["content"]] == ["image", "image", "image", "text"]
 
@@ -168,7 +198,9 @@ def test_resolve_style_and_records():
         P.build({"question": "q"}, "qwen2vl_base", ["a"])
     with pytest.raises(ValueError, match="style"):
         P.build(MMB, "qwen", ["a"])
-    assert P.build(MMB, "raw", ["a"]).context == P.task_text(MMB, image_markers=True) == f"{M}\nWhat colour is the shape?"
+    assert (
+        P.build(MMB, "raw", ["a"]).context == P.task_text(MMB, image_markers=True) == f"{M}\nWhat colour is the shape?"
+    )
     with pytest.raises(ValueError, match="markers"):  # a literal marker in the question would misplace images
         P.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
     assert P.strip_delimiter(" red") == "red" and P.strip_delimiter("red") == "red"
@@ -178,7 +210,12 @@ def test_resolve_style_and_records():
 def test_parse_kwargs_survives_comma_split():
     assert A.parse_kwargs("min_pixels:200704;max_pixels:602112") == {"min_pixels": 200704, "max_pixels": 602112}
     assert A.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
-        "crop_to_patches": True, "max_patches": 3, "x": 0.5, "y": None, "name": "bicubic"}
+        "crop_to_patches": True,
+        "max_patches": 3,
+        "x": 0.5,
+        "y": None,
+        "name": "bicubic",
+    }
     assert A.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
     assert A.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
     assert A.parse_kwargs({"a": 1}) == {"a": 1} and A.parse_kwargs(None) == {} and A.parse_kwargs("") == {}
@@ -194,8 +231,11 @@ def test_paper_presets():
     assert i["dtype"] == "bfloat16" and i["processor_kwargs"]["max_patches"] == 3
     assert R.paper_preset("llava_ov_plain")["dtype"] == "float16"
     # each family's image conversion and quirks, as its script; two letters in all three
-    assert (q["image_conversion"], i["image_conversion"], R.paper_preset("llava_ov_plain")["image_conversion"]) \
-        == ("qwen_vl_utils", "pil_convert", "pil_convert")
+    assert (q["image_conversion"], i["image_conversion"], R.paper_preset("llava_ov_plain")["image_conversion"]) == (
+        "qwen_vl_utils",
+        "pil_convert",
+        "pil_convert",
+    )
     assert i["internvl_reverse_images"] and not q["internvl_reverse_images"]
     assert R.paper_preset("llava_ov_plain")["llava_mmmu_one_distractor"] and not i["llava_mmmu_one_distractor"]
     assert all(R.paper_preset(s)["mmmu_two_letters"] for s in P.FAMILY_STYLES)
@@ -206,8 +246,9 @@ def test_paper_presets():
     assert R.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
 
 
-@pytest.mark.parametrize("family, style", [("qwen2_vl", "qwen2vl_base"), ("internvl", "internvl"),
-                                           ("llava_onevision", "llava_ov_plain")])
+@pytest.mark.parametrize(
+    "family, style", [("qwen2_vl", "qwen2vl_base"), ("internvl", "internvl"), ("llava_onevision", "llava_ov_plain")]
+)
 def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
     paper = R.resolve_settings(model_type=lambda: family, protocol="paper")
     preset = R.paper_preset(style)
@@ -215,7 +256,7 @@ def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
         assert getattr(paper, name) == preset[name], name
     default = R.resolve_settings(model_type=lambda: family)
     assert all(getattr(default, n) == v for n, v in R.SWITCH_DEFAULTS.items())
-    for name, value in R.SWITCH_DEFAULTS.items():  # explicit args win over the preset, one at a time
+    for name in R.SWITCH_DEFAULTS:  # explicit args win over the preset, one at a time
         flipped = "white" if name == "image_conversion" else str(not preset[name]).lower()
         off = R.resolve_settings(model_type=lambda: family, protocol="paper", **{name: flipped})
         assert getattr(off, name) == (flipped if name == "image_conversion" else not preset[name]), name
@@ -226,10 +267,14 @@ def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
 
 def test_option_block_and_letters_as_the_scripts_write_them():
     answer, distractors = "<image 4>", ["<image 2>", "<image 3>"]
-    assert P.option_block(answer, distractors, True) == \
-        " A. <image 4> B. <image 2> C. <image 3> Please select the correct option: "
-    assert P.option_block(answer, distractors, False) == \
-        " A. <image 2> B. <image 3> C. <image 4> Please select the correct option: "
+    assert (
+        P.option_block(answer, distractors, True)
+        == " A. <image 4> B. <image 2> C. <image 3> Please select the correct option: "
+    )
+    assert (
+        P.option_block(answer, distractors, False)
+        == " A. <image 2> B. <image 3> C. <image 4> Please select the correct option: "
+    )
     # default: every letter, the one that names the answer first
     assert P.option_letters(3, True) == ["A", "B", "C"] and P.option_letters(3, False) == ["C", "A", "B"]
     # the scripts: two letters whatever the number of options (B may letter a distractor)
@@ -257,7 +302,8 @@ def test_qwen_base_template_check():
 
     def render_instruct(messages):  # loops over roles and content: the question is lost
         return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + "".join(
-            "<|im_start|>\n" + "".join(R.QWEN_VISION for c in m["content"]) + "<|im_end|>\n" for m in messages)
+            "<|im_start|>\n" + "".join(R.QWEN_VISION for c in m["content"]) + "<|im_end|>\n" for m in messages
+        )
 
     assert R.qwen_template_problem(render_base) is None
     assert "without the question" in R.qwen_template_problem(render_instruct)
@@ -273,8 +319,10 @@ def test_internvl_system_message_from_the_config():
 
 
 def test_loss_sign_trick_and_answers():
-    scores = [SimpleNamespace(nll=0.5, mean_logit=3.0, is_greedy=True), SimpleNamespace(nll=2.0, mean_logit=1.0,
-                                                                                          is_greedy=False)]
+    scores = [
+        SimpleNamespace(nll=0.5, mean_logit=3.0, is_greedy=True),
+        SimpleNamespace(nll=2.0, mean_logit=1.0, is_greedy=False),
+    ]
     assert R.loss_of("logprob", 0.5, 3.0) == 0.5 and R.loss_of("logit", 0.5, 3.0) == -3.0
     assert math.isnan(R.loss_of("logit", math.nan, math.nan))
     with pytest.raises(ValueError):

@@ -93,8 +93,17 @@ def test_generation_is_not_implemented(wrapper):
 
 
 def _m3_doc(question: str, images: list, choices: list) -> dict:
-    return {"id": "q1", "subset": "wiki_animal", "category": "wiki_animal", "source_file": "Wiki/x.json",
-            "question": question, "images": images, "choices": choices, "skipped": False, "options_text": ""}
+    return {
+        "id": "q1",
+        "subset": "wiki_animal",
+        "category": "wiki_animal",
+        "source_file": "Wiki/x.json",
+        "question": question,
+        "images": images,
+        "choices": choices,
+        "skipped": False,
+        "options_text": "",
+    }
 
 
 def test_results_carry_candidates_and_prompt(wrapper, docs):
@@ -132,5 +141,10 @@ def test_prompt_longer_than_the_model_context_is_skipped(wrapper, docs, monkeypa
 def test_run_metadata_says_how_it_scored(wrapper):
     meta = wrapper.run_metadata()
     assert {k: meta[k] for k in ("prompt_style", "score", "protocol", "dtype", "device")} == {
-        "prompt_style": "raw", "score": "logprob", "protocol": None, "dtype": "float32", "device": "cpu"}
+        "prompt_style": "raw",
+        "score": "logprob",
+        "protocol": None,
+        "dtype": "float32",
+        "device": "cpu",
+    }
     assert set(meta["prefix_sharing"]) == {"shared", "per_candidate", "run_fallback", "question_fallbacks"}

@@ -41,14 +41,17 @@ pytestmark = pytest.mark.slow
 TASKS = {  # task -> (folder, json glob)
     "radar_mmbench_image_style": ("general_visual_question_answering", "MMBench_image_style_*.json"),
     "radar_mmmu_pro_agriculture": ("multiple_discipline_reasoning", "MMMU_Pro_Agriculture_*.json"),
-    "radar_mmmu_pro_architecture_and_engineering": ("multiple_discipline_reasoning",
-                                                    "MMMU_Pro_Architecture_and_Engineering_*.json"),
+    "radar_mmmu_pro_architecture_and_engineering": (
+        "multiple_discipline_reasoning",
+        "MMMU_Pro_Architecture_and_Engineering_*.json",
+    ),
     "radar_mathvista": ("mathematical_reasoning", "MathVista_*.json"),
     "radar_seephys": ("physical_reasoning", "SeePhys_*.json"),
     "radar_spatial": ("spatial_reasoning", "*.json"),  # the Wiki subsets' prompt shape too
 }
-TRANSPARENT_TASKS = [t for t, (folder, _) in TASKS.items() if folder in ("multiple_discipline_reasoning",
-                                                                         "physical_reasoning")]
+TRANSPARENT_TASKS = [
+    t for t, (folder, _) in TASKS.items() if folder in ("multiple_discipline_reasoning", "physical_reasoning")
+]
 LIMIT = 4  # items per task: SeePhys items with 1, 1, 2 and 3 images; MathVista's two-line "Hint:" item
 FAMILIES = ("qwen2_vl", "llava_onevision", "internvl")
 DROPPED = -1e29  # logged score of a candidate the protocol leaves out (at most this)
@@ -58,8 +61,9 @@ DROPPED = -1e29  # logged score of a candidate the protocol leaves out (at most 
 # ------------------------------------------------------------------------------------------------------------------
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 LLAVA_IMAGE = "<image>"
-INTERNVL_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
-                   "多模态大语言模型。")
+INTERNVL_SYSTEM = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+)
 IMAGE_REF = re.compile(r"<image \d+>")
 SELECT = " Please select the correct option: "
 
@@ -101,8 +105,17 @@ def read_items(bench: Path, task: str) -> list[dict]:
             files = [images_dir / f"{qid.split('--')[0]}_{i}.png" for i in range(item["img_num"])]
         else:
             files = [images_dir / f"{qid.split('--')[0]}.jpg"]
-        out.append({"id": qid, "folder": folder, "question": question, "answers": answers, "letters": block,
-                    "files": files, "ori_options": item.get("ori_options", "")})
+        out.append(
+            {
+                "id": qid,
+                "folder": folder,
+                "question": question,
+                "answers": answers,
+                "letters": block,
+                "files": files,
+                "ori_options": item.get("ori_options", ""),
+            }
+        )
     return out
 
 
@@ -212,12 +225,18 @@ def reference_internvl(model, processor, item, images=None, system=INTERNVL_SYST
     loop (prepend `<image>` + sep, expand the first `<image>`: several non-inline images come out in reverse block
     order, pixels in file order), the internvl2_5 ChatML with the system message, the tokenizer alone."""
     images = images if images is not None else [Image.open(f).convert("RGB") for f in item["files"]]
-    tiles = [processor.image_processor(images=[im], crop_to_patches=True, min_patches=1, max_patches=3,
-                                       return_tensors="pt") for im in images]
+    tiles = [
+        processor.image_processor(images=[im], crop_to_patches=True, min_patches=1, max_patches=3, return_tensors="pt")
+        for im in images
+    ]
     num_patches = [int(t["num_patches"][0]) for t in tiles]
     pixel_values = torch.cat([t["pixel_values"] for t in tiles]) if tiles else None
-    sep = "\n" if item["folder"] in ("general_visual_question_answering", "multiple_discipline_reasoning",
-                                     "mathematical_reasoning") else " "
+    sep = (
+        "\n"
+        if item["folder"]
+        in ("general_visual_question_answering", "multiple_discipline_reasoning", "mathematical_reasoning")
+        else " "
+    )
     question = item["question"]
     if item["folder"] == "multiple_discipline_reasoning":
         question = inline(question, "<image>")
@@ -232,8 +251,7 @@ def reference_internvl(model, processor, item, images=None, system=INTERNVL_SYST
             question = question.replace("<image>", block(k), 1)
     else:
         question = "".join(block(k) + sep for k in range(len(images))) + question
-    query = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-             "<|im_start|>assistant\n")
+    query = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
     def encode(text):
         enc = dict(processor.tokenizer(text, return_tensors="pt"))
@@ -282,11 +300,17 @@ QWEN_SCRIPT_PIXELS = {"min_pixels": 256 * 28 * 28, "max_pixels": 768 * 28 * 28}
 # ------------------------------------------------------------------------------------------------------------------
 TRIGGER_ITEMS = {  # MMMU-Pro items where `ori_options` and the candidates disagree on holding images
     "test_Agriculture_block": {  # text candidates, an image in the original options: the block is shown
-        "question": "Which option names the colour of <image 1>?", "answer": "red",
-        "distraction": ["blue", "green"], "ori_options": "['<image 2>', 'red', 'blue', 'green']"},
+        "question": "Which option names the colour of <image 1>?",
+        "answer": "red",
+        "distraction": ["blue", "green"],
+        "ori_options": "['<image 2>', 'red', 'blue', 'green']",
+    },
     "test_Agriculture_noblock": {  # image references as candidates, text original options: scored as written
-        "question": "Which picture matches <image 1>?", "answer": "<image 2>", "distraction": ["<image 3>"],
-        "ori_options": "['the left one', 'the right one']"},
+        "question": "Which picture matches <image 1>?",
+        "answer": "<image 2>",
+        "distraction": ["<image 3>"],
+        "ori_options": "['the left one', 'the right one']",
+    },
 }
 
 
@@ -299,8 +323,10 @@ def bench(tmp_path_factory):
     data.update(TRIGGER_ITEMS)
     path.write_text(json.dumps(data))
     for qid in TRIGGER_ITEMS:
-        shutil.copy(bench / "multiple_discipline_reasoning" / "images" / "Agriculture" / "test_Agriculture_1_image_1.png",
-                    bench / "multiple_discipline_reasoning" / "images" / "Agriculture" / f"{qid}_image_1.png")
+        shutil.copy(
+            bench / "multiple_discipline_reasoning" / "images" / "Agriculture" / "test_Agriculture_1_image_1.png",
+            bench / "multiple_discipline_reasoning" / "images" / "Agriculture" / f"{qid}_image_1.png",
+        )
     modes = add_transparency(bench)
     assert set(modes.values()) == {"RGBA", "LA", "P", "CMYK"}
     return bench
@@ -317,8 +343,12 @@ SMALL = "processor_kwargs=size.shortest_edge:3136;size.longest_edge:50176"  # 4.
 RUNS = {  # name -> (tiny model, model_args beyond pretrained, tasks, the Qwen reference's processor kwargs)
     # the check's exact arguments (the preset's 256..768 tokens per image) where the images are transparent
     "qwen2_vl": ("qwen2_vl", PAPER, TRANSPARENT_TASKS, QWEN_SCRIPT_PIXELS),
-    "qwen2_vl-small": ("qwen2_vl", f"{PAPER},{SMALL}", [t for t in TASKS if t not in TRANSPARENT_TASKS],
-                       {"min_pixels": 3136, "max_pixels": 50176}),
+    "qwen2_vl-small": (
+        "qwen2_vl",
+        f"{PAPER},{SMALL}",
+        [t for t in TASKS if t not in TRANSPARENT_TASKS],
+        {"min_pixels": 3136, "max_pixels": 50176},
+    ),
     "llava_onevision": ("llava_onevision", PAPER, list(TASKS), {}),
     "internvl": ("internvl", PAPER, list(TASKS), {}),
     "qwen2_vl-default": ("qwen2_vl", "device=cpu,dtype=float32", TRANSPARENT_TASKS, {}),
@@ -335,9 +365,16 @@ def lmms_runs(bench, tiny_checkpoint):
         env.setenv("RADAR_M3BENCH_DIR", str(bench))
         manager, runs = TaskManager(model_name="radar_hf"), {}  # the per-model prompt kwargs (image markers)
         for name, (family, args, tasks, _) in RUNS.items():
-            results = simple_evaluate(model="radar_hf", model_args=f"pretrained={tiny_checkpoint(family)},{args}",
-                                      tasks=tasks, limit=LIMIT, log_samples=True, bootstrap_iters=0,
-                                      task_manager=manager, verbosity="WARNING")
+            results = simple_evaluate(
+                model="radar_hf",
+                model_args=f"pretrained={tiny_checkpoint(family)},{args}",
+                tasks=tasks,
+                limit=LIMIT,
+                log_samples=True,
+                bootstrap_iters=0,
+                task_manager=manager,
+                verbosity="WARNING",
+            )
             assert results is not None and set(tasks) <= set(results["results"]), name
             runs[name] = {(t, row["sds"]["id"]): row["sds"] for t in tasks for row in results["samples"][t]}
     return runs
@@ -372,8 +409,10 @@ def test_lmms_eval_run_matches_the_authors_procedure(family, lmms_runs, items, t
             model, processor = load_reference(tiny_checkpoint(family), **processor_kwargs)
             seen += _compare(family, lmms_runs[name], items, tasks, model, processor)
     assert {key[0] for key in seen if isinstance(key, tuple)} == {v[0] for v in TASKS.values()}
-    assert {("multiple_discipline_reasoning", s) for s in ("letters", "letters of text options", "inline",
-                                                          "image refs as text")} <= set(seen)
+    assert {
+        ("multiple_discipline_reasoning", s)
+        for s in ("letters", "letters of text options", "inline", "image refs as text")
+    } <= set(seen)
     assert ("physical_reasoning", "2 images") in seen
     assert {"RGBA", "LA", "P", "CMYK"} <= set(seen)  # every transparency kind went through the run
     assert seen["one distractor"] >= (2 if family == "llava_onevision" else 0)
@@ -451,30 +490,57 @@ def save_images(tmp_path, images, mode="RGB") -> list[str]:
 
 
 def m3_record(subset, question, choices, images, options_text="", qid="probe-1", correct_first=False):
-    return {"id": qid, "subset": subset, "category": subset, "ability": "reasoning", "source_file": "probe.json",
-            "images": images, "question": question, "answer": choices[0], "distractors": choices[1:],
-            "choices": choices, "options_text": options_text, "correct_first": correct_first, "skipped": False,
-            "source": "{}"}
+    return {
+        "id": qid,
+        "subset": subset,
+        "category": subset,
+        "ability": "reasoning",
+        "source_file": "probe.json",
+        "images": images,
+        "question": question,
+        "answer": choices[0],
+        "distractors": choices[1:],
+        "choices": choices,
+        "options_text": options_text,
+        "correct_first": correct_first,
+        "skipped": False,
+        "source": "{}",
+    }
 
 
 def probe_item(doc) -> dict:
-    folder = {"seephys": "physical_reasoning", "mmbench": "general_visual_question_answering",
-              "mmmu_pro": "multiple_discipline_reasoning"}[doc["subset"]]
-    return {"id": doc["id"], "folder": folder, "question": doc["question"] + doc["options_text"],
-            "answers": doc["choices"], "letters": None, "files": doc["images"]}
+    folder = {
+        "seephys": "physical_reasoning",
+        "mmbench": "general_visual_question_answering",
+        "mmmu_pro": "multiple_discipline_reasoning",
+    }[doc["subset"]]
+    return {
+        "id": doc["id"],
+        "folder": folder,
+        "question": doc["question"] + doc["options_text"],
+        "answers": doc["choices"],
+        "letters": None,
+        "files": doc["images"],
+    }
 
 
 def run_instances(wrapper, doc, context="IGNORED <image>", records=None):
     """One multiple_choice question through RadarHF.loglikelihood, as lmms-eval builds it; returns its p (and
     appends the item record the task's metric makes of the results to `records`, when given)."""
-    from radar_tasks.metrics import items
-
     from radar_tasks.data.images import load_rgb
+    from radar_tasks.metrics import items
 
     wrapper.task_dict = {TASK: {SPLIT: [doc]}}
     visual = lambda d: [load_rgb(p) for p in d["images"]]  # noqa: E731 - as the task's doc_to_visual
-    requests = [Instance("loglikelihood", (context, " " + c, visual, 0, TASK, SPLIT), idx=i,
-                         metadata={"task": TASK, "doc_id": 0, "repeats": 1}) for i, c in enumerate(doc["choices"])]
+    requests = [
+        Instance(
+            "loglikelihood",
+            (context, " " + c, visual, 0, TASK, SPLIT),
+            idx=i,
+            metadata={"task": TASK, "doc_id": 0, "repeats": 1},
+        )
+        for i, c in enumerate(doc["choices"])
+    ]
     results = [r.text for r in wrapper.loglikelihood(requests)]
     if records is not None:
         records.append(items.score_item(doc, results))
@@ -490,8 +556,9 @@ def test_internvl_reverse_images_reproduces_the_script_order(tiny_checkpoint, ti
     assert wrapper.internvl_reverse_images  # on under protocol=paper, as the published numbers
     p_rev = run_instances(wrapper, doc)
     assert p_rev == pytest.approx(softmax(reference_internvl(model, processor, probe_item(doc), images)), abs=1e-5)
-    off = RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32",
-                  internvl_reverse_images="false")
+    off = RadarHF(
+        pretrained=str(folder), device="cpu", protocol="paper", dtype="float32", internvl_reverse_images="false"
+    )
     p_fwd = run_instances(off, doc)
     expected = softmax(reference_internvl(model, processor, probe_item(doc), images, reverse_blocks=False))
     assert p_fwd == pytest.approx(expected, abs=1e-5)
@@ -539,8 +606,7 @@ def test_switches_turn_quirks_off_under_paper(tiny_checkpoint, tiny_images, tmp_
         paths.append(str(tmp_path / f"probe_{i}.png"))
         rgba_noise(im).save(paths[-1])
     block = " A. <image 2> B. <image 3> C. <image 1> Please select the correct option: "
-    doc = m3_record("mmmu_pro", "Which picture is noise?", ["C", "A", "B"], paths[1:] + paths[:1],
-                    options_text=block)
+    doc = m3_record("mmmu_pro", "Which picture is noise?", ["C", "A", "B"], paths[1:] + paths[:1], options_text=block)
 
     def reference(letters, to_rgb):
         item = dict(probe_item(doc), answers=letters)
@@ -549,8 +615,11 @@ def test_switches_turn_quirks_off_under_paper(tiny_checkpoint, tiny_images, tmp_
     records = []
 
     def p_of(**kwargs):
-        return run_instances(RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32",
-                                     **small, **kwargs), doc, records=records)
+        return run_instances(
+            RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32", **small, **kwargs),
+            doc,
+            records=records,
+        )
 
     # "B" is scored as the correct letter, though the block letters a distractor with it (the scripts' rule)
     two = p_of()
@@ -576,10 +645,17 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
         assert lo <= tokens <= hi, (size, tokens)
     # explicit processor_kwargs override the preset's, key by key; min_pixels / max_pixels work too
     for kwargs in ("max_pixels:50176;min_pixels:3136", "size.shortest_edge:3136;size.longest_edge:50176"):
-        small = RadarHF(pretrained=str(tiny_checkpoint("qwen2_vl")), device="cpu", protocol="paper",
-                        dtype="float32", processor_kwargs=kwargs, score="logprob")
-        grid = small.processor.image_processor(images=[Image.new("RGB", (50, 50))],
-                                               return_tensors="pt")["image_grid_thw"]
+        small = RadarHF(
+            pretrained=str(tiny_checkpoint("qwen2_vl")),
+            device="cpu",
+            protocol="paper",
+            dtype="float32",
+            processor_kwargs=kwargs,
+            score="logprob",
+        )
+        grid = small.processor.image_processor(images=[Image.new("RGB", (50, 50))], return_tensors="pt")[
+            "image_grid_thw"
+        ]
         assert int(grid.prod()) // 4 == 4 and small.score == "logprob" and small.prompt_style == "qwen2vl_base"
     # InternVL: 1..3 tiles by closest aspect ratio, a thumbnail when more than one
     intern = RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", protocol="paper", dtype="float32")
@@ -599,12 +675,15 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
     # dtype: the family's (bf16 for Qwen2-VL / InternVL, fp16 for LLaVA-OV) unless given
     llava_ov = RadarHF(pretrained=str(tiny_checkpoint("llava_onevision")), device="cpu", protocol="paper")
     assert llava_ov.model.dtype == torch.float16 and llava_ov.llava_mmmu_one_distractor
-    assert RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", protocol="paper").model.dtype \
+    assert (
+        RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", protocol="paper").model.dtype
         == torch.bfloat16
+    )
     # an explicit family style picks the preset on another architecture (LLaVA-OV projector checkpoints converted
     # to LlavaForConditionalGeneration: 729 flat tokens per image); auto without protocol keeps score=logprob
-    llava = RadarHF(pretrained=str(tiny_checkpoint("llava")), device="cpu", protocol="paper",
-                    prompt_style="llava_ov_plain")
+    llava = RadarHF(
+        pretrained=str(tiny_checkpoint("llava")), device="cpu", protocol="paper", prompt_style="llava_ov_plain"
+    )
     assert llava.model.dtype == torch.float16 and llava.prompt_style == "llava_ov_plain" and llava.score == "logit"
     assert llava.llava_mmmu_one_distractor and llava.image_conversion == "pil_convert"
     auto = RadarHF(pretrained=str(tiny_checkpoint("llava")), device="cpu", prompt_style="auto")
@@ -614,8 +693,9 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
 def test_qwen_paper_pixels_one_item(tiny_checkpoint, tiny_images, tmp_path):
     """One item with the preset's 256..768-token images, end to end against the reference."""
     folder = tiny_checkpoint("qwen2_vl")
-    doc = m3_record("mmbench", "What colour is the shape?", ["red", "dark blue", "green"],
-                    save_images(tmp_path, tiny_images[:1]))
+    doc = m3_record(
+        "mmbench", "What colour is the shape?", ["red", "dark blue", "green"], save_images(tmp_path, tiny_images[:1])
+    )
     wrapper = RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32")
     model, processor = load_reference(folder, **QWEN_SCRIPT_PIXELS)
     expected = softmax(reference_qwen2_vl(model, processor, probe_item(doc)))
@@ -645,8 +725,12 @@ def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_pa
     assert any("not a Qwen2-VL base template" in m and "without the question" in m for m in warned), warned
     again = _warnings_of(lambda: RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32"))
     assert not any("base template" in m for m in again)  # once per checkpoint (an in-loop run builds it often)
-    assert not any("base template" in m for m in _warnings_of(
-        lambda: RadarHF(pretrained=str(folder), device="cpu", dtype="float32", prompt_style="qwen2vl_base")))
+    assert not any(
+        "base template" in m
+        for m in _warnings_of(
+            lambda: RadarHF(pretrained=str(folder), device="cpu", dtype="float32", prompt_style="qwen2vl_base")
+        )
+    )
     base = tmp_path / "qwen-base-template"
     shutil.copytree(folder, base)
     processor = AutoProcessor.from_pretrained(base)
@@ -654,7 +738,8 @@ def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_pa
     processor.chat_template = (
         "{% for message in messages %}{% if message is string %}{{ message }}"
         "{% elif message['type'] == 'image' or 'image' in message %}<|vision_start|><|image_pad|><|vision_end|>"
-        "{% elif 'text' in message %}{{ message['text'] }}{% endif %}{% endfor %}")
+        "{% elif 'text' in message %}{{ message['text'] }}{% endif %}{% endfor %}"
+    )
     processor.save_pretrained(base)
     warned = _warnings_of(lambda: RadarHF(pretrained=str(base), device="cpu", protocol="paper", dtype="float32"))
     assert not any("base template" in m for m in warned), warned
@@ -662,13 +747,16 @@ def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_pa
 
 def test_chat_style_uses_the_processor_template(tiny_checkpoint, tiny_images, tmp_path):
     folder = tiny_checkpoint("qwen2_vl")
-    doc = m3_record("mmmu_pro", "Compare <image 1> with <image 2>.", ["same", "different"],
-                    save_images(tmp_path, tiny_images[:2]))
+    doc = m3_record(
+        "mmmu_pro", "Compare <image 1> with <image 2>.", ["same", "different"], save_images(tmp_path, tiny_images[:2])
+    )
     wrapper = RadarHF(pretrained=str(folder), device="cpu", dtype="float32", prompt_style="chat", score="logit")
     model, processor = load_reference(folder)
     # the tiny Qwen2-VL template: default system turn, user turn, generation prompt; images interleaved
-    prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-              f"Compare {QWEN_IMAGE} with {QWEN_IMAGE}.<|im_end|>\n<|im_start|>assistant\n")
+    prompt = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        f"Compare {QWEN_IMAGE} with {QWEN_IMAGE}.<|im_end|>\n<|im_start|>assistant\n"
+    )
 
     def encode(text):
         return processor(text=[text], images=tiny_images[:2], return_tensors="pt")
@@ -684,13 +772,24 @@ def test_non_m3bench_docs_fall_back_to_raw(tiny_checkpoint, tiny_images):
     wrapper = RadarHF(pretrained=str(tiny_checkpoint("qwen2_vl")), device="cpu", protocol="paper", dtype="float32")
     doc = {"question": "Which animal?", "images": tiny_images[:1], "choices": ["a dog", "a cat"]}
     wrapper.task_dict = {TASK: {SPLIT: [doc]}}
-    requests = [Instance("loglikelihood", ("<image>Which animal? Answer:", " " + c, lambda d: d["images"], 0, TASK,
-                                           SPLIT), idx=i, metadata={"task": TASK, "doc_id": 0, "repeats": 1})
-                for i, c in enumerate(doc["choices"])]
+    requests = [
+        Instance(
+            "loglikelihood",
+            ("<image>Which animal? Answer:", " " + c, lambda d: d["images"], 0, TASK, SPLIT),
+            idx=i,
+            metadata={"task": TASK, "doc_id": 0, "repeats": 1},
+        )
+        for i, c in enumerate(doc["choices"])
+    ]
     p = softmax([-r.text[0] for r in wrapper.loglikelihood(requests)])
     # lmms-eval's context and continuations as they are; only the preset's image resize and score=logit apply
-    scores = score_continuations(wrapper.model, wrapper.processor, "<image>Which animal? Answer:",
-                                 [qwen_vl_utils_resize(im) for im in doc["images"]], [" a dog", " a cat"])
+    scores = score_continuations(
+        wrapper.model,
+        wrapper.processor,
+        "<image>Which animal? Answer:",
+        [qwen_vl_utils_resize(im) for im in doc["images"]],
+        [" a dog", " a cat"],
+    )
     assert p == pytest.approx(softmax([s.mean_logit for s in scores]), abs=1e-6)
 
 
@@ -711,10 +810,12 @@ def test_bad_model_args_fail_before_loading(tiny_checkpoint):
 def test_llava_plain_on_a_flat_llava_checkpoint(tiny_checkpoint, tiny_images, tmp_path):
     """The exact LLaVA-OV layout route: a LlavaForConditionalGeneration checkpoint with prompt_style=llava_ov_plain."""
     folder = tiny_checkpoint("llava")
-    doc = m3_record("seephys", "How many dots in all diagrams?", ["7", "eight", "9"],
-                    save_images(tmp_path, tiny_images[:2]))
+    doc = m3_record(
+        "seephys", "How many dots in all diagrams?", ["7", "eight", "9"], save_images(tmp_path, tiny_images[:2])
+    )
     model, processor = load_reference(folder)
-    wrapper = RadarHF(pretrained=str(folder), device="cpu", protocol="paper", prompt_style="llava_ov_plain",
-                      dtype="float32")
+    wrapper = RadarHF(
+        pretrained=str(folder), device="cpu", protocol="paper", prompt_style="llava_ov_plain", dtype="float32"
+    )
     expected = softmax(reference_llava_onevision(model, processor, probe_item(doc))[0])
     assert run_instances(wrapper, doc) == pytest.approx(expected, abs=1e-5)

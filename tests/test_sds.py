@@ -17,11 +17,14 @@ def test_softmax_and_item_sds_by_hand():
     assert S.item_sds([1001.0, 1000.0]) == pytest.approx(S.item_sds([1.0, 0.0]))
 
 
-@pytest.mark.parametrize("convention,raw,expected_scores", [
-    ("loss", [0.5, 1.5], [-0.5, -1.5]),          # lmms-eval: mean NLL, lower is better
-    ("loglik", [-3.0, -1.0], [-3.0, -1.0]),      # lm-eval: summed log-likelihood
-    ("score", [2.0, 4.0], [2.0, 4.0]),           # the paper's mean raw logit
-])
+@pytest.mark.parametrize(
+    "convention,raw,expected_scores",
+    [
+        ("loss", [0.5, 1.5], [-0.5, -1.5]),  # lmms-eval: mean NLL, lower is better
+        ("loglik", [-3.0, -1.0], [-3.0, -1.0]),  # lm-eval: summed log-likelihood
+        ("score", [2.0, 4.0], [2.0, 4.0]),  # the paper's mean raw logit
+    ],
+)
 def test_conventions(convention, raw, expected_scores):
     assert S.to_scores(raw, convention) == expected_scores
 
@@ -42,6 +45,7 @@ def test_parse_result_accepts_tuples_and_their_string_form():
 
     class Wrapped:  # lmms-eval GenerationResult that reached process_results as an object
         text = (0.25, True)
+
     assert S.parse_result(Wrapped()) == 0.25
 
 
@@ -77,8 +81,14 @@ def test_balanced_mean_and_stderr():
 
 
 def _doc(qid="q1", subset="mmbench", category="ocr", ability="perception", n=3, skipped=False):
-    return {"id": qid, "subset": subset, "category": category, "ability": ability,
-            "choices": [f"c{i}" for i in range(n)], "skipped": skipped}
+    return {
+        "id": qid,
+        "subset": subset,
+        "category": category,
+        "ability": ability,
+        "choices": [f"c{i}" for i in range(n)],
+        "skipped": skipped,
+    }
 
 
 def test_score_item_record():
@@ -99,11 +109,17 @@ def test_score_item_skipped_and_non_finite():
 
 def test_group_mean_averages_subsets_not_leaves():
     # mmbench: two categories (0.2, 0.4) -> 0.3; wiki_animal: 0.9 -> total 0.6 (a leaf mean would give 0.5)
-    leaves = [I.Score(0.2, [("mmbench", "a")]), I.Score(0.4, [("mmbench", "b")]),
-              I.Score(0.9, [("wiki_animal", "wiki_animal")])]
+    leaves = [
+        I.Score(0.2, [("mmbench", "a")]),
+        I.Score(0.4, [("mmbench", "b")]),
+        I.Score(0.9, [("wiki_animal", "wiki_animal")]),
+    ]
     assert I.group_mean(leaves, [10, 10, 10]) == pytest.approx(0.6)
-    ses = [I.Score(0.1, [("mmbench", "a")]), I.Score(0.1, [("mmbench", "b")]),
-           I.Score(0.2, [("wiki_animal", "wiki_animal")])]
+    ses = [
+        I.Score(0.1, [("mmbench", "a")]),
+        I.Score(0.1, [("mmbench", "b")]),
+        I.Score(0.2, [("wiki_animal", "wiki_animal")]),
+    ]
     # mmbench se = sqrt(0.01+0.01)/2; total = sqrt(mmbench_se^2 + 0.04)/2
     mmb = math.sqrt(0.02) / 2
     assert I.group_stderr(ses) == pytest.approx(math.sqrt(mmb**2 + 0.04) / 2)
@@ -132,8 +148,10 @@ def test_non_finite_model_output_is_reported_and_kept_out_of_sds(loguru_messages
     from radar_tasks.metrics import lmms as M
 
     docs = [_doc("ok", n=2), dict(_doc("bad", n=2), source_file="Wiki_animal_identification/w.json")]
-    per_doc = [M.process_results(docs[0], ["(0.5, False)", "(1.5, False)"]),
-               M.process_results(docs[1], ["(nan, False)", "(1.0, False)"])]
+    per_doc = [
+        M.process_results(docs[0], ["(0.5, False)", "(1.5, False)"]),
+        M.process_results(docs[1], ["(nan, False)", "(1.0, False)"]),
+    ]
     assert per_doc[1]["sds"]["skipped"] == I.SKIP_NON_FINITE and per_doc[1]["skipped"] == 1
     [warning] = loguru_messages  # one line, naming the file and the item (tests/test_non_finite.py: end to end)
     assert warning.startswith("Wiki_animal_identification/w.json: item 'bad': model returned a non-finite score")
@@ -154,13 +172,16 @@ def test_item_record_carries_candidates_and_prompt_from_the_wrapper():
     import pickle
 
     doc = _doc(n=2)
-    results = [I.Scored((0.2, True), "dog", "<image> Which animal?"), I.Scored((1.0, False), "cat", "<image> Which animal?")]
+    results = [
+        I.Scored((0.2, True), "dog", "<image> Which animal?"),
+        I.Scored((1.0, False), "cat", "<image> Which animal?"),
+    ]
     rec = I.score_item(doc, results)
     assert rec["candidates"] == ["dog", "cat"] and rec["prompt"] == "<image> Which animal?"
     assert len(rec["candidates"]) == len(rec["scores"])
     copy = pickle.loads(pickle.dumps(results[0]))
     assert copy == (0.2, True) and copy.candidate == "dog" and copy.prompt == results[0].prompt
-    nll, greedy = results[0]  # still lmms-eval's (loss, is_greedy) pair
+    _nll, _greedy = results[0]  # still lmms-eval's (loss, is_greedy) pair
     # other wrappers: plain or stringified tuples; the record shows the doc's choices and no prompt
     rec = I.score_item(doc, ["(0.2, True)", "(1.0, False)"])
     assert rec["candidates"] == ["c0", "c1"] and rec["prompt"] is None

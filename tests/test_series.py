@@ -1,4 +1,5 @@
-"""radar_tasks.demo (synthetic, training, series): the synthetic pretraining data, the training loop and the `demo --series` pipeline.
+"""radar_tasks.demo (synthetic, training, series): the synthetic pretraining data, the training loop and the
+`demo --series` pipeline.
 
 The fast tests check that the data is new (never a fixture image) but in the fixture's vocabulary, that the loss
 sits on the answer tokens only, and that a short training run makes the fixture's colour items rise well above
@@ -45,9 +46,13 @@ def test_fixture_draws_only_its_three_canvas_sizes():
 @pytest.mark.parametrize("kind", list(synthetic.EXAMPLE_KINDS))
 def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
     vocab = {
-        "color": set(F.COLORS), "shape": set(F.SHAPES), "position": set(F.POSITIONS),
+        "color": set(F.COLORS),
+        "shape": set(F.SHAPES),
+        "position": set(F.POSITIONS),
         "wiki": {n for names in F.WIKI_ENTITIES.values() for n in names} | set(F.COLORS),
-        "count": set(F.COUNTS), "sum": {str(n) for n in range(2, 9)}, "relation": set(F.RELATIONS),
+        "count": set(F.COUNTS),
+        "sum": {str(n) for n in range(2, 9)},
+        "relation": set(F.RELATIONS),
         "multi": {str(n) for n in range(2, 16)},
     }[kind]
     examples = _examples(kind)
@@ -56,7 +61,7 @@ def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
         assert e.answer in vocab
         assert e.prompt.count(M) == len(e.images) >= 1
         assert e.prompt.startswith(M * len(e.images))
-        question = e.prompt[len(M) * len(e.images):]
+        question = e.prompt[len(M) * len(e.images) :]
         assert question[0] in " \n" and question.strip().endswith("?")
         for im in e.images:
             assert im.size not in FIXTURE_SIZES
@@ -65,8 +70,9 @@ def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
 
 
 def test_questions_are_the_fixture_questions():
-    questions = {e.prompt.split(M)[-1].strip() for kind in ("color", "shape", "position", "count")
-                 for e in _examples(kind, 20)}
+    questions = {
+        e.prompt.split(M)[-1].strip() for kind in ("color", "shape", "position", "count") for e in _examples(kind, 20)
+    }
     assert {F.Q_COLOR, F.Q_SHAPE, F.Q_POSITION, F.Q_COUNT} <= questions
     wiki = {e.prompt.split(M)[-1].strip() for e in _examples("wiki", 60)}
     assert wiki <= {q.format(kind=k) for q in (F.Q_WIKI_NAME, F.Q_WIKI_COLOR) for k in F.WIKI_KINDS}
@@ -128,7 +134,7 @@ def test_encode_batch_labels_only_the_answer_tokens(init_checkpoint):
         assert processor.tokenizer.decode(scored) == " " + e.answer
         n = int(mask[i].sum())
         assert mask[i, :n].all() and not mask[i, n:].any()  # right padding
-        assert (labels[i, n - len(scored):n] != -100).all()  # the answer ends the sequence
+        assert (labels[i, n - len(scored) : n] != -100).all()  # the answer ends the sequence
 
 
 def _colour_items(root) -> list[tuple[str, dict]]:
@@ -149,14 +155,15 @@ def _score_colour_items(checkpoint, root) -> tuple[float, float, int]:
     """(mean SDS, mean 1/K, items) on the colour items, scored by the likelihood core as radar_hf scores them."""
     import torch
 
-    from radar_tasks.tasks.hooks import doc_to_visual
     from radar_tasks.models import likelihood
+    from radar_tasks.tasks.hooks import doc_to_visual
 
     model, processor = likelihood.load_model(str(checkpoint), "cpu", "float32")
     ps, chance = [], []
     for text, doc in _colour_items(root):
-        scores = likelihood.score_continuations(model, processor, text, doc_to_visual(doc),
-                                                [" " + c for c in doc["choices"]])
+        scores = likelihood.score_continuations(
+            model, processor, text, doc_to_visual(doc), [" " + c for c in doc["choices"]]
+        )
         ps.append(float(torch.softmax(torch.tensor([-s.nll for s in scores]), 0)[0]))
         chance.append(1 / len(scores))
     return sum(ps) / len(ps), sum(chance) / len(chance), len(ps)
@@ -166,8 +173,9 @@ def test_a_short_training_run_lifts_the_colour_items_above_chance(init_checkpoin
     """150 steps (~10 s) on colour scenes drawn on new canvases: the fixture's colour items (images never seen)
     go from about chance to far above it, scored as radar_hf scores them."""
     root = F.make_fixture(tmp_path / "M3-Bench")
-    checkpoints = training.train(init_checkpoint, tmp_path / "ckpt", [0, 150], batch_size=16, lr=3e-3,
-                          weights={"color": 1}, log_every=0)
+    checkpoints = training.train(
+        init_checkpoint, tmp_path / "ckpt", [0, 150], batch_size=16, lr=3e-3, weights={"color": 1}, log_every=0
+    )
     assert [c["step"] for c in checkpoints] == [0, 150]
     assert checkpoints[1]["tokens"] > checkpoints[0]["tokens"] == 0
     log = json.loads((tmp_path / "ckpt" / "train_log.json").read_text())

@@ -27,10 +27,20 @@ TASKS = "radar_wiki_animal,radar_spatial"
 # ---------------------------------------------------------------------------------------------------- order
 
 
-@pytest.mark.parametrize("name, step", [
-    ("step_1000", 1000), ("step-1000", 1000), ("checkpoint-1000", 1000), ("iter_0001000", 1000),
-    ("global_step1000", 1000), ("ckpt_e3_1000", 1000), ("run7", 7), ("final", None), ("step_1000_old", None),
-])
+@pytest.mark.parametrize(
+    "name, step",
+    [
+        ("step_1000", 1000),
+        ("step-1000", 1000),
+        ("checkpoint-1000", 1000),
+        ("iter_0001000", 1000),
+        ("global_step1000", 1000),
+        ("ckpt_e3_1000", 1000),
+        ("run7", 7),
+        ("final", None),
+        ("step_1000_old", None),
+    ],
+)
 def test_parse_step(name, step):
     assert S.parse_step(name) == step
 
@@ -40,8 +50,9 @@ def _ckpt(folder: Path, trainer_tokens: int | None = None) -> Path:
     (folder / "config.json").write_text("{}")
     _safetensors(folder / "model.safetensors", 64)
     if trainer_tokens is not None:
-        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 1, "num_input_tokens_seen":
-                                                               trainer_tokens}))
+        (folder / "trainer_state.json").write_text(
+            json.dumps({"global_step": 1, "num_input_tokens_seen": trainer_tokens})
+        )
     return folder
 
 
@@ -118,8 +129,13 @@ def test_model_args_are_normalized_and_pretrained_refused():
 
 def test_task_subsets_follow_groups_and_lite_tasks():
     assert S.task_subsets(["radar_wiki_animal", "radar_spatial"]) == ["spatial", "wiki_animal"]
-    assert S.task_subsets(["radar_perception_lite"]) == ["mmbench", "wiki_animal", "wiki_plant", "wiki_attraction",
-                                                         "wiki_celebrity"]
+    assert S.task_subsets(["radar_perception_lite"]) == [
+        "mmbench",
+        "wiki_animal",
+        "wiki_plant",
+        "wiki_attraction",
+        "wiki_celebrity",
+    ]
     assert len(S.task_subsets(["radar_mmm"])) == 9 and S.task_subsets(["someone_elses_task"]) == []
 
 
@@ -140,8 +156,10 @@ class Recorder:
         if Path(checkpoint).name in self.fail:
             raise KeyboardInterrupt if "interrupt" in self.fail else RuntimeError("lmms-eval wrote no results")
         step = S.parse_step(Path(checkpoint).name) or 0
-        results = {"results": {t: {"sds,none": step / 1000, "acc,none": 0.5, "items,none": 4}
-                               for t in tasks.split(",")}, "configs": {}}
+        results = {
+            "results": {t: {"sds,none": step / 1000, "acc,none": 0.5, "items,none": 4} for t in tasks.split(",")},
+            "configs": {},
+        }
         path = folder / f"20260101_0000{len(self.calls):02d}_results.json"
         path.write_text(json.dumps(results))
         return path
@@ -157,8 +175,9 @@ def fake_run(tmp_path, fixture_root):
 
 def _sweep(run, root, out, recorder, **kw):
     lines = []
-    result = S.sweep([str(run / "step_*")], TASKS, out, data_dir=root, evaluate_fn=recorder, print_fn=lines.append,
-                     **kw)
+    result = S.sweep(
+        [str(run / "step_*")], TASKS, out, data_dir=root, evaluate_fn=recorder, print_fn=lines.append, **kw
+    )
     return result, lines
 
 
@@ -183,7 +202,9 @@ def test_a_finished_checkpoint_is_skipped_and_an_interrupted_one_redone(fake_run
     runs_csv = (out / "report" / "runs.csv").read_text().splitlines()
     assert [r.split(",")[2] for r in runs_csv[1:]] == ["100", "200", "300"]
     # other tasks, other model args or other weights: evaluated again
-    assert _sweep(run, root, out, Recorder(), model_args="device=cpu", report=False)[0].outcomes[0].status == "evaluated"
+    assert (
+        _sweep(run, root, out, Recorder(), model_args="device=cpu", report=False)[0].outcomes[0].status == "evaluated"
+    )
     (run / "step_100" / "config.json").write_text('{"changed": 1}')
     result, _ = _sweep(run, root, out, Recorder(), model_args="device=cpu", report=False)
     assert [o.status for o in result.outcomes] == ["evaluated", "skipped", "skipped"]
@@ -225,8 +246,17 @@ def test_watch_evaluates_a_checkpoint_once_its_weights_are_written(fake_run, tmp
     writer.start()
     rec = Recorder()
     lines = []
-    S.sweep([str(run / "step_100")], TASKS, tmp_path / "out", data_dir=root, evaluate_fn=rec,
-            print_fn=lines.append, watch=3, poll=0.3, report=False)  # a folder given: its siblings step_* are watched
+    S.sweep(
+        [str(run / "step_100")],
+        TASKS,
+        tmp_path / "out",
+        data_dir=root,
+        evaluate_fn=rec,
+        print_fn=lines.append,
+        watch=3,
+        poll=0.3,
+        report=False,
+    )  # a folder given: its siblings step_* are watched
     writer.join()
     assert rec.calls == ["step_100", "step_200", "step_300", "step_400"]
     assert "no new checkpoint" in lines[-1]
@@ -256,8 +286,14 @@ def test_three_checkpoints_give_three_results_and_a_report_by_step(tiny_sweep, t
     assert [r.split(",")[2] for r in rows[1:]] == ["100", "200", "300"]
     # the same command again: nothing evaluated, much faster (no lmms-eval import, no report rewrite)
     t0 = time.monotonic()
-    again = S.sweep([str(tiny_series / "step_*")], TASKS, out, model_args="dtype=float32,device=cpu",
-                    data_dir=fixture_root, print_fn=lambda _line: None)
+    again = S.sweep(
+        [str(tiny_series / "step_*")],
+        TASKS,
+        out,
+        model_args="dtype=float32,device=cpu",
+        data_dir=fixture_root,
+        print_fn=lambda _line: None,
+    )
     assert [o.status for o in again.outcomes] == ["skipped"] * 3
     assert time.monotonic() - t0 < 0.4 * first_seconds
 
@@ -265,8 +301,21 @@ def test_three_checkpoints_give_three_results_and_a_report_by_step(tiny_sweep, t
 @pytest.mark.slow
 def test_a_sweep_killed_mid_checkpoint_resumes_without_counting_twice(tiny_series, fixture_root, tmp_path):
     out = tmp_path / "S"
-    cmd = [sys.executable, "-m", "radar_tasks.cli", "sweep", str(tiny_series / "step_*"), "--tasks", TASKS,
-           "--model_args", "device=cpu,dtype=float32", "--out", str(out), "--data", str(fixture_root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radar_tasks.cli",
+        "sweep",
+        str(tiny_series / "step_*"),
+        "--tasks",
+        TASKS,
+        "--model_args",
+        "device=cpu,dtype=float32",
+        "--out",
+        str(out),
+        "--data",
+        str(fixture_root),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill it (SIGKILL: no clean-up of any kind) while it evaluates step_200
@@ -282,7 +331,7 @@ def test_a_sweep_killed_mid_checkpoint_resumes_without_counting_twice(tiny_serie
     first = (out / "runs" / "step_100" / S.SWEEP_FILE).stat().st_mtime_ns
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [l for l in done.stdout.splitlines() if l.startswith("[")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert "step_100: skipped" in lines[0] and "step_200: evaluated" in lines[1] and "step_300: evaluated" in lines[2]
     assert (out / "runs" / "step_100" / S.SWEEP_FILE).stat().st_mtime_ns == first
     assert not list((out / "runs").glob(".*"))

@@ -23,10 +23,17 @@ from radar_tasks.task_yamls import generate_tasks
 MMBENCH_L1_L2_L3 = {
     "perception": {
         "coarse_perception": ["image_style", "image_scene", "image_emotion", "image_quality", "image_topic"],
-        "finegrained_perception (instance-level)": ["object_localization", "attribute_recognition",
-                                                    "celebrity_recognition", "ocr"],
-        "finegrained_perception (cross-instance)": ["spatial_relationship", "attribute_comparison",
-                                                    "action_recognition"],
+        "finegrained_perception (instance-level)": [
+            "object_localization",
+            "attribute_recognition",
+            "celebrity_recognition",
+            "ocr",
+        ],
+        "finegrained_perception (cross-instance)": [
+            "spatial_relationship",
+            "attribute_comparison",
+            "action_recognition",
+        ],
     },
     "reasoning": {
         "attribute_reasoning": ["physical_property_reasoning", "function_reasoning", "identity_reasoning"],
@@ -36,8 +43,15 @@ MMBENCH_L1_L2_L3 = {
 }
 MMBENCH = {c: l1 for l1, l2s in MMBENCH_L1_L2_L3.items() for cs in l2s.values() for c in cs}
 # The paper's split of the other subsets (arXiv 2602.12892): Wikipedia identification is perception, the rest reasoning.
-SINGLE_FILE = {"mathvista": "reasoning", "seephys": "reasoning", "spatial": "reasoning", "wiki_animal": "perception",
-               "wiki_plant": "perception", "wiki_attraction": "perception", "wiki_celebrity": "perception"}
+SINGLE_FILE = {
+    "mathvista": "reasoning",
+    "seephys": "reasoning",
+    "spatial": "reasoning",
+    "wiki_animal": "perception",
+    "wiki_plant": "perception",
+    "wiki_attraction": "perception",
+    "wiki_celebrity": "perception",
+}
 TASK_DIR = Path(radar_tasks.task_yamls.__file__).resolve().parent
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -77,12 +91,15 @@ def test_checked_in_yamls_follow_mmbench_l1():
         assert leaf["metadata"] == {"version": 1.0, "subset": "mmbench", "category": category, "ability": ability}
     assert task_yaml("radar_mmbench")["task"] == ["radar_mmbench_perception", "radar_mmbench_reasoning"]
     assert sorted(task_yaml("radar_perception")["task"]) == sorted(
-        ["radar_mmbench_perception"] + [f"radar_{s}" for s, a in SINGLE_FILE.items() if a == "perception"])
+        ["radar_mmbench_perception"] + [f"radar_{s}" for s, a in SINGLE_FILE.items() if a == "perception"]
+    )
     assert sorted(task_yaml("radar_reasoning")["task"]) == sorted(
-        ["radar_mmbench_reasoning", "radar_mmmu_pro"] + [f"radar_{s}" for s, a in SINGLE_FILE.items()
-                                                        if a == "reasoning"])
-    assert sorted(task_yaml("radar_mmm")["task"]) == sorted(["radar_mmbench", "radar_mmmu_pro",
-                                                             *[f"radar_{s}" for s in SINGLE_FILE]])
+        ["radar_mmbench_reasoning", "radar_mmmu_pro"]
+        + [f"radar_{s}" for s, a in SINGLE_FILE.items() if a == "reasoning"]
+    )
+    assert sorted(task_yaml("radar_mmm")["task"]) == sorted(
+        ["radar_mmbench", "radar_mmmu_pro", *[f"radar_{s}" for s in SINGLE_FILE]]
+    )
     for subset, ability in SINGLE_FILE.items():
         assert task_yaml(f"radar_{subset}")["metadata"]["ability"] == ability
     # every group averages with the unweighted balanced mean
@@ -95,8 +112,9 @@ def test_checked_in_yamls_follow_mmbench_l1():
 
 def test_readme_lists_the_same_split():
     text = " ".join(README.read_text(encoding="utf-8").split())
-    found = re.search(r"MMBench categories follow MMBench's own L1 taxonomy\. Perception: (.*?)\. Reasoning: (.*?)\.",
-                      text)
+    found = re.search(
+        r"MMBench categories follow MMBench's own L1 taxonomy\. Perception: (.*?)\. Reasoning: (.*?)\.", text
+    )
     assert found, "README: the MMBench split sentence is gone"
     for listed, ability in zip(found.groups(), ("perception", "reasoning")):
         assert sorted(c.strip() for c in listed.split(",")) == sorted(c for c, a in MMBENCH.items() if a == ability)
@@ -107,9 +125,10 @@ def test_task_names_and_file_names():
     assert taxonomy.task_name("mmmu_pro", "Art_Theory") == "radar_mmmu_pro_art_theory"
     assert taxonomy.task_name("wiki_animal") == taxonomy.task_name("wiki_animal", "wiki_animal") == "radar_wiki_animal"
     assert taxonomy.task_name("mmbench") == "radar_mmbench"
-    assert taxonomy.category_of_file(
-        "mmbench", "MMBench_structuralized_imagetext_understanding_12_pretrained_mllm_eval"
-    ) == "structuralized_imagetext_understanding"
+    assert (
+        taxonomy.category_of_file("mmbench", "MMBench_structuralized_imagetext_understanding_12_pretrained_mllm_eval")
+        == "structuralized_imagetext_understanding"
+    )
     assert taxonomy.category_of_file("mmmu_pro", "MMMU_Pro_Art_Theory_3_pretrained_mllm_eval") == "Art_Theory"
     assert taxonomy.category_of_file("mmbench", "MMBench_ocr_pretrained_mllm_eval") is None  # no item count
     assert taxonomy.category_of_file("mmbench", "MMMU_Pro_Art_3_pretrained_mllm_eval") is None
@@ -122,8 +141,9 @@ def test_task_names_and_file_names():
 
 
 def test_generated_files_are_up_to_date():
-    proc = subprocess.run([sys.executable, str(TASK_DIR / "generate_tasks.py"), "--check"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(TASK_DIR / "generate_tasks.py"), "--check"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert generate_tasks.main(["--check"]) == 0
 
@@ -144,7 +164,6 @@ def test_check_finds_a_stale_or_orphan_file(tmp_path, monkeypatch, capsys):
     # regenerating repairs both
     assert generate_tasks.main([]) == 0 and generate_tasks.main(["--check"]) == 0
     assert not (copy / "radar_mmbench_old_category.yaml").exists()
-
 
 
 def test_leaves_of_covers_groups_subsets_and_lite_names():

@@ -1,6 +1,6 @@
 """lmms-eval 0.7.3 behaviour this package works around: one minimal reproduction each (docs/UPSTREAM.md and the
-README, same numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it: then drop
-the workaround the failure message names, and this test.
+README, same numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it:
+then drop the workaround the failure message names, and this test.
 
 In process where possible: one small evaluation of a toy task folder with a stub model (`toy_run`) shows several
 at once; only the CLI's exit status and its plugin handling need a subprocess (one, shared).
@@ -71,14 +71,18 @@ def toy_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("toy_tasks")
     (d / "utils.py").write_text(TOY_UTILS)
     for i, (n, v) in enumerate([(4, 0.0), (2, 0.0), (2, 1.0)]):
-        (d / f"toy{i}.jsonl").write_text("".join(
-            json.dumps({"q": f"q{k}", "choices": ["a", "b"], "gold": 0, "v": v}) + "\n" for k in range(n)))
+        (d / f"toy{i}.jsonl").write_text(
+            "".join(json.dumps({"q": f"q{k}", "choices": ["a", "b"], "gold": 0, "v": v}) + "\n" for k in range(n))
+        )
         (d / f"toy_leaf{i}.yaml").write_text(toy_leaf(i))
-    (d / "toy_child.yaml").write_text("group: toy_child\ntask: [toy_leaf0, toy_leaf1]\naggregate_metric_list:\n"
-                                      "  - {metric: custom, aggregation: mean, weight_by_size: false}\n")
+    (d / "toy_child.yaml").write_text(
+        "group: toy_child\ntask: [toy_leaf0, toy_leaf1]\naggregate_metric_list:\n"
+        "  - {metric: custom, aggregation: mean, weight_by_size: false}\n"
+    )
     (d / "toy_parent.yaml").write_text(
         "group: toy_parent\ntask: [toy_child, toy_leaf2]\naggregate_metric_list:\n"
-        "  - {metric: custom, aggregation: !function utils.recording_mean, weight_by_size: false}\n")
+        "  - {metric: custom, aggregation: !function utils.recording_mean, weight_by_size: false}\n"
+    )
     (d / "toy_broken.yaml").write_text(toy_leaf(9).replace("toy_leaf9", "toy_broken"))  # its data file is missing
     return d
 
@@ -105,8 +109,9 @@ def toy_run(toy_dir, monkeypatch_module):
     record = toy_dir / "record.jsonl"
     monkeypatch_module.setenv("TOY_RECORD", str(record))
     manager = TaskManager(include_path=str(toy_dir), include_defaults=False)
-    out = evaluator.simple_evaluate(model=TupleModel(), tasks=["toy_parent"], task_manager=manager,
-                                    bootstrap_iters=100, log_samples=False)
+    out = evaluator.simple_evaluate(
+        model=TupleModel(), tasks=["toy_parent"], task_manager=manager, bootstrap_iters=100, log_samples=False
+    )
     return out["results"], [json.loads(line) for line in record.read_text().splitlines()]
 
 
@@ -122,8 +127,10 @@ def test_1_loglikelihood_results_reach_process_results_as_strings(toy_run):
 
     results, _ = toy_run
     assert results["toy_leaf2"]["result_is_str,none"] == 1.0, fixed(
-        1, "a model's (loss, is_greedy) tuple reaches process_results as a tuple",
-        "the GenerationResult(text=...) wrapping in radar_hf (keep parsing the string form for older versions)")
+        1,
+        "a model's (loss, is_greedy) tuple reaches process_results as a tuple",
+        "the GenerationResult(text=...) wrapping in radar_hf (keep parsing the string form for older versions)",
+    )
     assert unwrap_generation_output((0.73, False)) == ("(0.73, False)", None)
 
 
@@ -133,10 +140,19 @@ def test_2_builtin_multiple_choice_scoring_crashes_on_the_string_form(toy_dir):
     from lmms_eval.api.task import ConfigurableTask
 
     data = {"data_files": {"test": str(toy_dir / "toy2.jsonl")}}
-    task = ConfigurableTask(config={
-        "task": "toy_builtin", "dataset_path": "json", "dataset_kwargs": data, "test_split": "test",
-        "output_type": "multiple_choice", "doc_to_text": "{{ q }}", "doc_to_choice": "choices", "doc_to_target": "gold",
-        "metric_list": [{"metric": "acc"}]})
+    task = ConfigurableTask(
+        config={
+            "task": "toy_builtin",
+            "dataset_path": "json",
+            "dataset_kwargs": data,
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{ q }}",
+            "doc_to_choice": "choices",
+            "doc_to_target": "gold",
+            "metric_list": [{"metric": "acc"}],
+        }
+    )
     doc = task.test_docs()[0]
     builtin = ConfigurableTask.process_results.__wrapped__  # without lmms-eval's 5 retries 2 s apart
     assert builtin(task, doc, [(0.5, False), (1.5, False)])["acc"] == 1.0  # tuples work ...
@@ -162,8 +178,12 @@ def test_3_llava_hf_loglikelihood_tokenizes_the_context_without_its_images(tiny_
     model = LlavaHf(pretrained=str(tiny_checkpoint("llava")), device="cpu", dtype="float32", device_map="cpu")
     model.task_dict = {"t": {"test": [{}]}}
     image = Image.new("RGB", (32, 32), (200, 10, 10))
-    request = Instance("loglikelihood", ("What colour is it?", " red", lambda doc: [image], 0, "t", "test"), idx=0,
-                       metadata={"task": "t", "doc_id": 0, "repeats": 1})
+    request = Instance(
+        "loglikelihood",
+        ("What colour is it?", " red", lambda doc: [image], 0, "t", "test"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
     with pytest.raises(ValueError, match=r"Found 1 <image> tokens in the text but no images"):
         model.loglikelihood([request])
 
@@ -181,14 +201,36 @@ def cli_run(toy_dir, tmp_path_factory):
     (plugin / "models" / "__init__.py").write_text("AVAILABLE_MODELS = {}\n")  # lmms-eval reads it too
     (plugin / "tasks" / "toy2.jsonl").write_text((toy_dir / "toy2.jsonl").read_text())
     (plugin / "tasks" / "utils.py").write_text(TOY_UTILS)
-    (plugin / "tasks" / "toy_plugin_task.yaml").write_text(toy_leaf(2).replace("task: toy_leaf2",
-                                                                               "task: toy_plugin_task"))
+    (plugin / "tasks" / "toy_plugin_task.yaml").write_text(
+        toy_leaf(2).replace("task: toy_leaf2", "task: toy_plugin_task")
+    )
     out = work / "out"
-    env = {**os.environ, "LMMS_EVAL_PLUGINS": "toy_plugin", "PYTHONPATH": f"{work}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1", "RADAR_TASKS_NO_DISCOVERY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "dummy", "--include_path", str(toy_dir),
-                           "--tasks", "toy_plugin_task,toy_broken", "--output_path", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "LMMS_EVAL_PLUGINS": "toy_plugin",
+        "PYTHONPATH": f"{work}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "RADAR_TASKS_NO_DISCOVERY": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmms_eval",
+            "--model",
+            "dummy",
+            "--include_path",
+            str(toy_dir),
+            "--tasks",
+            "toy_plugin_task,toy_broken",
+            "--output_path",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc, out
 
 
@@ -197,8 +239,9 @@ def test_4_the_cli_exits_0_when_the_evaluation_fails(cli_run):
     proc, out = cli_run
     assert "Error during evaluation" in proc.stdout + proc.stderr
     assert not list(out.rglob("*_results.json"))
-    assert proc.returncode == 0, fixed(4, "the CLI exits non-zero when the evaluation fails",
-                                       "the results-file checks of the demo, runner and tests")
+    assert proc.returncode == 0, fixed(
+        4, "the CLI exits non-zero when the evaluation fails", "the results-file checks of the demo, runner and tests"
+    )
 
 
 @pytest.mark.slow
@@ -209,7 +252,8 @@ def test_6_lmms_eval_plugins_tasks_are_not_found(cli_run):
     plugin_tasks = out.parent / "toy_plugin" / "tasks"
     assert "toy_plugin_task" in TaskManager(include_path=str(plugin_tasks), include_defaults=False).all_tasks
     assert "Tasks were not found: toy_plugin_task" in proc.stdout + proc.stderr, fixed(
-        6, "a task of an LMMS_EVAL_PLUGINS package is found", "the TaskManager wrap in radar_tasks.tasks.plugin")
+        6, "a task of an LMMS_EVAL_PLUGINS package is found", "the TaskManager wrap in radar_tasks.tasks.plugin"
+    )
 
 
 # 5 ---------------------------------------------------------------------------------------------------------------
@@ -219,7 +263,8 @@ def test_5a_custom_aggregations_get_no_stderr(toy_run):
     results, _ = toy_run
     assert results["toy_leaf0"]["builtin_stderr,none"] == 0.0  # lmms-eval's `mean`: a stderr
     assert results["toy_leaf0"]["custom_stderr,none"] == "N/A", fixed(
-        5, "custom aggregations get a stderr", "plugin.install_stderr_hooks and the exported `*_se` metrics")
+        5, "custom aggregations get a stderr", "plugin.install_stderr_hooks and the exported `*_se` metrics"
+    )
     assert metrics.stderr_for_metric(lambda values: sum(values), bootstrap_iters=1000) is None
 
 
@@ -233,28 +278,33 @@ def test_5b_group_stderrs_are_pooled_as_if_size_weighted():
     pooled = metrics.pooled_sample_stderr(stderrs, sizes)
     size_weighted = math.sqrt(sum((n - 1) * se**2 * n for se, n in zip(stderrs, sizes)) / (sum(sizes) - 2) / sum(sizes))
     assert pooled == pytest.approx(size_weighted) and abs(pooled - unweighted_mean_se) > 0.05, fixed(
-        5, "group stderrs follow the group's aggregation", "plugin.install_stderr_hooks and the exported group_se")
+        5, "group stderrs follow the group's aggregation", "plugin.install_stderr_hooks and the exported group_se"
+    )
 
 
 def test_5c_a_group_aggregation_sees_neither_task_names_nor_stderrs(toy_run):
     _, calls = toy_run
     assert calls and all(c == {"n_args": 3, "named": []} for c in calls), fixed(
-        5, "group aggregations get more than (metrics, sizes, weight_by_size)",
-        "the (subset, category) tags of metrics/items.Score")
+        5,
+        "group aggregations get more than (metrics, sizes, weight_by_size)",
+        "the (subset, category) tags of metrics/items.Score",
+    )
 
 
 def test_5d_a_parent_group_averages_all_its_leaves_not_its_subgroups(toy_run):
     results, _ = toy_run
     assert results["toy_child"]["custom,none"] == 0.0 and results["toy_leaf2"]["custom,none"] == 1.0
     assert results["toy_parent"]["custom,none"] == pytest.approx(1 / 3), fixed(
-        5, "a parent group aggregates its subgroups' scores", "the (subset, category) tags of metrics/items.Score")
+        5, "a parent group aggregates its subgroups' scores", "the (subset, category) tags of metrics/items.Score"
+    )
 
 
 def test_5e_group_metrics_match_leaf_metrics_by_substring(toy_run):
     results, _ = toy_run
     # the groups list only `custom`, yet `custom_extra` is aggregated too, by the `custom` entry
     assert "custom_extra,none" in results["toy_child"], fixed(
-        5, "group metrics match exactly", "the ordering of the `*_se` entries in the exported group YAMLs")
+        5, "group metrics match exactly", "the ordering of the `*_se` entries in the exported group YAMLs"
+    )
 
 
 # 7 ---------------------------------------------------------------------------------------------------------------
@@ -263,7 +313,7 @@ def test_7_every_evaluation_patches_filelock_api_filelockmeta(monkeypatch):
 
     monkeypatch.setattr(evaluator._enable_reentrant_filelocks, "_patched", False, raising=False)
     monkeypatch.setitem(sys.modules, "filelock._api", None)  # what filelock >= 4.3 looks like (no _api module)
-    with pytest.raises(ImportError, match="filelock._api"):
+    with pytest.raises(ImportError, match=r"filelock\._api"):
         evaluator._enable_reentrant_filelocks()
 
 
@@ -273,19 +323,26 @@ def test_10_function_utils_is_executed_again_for_every_reference(tmp_path, monke
 
     counter = tmp_path / "count"
     (tmp_path / "utils.py").write_text(
-        f"open({str(counter)!r}, 'a').write('x')\ndef f(doc):\n    return doc\ndef g(doc):\n    return doc\n")
-    (tmp_path / "t.yaml").write_text("task: t\nprocess_docs: !function utils.f\ndoc_to_text: !function utils.g\n"
-                                     "doc_to_target: !function utils.f\n")
+        f"open({str(counter)!r}, 'a').write('x')\ndef f(doc):\n    return doc\ndef g(doc):\n    return doc\n"
+    )
+    (tmp_path / "t.yaml").write_text(
+        "task: t\nprocess_docs: !function utils.f\ndoc_to_text: !function utils.g\ndoc_to_target: !function utils.f\n"
+    )
     load_yaml_config(str(tmp_path / "t.yaml"))
-    assert counter.read_text() == "xxx", fixed(10, "a task's utils.py is imported once", "nothing (the exported "
-                                               "utils.py only defines functions, so re-execution is harmless)")
+    assert counter.read_text() == "xxx", fixed(
+        10,
+        "a task's utils.py is imported once",
+        "nothing (the exported utils.py only defines functions, so re-execution is harmless)",
+    )
 
 
 def test_11_a_dataclass_with_string_annotations_in_utils_fails_to_load(tmp_path):
     from lmms_eval.utils import load_yaml_config
 
-    (tmp_path / "utils.py").write_text("from __future__ import annotations\nfrom dataclasses import dataclass\n\n"
-                                       "@dataclass\nclass Item:\n    name: str\n\ndef f(doc):\n    return doc\n")
+    (tmp_path / "utils.py").write_text(
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n\n"
+        "@dataclass\nclass Item:\n    name: str\n\ndef f(doc):\n    return doc\n"
+    )
     (tmp_path / "t.yaml").write_text("task: t\nprocess_docs: !function utils.f\n")
     with pytest.raises(AttributeError, match="'NoneType' object has no attribute '__dict__'"):
         load_yaml_config(str(tmp_path / "t.yaml"))
@@ -293,20 +350,29 @@ def test_11_a_dataclass_with_string_annotations_in_utils_fails_to_load(tmp_path)
 
 def test_12_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_path):
     import datasets
-    from PIL import Image
-
     import lmms_eval.api.metrics  # noqa: F401  (registers the metrics a task config names)
     from lmms_eval.api.task import ConfigurableTask
+    from PIL import Image
 
-    ds = datasets.Dataset.from_dict({"q": ["x"], "images": [[Image.new("RGB", (4, 4))]]},
-                                    features=datasets.Features({"q": datasets.Value("string"),
-                                                                "images": datasets.Sequence(datasets.Image())}))
+    ds = datasets.Dataset.from_dict(
+        {"q": ["x"], "images": [[Image.new("RGB", (4, 4))]]},
+        features=datasets.Features({"q": datasets.Value("string"), "images": datasets.Sequence(datasets.Image())}),
+    )
     ds.to_parquet(str(tmp_path / "test.parquet"))
-    config = {"task": "toy_images", "dataset_path": "parquet", "test_split": "test", "output_type": "multiple_choice",
-              "dataset_kwargs": {"data_files": {"test": str(tmp_path / "test.parquet")}}, "doc_to_text": "{{ q }}",
-              "doc_to_choice": ["a", "b"], "doc_to_target": 0, "metric_list": [{"metric": "acc"}]}
+    config = {
+        "task": "toy_images",
+        "dataset_path": "parquet",
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "dataset_kwargs": {"data_files": {"test": str(tmp_path / "test.parquet")}},
+        "doc_to_text": "{{ q }}",
+        "doc_to_choice": ["a", "b"],
+        "doc_to_target": 0,
+        "metric_list": [{"metric": "acc"}],
+    }
     assert "images" not in ConfigurableTask(config=config).eval_docs_no_media[0], fixed(
-        12, "docs keep their image columns", "the image names the exported process_docs puts under `images`")
+        12, "docs keep their image columns", "the image names the exported process_docs puts under `images`"
+    )
     assert "images" in ConfigurableTask(config={**config, "process_results_use_image": True}).eval_docs_no_media[0]
     # ... but a doc that keeps its image bytes has them inlined into every logged sample (--log_samples)
     from lmms_eval.evaluator import _collect_input_media
@@ -316,13 +382,14 @@ def test_12_image_columns_are_dropped_from_the_docs_prompts_are_built_from(tmp_p
 
 
 def test_8_lmms_eval_accepts_truncated_images_process_wide():
+    import lmms_eval.api.task  # noqa: F401
     from PIL import ImageFile
 
-    import lmms_eval.api.task  # noqa: F401
-
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True, fixed(
-        8, "importing lmms-eval leaves PIL's truncated-image check on",
-        "the flag handling of radar_tasks/data/images.decode")
+        8,
+        "importing lmms-eval leaves PIL's truncated-image check on",
+        "the flag handling of radar_tasks/data/images.decode",
+    )
 
 
 def test_9_batch_size_is_passed_beside_the_model_args():

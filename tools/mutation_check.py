@@ -26,9 +26,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MUTATED = ["radar_tasks/metrics/*", "radar_tasks/taxonomy.py", "radar_tasks/data/m3bench.py", "radar_tasks/prompts.py"]
 # The fast test files that exercise the mutated modules (the ones that exist are used).
-TESTS = ["test_sds.py", "test_prompts.py", "test_m3bench.py", "test_lm_eval.py", "test_analysis_stats.py",
-         "test_fixture.py", "test_aggregation.py", "test_metric_contracts.py", "test_taxonomy.py", "test_bad_input.py",
-         "test_prompt_contracts.py", "test_non_finite.py"]
+TESTS = [
+    "test_sds.py",
+    "test_prompts.py",
+    "test_m3bench.py",
+    "test_lm_eval.py",
+    "test_analysis_stats.py",
+    "test_fixture.py",
+    "test_aggregation.py",
+    "test_metric_contracts.py",
+    "test_taxonomy.py",
+    "test_bad_input.py",
+    "test_prompt_contracts.py",
+    "test_non_finite.py",
+]
 
 PLUGIN = '''\
 """pytest plugin of the mutation check: a fresh datasets cache for every run of the tests (one run per mutant)."""
@@ -62,7 +73,8 @@ def build(work: Path, only: list[str]) -> list[str]:
     shutil.copy(REPO / "README.md", work / "README.md")  # tests/test_taxonomy.py reads it
     tests = [f"tests/{t}" for t in TESTS if (REPO / "tests" / t).is_file()]
     (work / "_mutation_plugin.py").write_text(PLUGIN)
-    (work / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (work / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [tool.mutmut]
         source_paths = ["radar_tasks/"]
         only_mutate = {json.dumps(only)}
@@ -73,7 +85,8 @@ def build(work: Path, only: list[str]) -> list[str]:
 
         [tool.pytest.ini_options]
         markers = ["slow: runs lmms-eval end to end"]
-        """))
+        """)
+    )
     return tests
 
 
@@ -104,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scratch copy: {args.work}\ntests: {' '.join(tests)}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     mutmut = [sys.executable, "-m", "mutmut"]
-    log = open(args.work / "mutmut.log", "w")  # mutmut draws a progress spinner: keep it out of the console
-    proc = subprocess.Popen([*mutmut, "run", "--max-children", str(args.children)], cwd=args.work, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(args.work / "mutmut.log", "w")  # noqa: SIM115 (closed on every path below) mutmut draws a spinner
+    proc = subprocess.Popen(
+        [*mutmut, "run", "--max-children", str(args.children)],
+        cwd=args.work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         if proc.wait(timeout=args.minutes * 60) != 0:
             log.close()

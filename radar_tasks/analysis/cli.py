@@ -26,11 +26,24 @@ def _report(args) -> int:
     from radar_tasks.analysis.report import write_report
     from radar_tasks.analysis.runs import RunError
 
-    flags = {"label": args.labels, "model": args.models, "step": args.steps, "tokens": args.tokens,
-             "size": args.sizes, "strategy": args.strategies, "series": args.series}
+    flags = {
+        "label": args.labels,
+        "model": args.models,
+        "step": args.steps,
+        "tokens": args.tokens,
+        "size": args.sizes,
+        "strategy": args.strategies,
+        "series": args.series,
+    }
     try:
-        path = write_report(args.runs, args.out, manifest=args.manifest, flags=flags,
-                            bootstrap_iters=args.bootstrap_iters, seed=args.seed)
+        path = write_report(
+            args.runs,
+            args.out,
+            manifest=args.manifest,
+            flags=flags,
+            bootstrap_iters=args.bootstrap_iters,
+            seed=args.seed,
+        )
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -48,8 +61,10 @@ def _compare(args) -> int:
         for target in (args.run_a, args.run_b):
             found = load_runs([target])
             if len(found) != 1:
-                raise RunError(f"{target}: holds {len(found)} runs; name one *_results.json: "
-                               + ", ".join(str(r.results_path) for r in found))
+                raise RunError(
+                    f"{target}: holds {len(found)} runs; name one *_results.json: "
+                    + ", ".join(str(r.results_path) for r in found)
+                )
             runs.append(found[0])
         if runs[0].results_path == runs[1].results_path:
             raise RunError("RUN_A and RUN_B are the same results JSON")
@@ -73,8 +88,11 @@ def _compare(args) -> int:
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
         rows = [{"run_a": result["a"], "run_b": result["b"], **r} for r in result["rows"]]
-        write_csv(out, rows, ["run_a", "run_b", "level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high",
-                              "p_value", "n_items"])
+        write_csv(
+            out,
+            rows,
+            ["run_a", "run_b", "level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items"],
+        )
         print(f"\n{out}")
     return 0
 
@@ -82,9 +100,12 @@ def _compare(args) -> int:
 def add_parsers(subparsers) -> None:
     """Add `report` and `compare` to an argparse subparsers object (each sets `fn` to its handler)."""
     p = subparsers.add_parser(
-        "report", help="CSV + Markdown + figures from lmms-eval runs (SDS, asymmetry, signal checks)",
-        description="Tidy CSVs, PNG figures and a Markdown report of M3-Bench runs.", epilog=REPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "report",
+        help="CSV + Markdown + figures from lmms-eval runs (SDS, asymmetry, signal checks)",
+        description="Tidy CSVs, PNG figures and a Markdown report of M3-Bench runs.",
+        epilog=REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("runs", nargs="*", metavar="RUN", help="results JSON or lmms-eval output folder")
     p.add_argument("--out", required=True, help="folder for report.md, the CSVs and figures/")
     p.add_argument("--manifest", help="YAML or CSV label manifest (one entry per run)")
@@ -100,17 +121,23 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(fn=_report)
 
     p = subparsers.add_parser(
-        "compare", help="paired bootstrap difference of SDS (and acc) between two runs on the same items",
+        "compare",
+        help="paired bootstrap difference of SDS (and acc) between two runs on the same items",
         description="Paired bootstrap of A - B per subset, ability and overall on items matched by (task, id) "
-                    "in the per-item logs (lmms-eval --log_samples). Items in one run only are counted and "
-                    "left out.")
+        "in the per-item logs (lmms-eval --log_samples). Items in one run only are counted and "
+        "left out.",
+    )
     p.add_argument("run_a", metavar="RUN_A", help="results JSON (or a folder holding exactly one)")
     p.add_argument("run_b", metavar="RUN_B", help="the run subtracted: results JSON (or a folder holding exactly one)")
     p.add_argument("--out", help="CSV file, or a folder for compare.csv")
     p.add_argument("--iters", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--metric", action="append", choices=("sds", "acc"),
-                   help="metric(s) to compare (repeatable; default: sds and acc)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=("sds", "acc"),
+        help="metric(s) to compare (repeatable; default: sds and acc)",
+    )
     p.add_argument("--categories", action="store_true", help="also print per-category rows")
     p.add_argument("--label-a", help="display name of RUN_A")
     p.add_argument("--label-b", help="display name of RUN_B")

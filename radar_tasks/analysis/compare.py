@@ -27,27 +27,40 @@ def _item_key(rec: dict) -> tuple[str, str]:
 
 def _is_m3(rec: dict) -> bool:
     """An M3-Bench item record (other tasks using the SDS metric log records without subset/category)."""
-    return bool(rec.get("subset")) and bool(rec.get("category")) and \
-        (rec.get("ability") in taxonomy.ABILITIES or rec["subset"] in taxonomy.SUBSETS_BY_NAME)
+    return (
+        bool(rec.get("subset"))
+        and bool(rec.get("category"))
+        and (rec.get("ability") in taxonomy.ABILITIES or rec["subset"] in taxonomy.SUBSETS_BY_NAME)
+    )
 
 
-def compare_runs(run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level_ci: float = 0.95,
-                 metrics=("sds", "acc")) -> dict:
+def compare_runs(
+    run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level_ci: float = 0.95, metrics=("sds", "acc")
+) -> dict:
     """Paired comparison of two runs. Returns {'rows': [...], 'counts': {...}, 'a': label, 'b': label}."""
     for r in (run_a, run_b):
         if not r.has_logs:
-            raise RunError(f"{r.results_path}: no per-item logs (*_samples_*.jsonl): rerun lmms-eval with "
-                           f"--log_samples to compare on matched items")
+            raise RunError(
+                f"{r.results_path}: no per-item logs (*_samples_*.jsonl): rerun lmms-eval with "
+                f"--log_samples to compare on matched items"
+            )
     items_a = {_item_key(r): r for r in run_a.items() if _is_m3(r)}
     items_b = {_item_key(r): r for r in run_b.items() if _is_m3(r)}
     if not items_a or not items_b:
-        raise RunError("no M3-Bench item records in the per-item logs of "
-                       + " and ".join(str(r.results_path) for r, it in ((run_a, items_a), (run_b, items_b))
-                                      if not it))
+        raise RunError(
+            "no M3-Bench item records in the per-item logs of "
+            + " and ".join(str(r.results_path) for r, it in ((run_a, items_a), (run_b, items_b)) if not it)
+        )
     common = sorted(set(items_a) & set(items_b))
-    counts = {"items_a": len(items_a), "items_b": len(items_b), "matched": len(common),
-              "only_a": len(set(items_a) - set(items_b)), "only_b": len(set(items_b) - set(items_a)),
-              "unscored_in_one": 0, "unscored_in_both": 0}
+    counts = {
+        "items_a": len(items_a),
+        "items_b": len(items_b),
+        "matched": len(common),
+        "only_a": len(set(items_a) - set(items_b)),
+        "only_b": len(set(items_b) - set(items_a)),
+        "unscored_in_one": 0,
+        "unscored_in_both": 0,
+    }
     diffs: dict[str, dict] = {m: {} for m in metrics}
     vals_a: dict[str, dict] = {m: {} for m in metrics}
     vals_b: dict[str, dict] = {m: {} for m in metrics}
@@ -81,17 +94,31 @@ def compare_runs(run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level
                 continue
             r = St.balanced({k: reps[k] for k in sel})
             lo, hi = St.percentile_ci(r, level_ci)
-            rows.append({
-                "level": level, "name": display, "metric": m,
-                "a": St.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
-                "b": St.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
-                "diff": St.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
-                "ci_low": lo, "ci_high": hi, "p_value": St.two_sided_p(r),
-                "n_items": sum(len(diffs[m][k]) for k in sel),
-            })
-    return {"a": run_a.label, "b": run_b.label, "a_path": str(run_a.results_path),
-            "b_path": str(run_b.results_path), "rows": rows, "counts": counts, "iters": iters, "seed": seed,
-            "level_ci": level_ci}
+            rows.append(
+                {
+                    "level": level,
+                    "name": display,
+                    "metric": m,
+                    "a": St.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
+                    "b": St.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
+                    "diff": St.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_value": St.two_sided_p(r),
+                    "n_items": sum(len(diffs[m][k]) for k in sel),
+                }
+            )
+    return {
+        "a": run_a.label,
+        "b": run_b.label,
+        "a_path": str(run_a.results_path),
+        "b_path": str(run_b.results_path),
+        "rows": rows,
+        "counts": counts,
+        "iters": iters,
+        "seed": seed,
+        "level_ci": level_ci,
+    }
 
 
 def format_table(result: dict, levels=("subset", "ability", "overall")) -> str:
@@ -102,15 +129,31 @@ def format_table(result: dict, levels=("subset", "ability", "overall")) -> str:
         if r["level"] not in levels:
             continue
         ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if math.isfinite(r["ci_low"]) else "-"
-        lines.append((r["level"], r["name"], r["metric"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['diff']:+.4f}",
-                      ci, f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-", str(r["n_items"])))
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
-    text = ["  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(l, widths)))
-            for l in lines]
+        lines.append(
+            (
+                r["level"],
+                r["name"],
+                r["metric"],
+                f"{r['a']:.4f}",
+                f"{r['b']:.4f}",
+                f"{r['diff']:+.4f}",
+                ci,
+                f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-",
+                str(r["n_items"]),
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    text = [
+        "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        for line in lines
+    ]
     text.insert(1, "-" * len(text[0]))
     c = result["counts"]
-    text.insert(0, f"A = {result['a']} ({result.get('a_path', '')})\nB = {result['b']} ({result.get('b_path', '')})\n"
-                   f"items: {c['matched']} matched by (task, id); {c['only_a']} only in A, {c['only_b']} only in B "
-                   f"(left out); {c['unscored_in_one']} scored in one run only (left out of SDS); "
-                   f"paired bootstrap, {result['iters']} resamples, seed {result['seed']}\n")
+    text.insert(
+        0,
+        f"A = {result['a']} ({result.get('a_path', '')})\nB = {result['b']} ({result.get('b_path', '')})\n"
+        f"items: {c['matched']} matched by (task, id); {c['only_a']} only in A, {c['only_b']} only in B "
+        f"(left out); {c['unscored_in_one']} scored in one run only (left out of SDS); "
+        f"paired bootstrap, {result['iters']} resamples, seed {result['seed']}\n",
+    )
     return "\n".join(text)

@@ -72,8 +72,9 @@ def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -
     """Spider chart of the per-subset score of every run (dashed grey: chance, when per-item logs give it)."""
     subsets = _subsets(summary)
     if len(subsets) < 3:
-        raise FigureSkipped(f"a radar chart needs at least 3 subsets; the runs hold {len(subsets)} "
-                            f"({', '.join(subsets) or 'none'})")
+        raise FigureSkipped(
+            f"a radar chart needs at least 3 subsets; the runs hold {len(subsets)} ({', '.join(subsets) or 'none'})"
+        )
     angles = np.linspace(0, 2 * np.pi, len(subsets), endpoint=False).tolist()
     fig = Figure(figsize=(8, 6.5), dpi=110)
     ax = fig.add_subplot(projection="polar")
@@ -100,8 +101,9 @@ def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -
     ax.tick_params(axis="x", pad=6)
     ax.set_xlabel("M3-Bench subset", labelpad=14)
     # the radial axis' name beside the disc, under the legend, clear of the subset names around it
-    ax.set_ylabel(f"radius: {metric.upper()}\n({low:.1f} at the centre)", fontsize=8, rotation=0, ha="left",
-                  va="bottom")
+    ax.set_ylabel(
+        f"radius: {metric.upper()}\n({low:.1f} at the centre)", fontsize=8, rotation=0, ha="left", va="bottom"
+    )
     ax.yaxis.set_label_coords(1.14, 0.0)
     ax.set_title(f"Per-subset {metric.upper()} by run", pad=22)
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.05), fontsize=7)
@@ -135,8 +137,9 @@ def development_curves(runs: Sequence[Run], summary: list[dict]) -> Figure:
                     ax.fill_between(xs, lo, hi, color=ABILITY_COLORS[ability], alpha=0.18, linewidth=0)
                 ch = [c[3] for c in cells]
                 if all(_finite(c) for c in ch):
-                    ax.plot(xs, ch, color=ABILITY_COLORS[ability], linestyle=":", linewidth=1,
-                            label=f"chance, {ability}")
+                    ax.plot(
+                        xs, ch, color=ABILITY_COLORS[ability], linestyle=":", linewidth=1, label=f"chance, {ability}"
+                    )
                 for r in members:
                     c = lookup(summary, r.label, "ability", ability, metric)
                     if c:
@@ -146,12 +149,16 @@ def development_curves(runs: Sequence[Run], summary: list[dict]) -> Figure:
             ax.set_xlabel(xlabel)
             ax.set_ylabel("SDS" if metric == "sds" else "accuracy")
             what = "SDS" if metric == "sds" else "Accuracy"
-            ax.set_title(f"{what} by ability over training" + (f" ({series})" if len(groups) > 1 else ""),
-                         fontsize=10)
+            ax.set_title(f"{what} by ability over training" + (f" ({series})" if len(groups) > 1 else ""), fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    band = "bootstrap 95% CI" if methods == {"bootstrap"} else \
-        "±1.96 stderr" if methods == {"1.96*stderr"} else "95% CI: bootstrap with per-item logs, else ±1.96 stderr"
+    band = (
+        "bootstrap 95% CI"
+        if methods == {"bootstrap"}
+        else "±1.96 stderr"
+        if methods == {"1.96*stderr"}
+        else "95% CI: bootstrap with per-item logs, else ±1.96 stderr"
+    )
     fig.suptitle(f"Development curves (bands: {band})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return fig
@@ -176,9 +183,16 @@ def scaling(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Fi
                 continue
             err = np.array([[v - c[1] for v, c in zip(vals, cells)], [c[2] - v for v, c in zip(vals, cells)]])
             name = ability + (f" ({strat})" if strat else "")
-            ax.errorbar(xs, vals, yerr=np.where(np.isfinite(err), err, 0), color=ABILITY_COLORS[ability],
-                        linestyle=LINESTYLES[si % len(LINESTYLES)], marker=MARKERS[si % len(MARKERS)],
-                        capsize=3, label=name)
+            ax.errorbar(
+                xs,
+                vals,
+                yerr=np.where(np.isfinite(err), err, 0),
+                color=ABILITY_COLORS[ability],
+                linestyle=LINESTYLES[si % len(LINESTYLES)],
+                marker=MARKERS[si % len(MARKERS)],
+                capsize=3,
+                label=name,
+            )
     ax.set_xscale("log")
     ticks = sorted({r.size for r in sized})
     ax.minorticks_off()
@@ -193,14 +207,15 @@ def scaling(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -> Fi
     return fig
 
 
-def strategy_comparison(runs: Sequence[Run], summary: list[dict], asym_rows: list[dict],
-                        metric: str = "sds") -> Figure:
+def strategy_comparison(runs: Sequence[Run], summary: list[dict], asym_rows: list[dict], metric: str = "sds") -> Figure:
     """Perception and reasoning scores (and the asymmetry gap) of the last run of each labelled series."""
     finals = [members[-1] for members in series_of(runs).values()]
     labelled = [r for r in finals if r.strategy]
     if len({r.strategy for r in labelled}) < 2:
-        raise FigureSkipped("a strategy comparison needs runs labelled with at least 2 different strategies "
-                            "(--strategies / manifest `strategy`)")
+        raise FigureSkipped(
+            "a strategy comparison needs runs labelled with at least 2 different strategies "
+            "(--strategies / manifest `strategy`)"
+        )
     labelled.sort(key=lambda r: (r.strategy, r.size or 0))
     fig = Figure(figsize=(10, 4.5), dpi=110)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
@@ -211,8 +226,15 @@ def strategy_comparison(runs: Sequence[Run], summary: list[dict], asym_rows: lis
         cells = [_cell(summary, r.label, "ability", ability, metric) for r in labelled]
         vals = np.array([c[0] for c in cells])
         err = np.array([[v - c[1] for v, c in zip(vals, cells)], [c[2] - v for v, c in zip(vals, cells)]])
-        ax.bar(x + (j - 0.5) * width, np.nan_to_num(vals), width, yerr=np.where(np.isfinite(err), err, 0),
-               color=ABILITY_COLORS[ability], capsize=3, label=ability)
+        ax.bar(
+            x + (j - 0.5) * width,
+            np.nan_to_num(vals),
+            width,
+            yerr=np.where(np.isfinite(err), err, 0),
+            color=ABILITY_COLORS[ability],
+            capsize=3,
+            label=ability,
+        )
         ch = [c[3] for c in cells]
         if all(_finite(c) for c in ch):
             with_chance = True
@@ -243,7 +265,7 @@ def _runs_shown(runs: Sequence[Run], limit: int = 6) -> str:
     labels = [r.label for r in runs]
     if len(labels) <= limit:
         return ", ".join(labels)
-    return f"{', '.join(labels[:limit - 1])}, ... {labels[-1]} ({len(labels)} runs)"
+    return f"{', '.join(labels[: limit - 1])}, ... {labels[-1]} ({len(labels)} runs)"
 
 
 def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
@@ -262,14 +284,23 @@ def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
             a = _cell(summary, r.label, "subset", s, "acc")[0]
             d = _cell(summary, r.label, "subset", s, "sds")[0]
             if _finite(a) and _finite(d):
-                ax.scatter([a], [d], color=cmap(si % 10), marker=MARKERS[ri % len(MARKERS)], s=30,
-                           label=s if ri == 0 else None, alpha=0.8)
+                ax.scatter(
+                    [a],
+                    [d],
+                    color=cmap(si % 10),
+                    marker=MARKERS[ri % len(MARKERS)],
+                    s=30,
+                    label=s if ri == 0 else None,
+                    alpha=0.8,
+                )
                 xs_all.append(a)
                 ys_all.append(d)
-        chance_acc = next((c for c in (_cell(summary, r.label, "subset", s, "acc")[3] for r in runs) if _finite(c)),
-                          None)
-        chance_sds = next((c for c in (_cell(summary, r.label, "subset", s, "sds")[3] for r in runs) if _finite(c)),
-                          None)
+        chance_acc = next(
+            (c for c in (_cell(summary, r.label, "subset", s, "acc")[3] for r in runs) if _finite(c)), None
+        )
+        chance_sds = next(
+            (c for c in (_cell(summary, r.label, "subset", s, "sds")[3] for r in runs) if _finite(c)), None
+        )
         if chance_acc is not None and chance_sds is not None:
             ax.scatter([chance_acc], [chance_sds], color=cmap(si % 10), marker="x", s=45, linewidths=1.2)
             chance_shown = True
@@ -285,13 +316,20 @@ def sds_vs_accuracy(runs: Sequence[Run], summary: list[dict]) -> Figure:
     first = ax.legend(fontsize=7, title="subset", title_fontsize=7, loc="upper left")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=r.label)
-               for i, r in enumerate(runs)] if len(runs) > 1 else []
+    handles = (
+        [
+            Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=r.label)
+            for i, r in enumerate(runs)
+        ]
+        if len(runs) > 1
+        else []
+    )
     if chance_shown:
         handles.append(Line2D([], [], color="grey", marker="x", linestyle="", label="chance (1/K)"))
     if handles:
-        ax.legend(handles=handles, fontsize=7, title="run" if len(runs) > 1 else None, title_fontsize=7,
-                  loc="lower right")
+        ax.legend(
+            handles=handles, fontsize=7, title="run" if len(runs) > 1 else None, title_fontsize=7, loc="lower right"
+        )
         ax.add_artist(first)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -334,8 +372,7 @@ def category_heatmap(runs: Sequence[Run], summary: list[dict], metric: str = "sd
     if grid.size <= 600:
         for (i, j), v in np.ndenumerate(grid):
             if math.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.5 else "black")
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.5 else "black")
     ax.set_xlabel("run")
     ax.set_ylabel("category (subset/category), by subset and ability")
     ax.set_title(f"{metric.upper()} per category\n(labels: blue perception, red reasoning)", fontsize=10)
@@ -359,8 +396,13 @@ def asymmetry_curve(runs: Sequence[Run], asym_rows: list[dict]) -> Figure:
         xs, field_name, xlabel = progress(members)
         all_x += xs
         fields.add(field_name)
-        ax.plot(xs, [gaps[r.label][key] for r in members], marker=MARKERS[si % len(MARKERS)],
-                linestyle=LINESTYLES[si % len(LINESTYLES)], label=series)
+        ax.plot(
+            xs,
+            [gaps[r.label][key] for r in members],
+            marker=MARKERS[si % len(MARKERS)],
+            linestyle=LINESTYLES[si % len(LINESTYLES)],
+            label=series,
+        )
     _log_if_wide(ax, all_x)
     if len(fields) == 1:
         _count_axis(ax, all_x, fields.pop())
@@ -381,16 +423,24 @@ class Entry(NamedTuple):
 
 # Every figure of the report, in order; `figures/<name>.png`. A new figure is a function above and a line here.
 FIGURES: dict[str, Entry] = {
-    "radar_sds": Entry("Per-subset SDS of every run (dashed: chance 1/K)",
-                       lambda runs, summary, asym: radar_chart(runs, summary, "sds")),
-    "development": Entry("Development curves: perception vs reasoning, SDS and accuracy against training progress",
-                         lambda runs, summary, asym: development_curves(runs, summary)),
+    "radar_sds": Entry(
+        "Per-subset SDS of every run (dashed: chance 1/K)",
+        lambda runs, summary, asym: radar_chart(runs, summary, "sds"),
+    ),
+    "development": Entry(
+        "Development curves: perception vs reasoning, SDS and accuracy against training progress",
+        lambda runs, summary, asym: development_curves(runs, summary),
+    ),
     "scaling": Entry("Scaling with model size", lambda runs, summary, asym: scaling(runs, summary)),
-    "strategies": Entry("Pretraining strategies compared",
-                        lambda runs, summary, asym: strategy_comparison(runs, summary, asym)),
-    "sds_vs_acc": Entry("SDS against accuracy, per subset and run",
-                        lambda runs, summary, asym: sds_vs_accuracy(runs, summary)),
-    "heatmap_sds": Entry("SDS per category and run", lambda runs, summary, asym: category_heatmap(runs, summary, "sds")),
+    "strategies": Entry(
+        "Pretraining strategies compared", lambda runs, summary, asym: strategy_comparison(runs, summary, asym)
+    ),
+    "sds_vs_acc": Entry(
+        "SDS against accuracy, per subset and run", lambda runs, summary, asym: sds_vs_accuracy(runs, summary)
+    ),
+    "heatmap_sds": Entry(
+        "SDS per category and run", lambda runs, summary, asym: category_heatmap(runs, summary, "sds")
+    ),
     "asymmetry": Entry("Asymmetry gap over training", lambda runs, summary, asym: asymmetry_curve(runs, asym)),
 }
 
@@ -401,6 +451,11 @@ def describe(fig: Figure) -> list[dict]:
     for ax in fig.axes:
         if ax.get_label() == "<colorbar>":
             continue
-        out.append({"title": ax.get_title() or (fig._suptitle.get_text() if fig._suptitle else ""),
-                    "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()})
+        out.append(
+            {
+                "title": ax.get_title() or (fig._suptitle.get_text() if fig._suptitle else ""),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+            }
+        )
     return out

@@ -55,7 +55,9 @@ def _f(v, digits: int = 3, signed: bool = False) -> str:
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")
+    def esc(s) -> str:
+        return str(s).replace("|", "\\|")
+
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -99,13 +101,20 @@ def analyse(runs: Sequence[Run], bootstrap_iters: int = 1000, seed: int = 0) -> 
     notes += T.coverage_notes(list(runs), summary)
     asym, steps = T.asymmetry(list(runs), summary)
     signal = T.signal_checks(list(runs), summary)
-    return {"results": results, "summary": summary, "asymmetry": asym, "steps": steps, "signal": signal,
-            "notes": notes}
+    return {"results": results, "summary": summary, "asymmetry": asym, "steps": steps, "signal": signal, "notes": notes}
 
 
-def write_report(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.PathLike, labels: Any = None, *,
-                 manifest: str | os.PathLike | None = None, flags: Mapping[str, Any] | None = None,
-                 bootstrap_iters: int = 1000, seed: int = 0, title: str = "RADAR report") -> Path:
+def write_report(
+    runs: Sequence[Run | str | os.PathLike],
+    out_dir: str | os.PathLike,
+    labels: Any = None,
+    *,
+    manifest: str | os.PathLike | None = None,
+    flags: Mapping[str, Any] | None = None,
+    bootstrap_iters: int = 1000,
+    seed: int = 0,
+    title: str = "RADAR report",
+) -> Path:
     """Write the CSVs, figures and Markdown report of `runs` under `out_dir`; returns the report.md path.
 
     `runs`: results JSONs, lmms-eval output folders (every `*_results.json` below is a run) or `Run` objects.
@@ -119,21 +128,89 @@ def write_report(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.Path
     data = analyse(runs, bootstrap_iters=bootstrap_iters, seed=seed)
 
     write_csv(out / "runs.csv", [r.label_row() for r in runs])
-    write_csv(out / "results.csv", data["results"], ["run", "task", "kind", "subset", "category", "ability",
-                                                     "metric", "filter", "value", "stderr", "n"])
-    write_csv(out / "summary.csv", data["summary"], ["run", "level", "name", "subset", "category", "ability",
-                                                     "metric", "value", "stderr", "ci_low", "ci_high", "ci_method",
-                                                     "n", "chance"])
-    write_csv(out / "asymmetry.csv", data["asymmetry"], ["run", "series", "metric", "perception",
-                                                         "chance_perception", "reasoning", "chance_reasoning", "gap",
-                                                         "gap_raw"])
-    write_csv(out / "asymmetry_steps.csv", data["steps"], ["series", "metric", "from", "to", "x", "x_from", "x_to",
-                                                           "delta_perception", "delta_reasoning", "rate_perception",
-                                                           "rate_reasoning", "rate_ratio", "delta_gap",
-                                                           "delta_gap_raw"])
-    write_csv(out / "signal.csv", data["signal"], ["series", "level", "name", "metric", "runs", "x", "first", "last",
-                                                   "chance", "z_last", "runs_above_chance", "kendall_tau", "tau_p",
-                                                   "noise", "snr", "no_signal", "flags"])
+    write_csv(
+        out / "results.csv",
+        data["results"],
+        ["run", "task", "kind", "subset", "category", "ability", "metric", "filter", "value", "stderr", "n"],
+    )
+    write_csv(
+        out / "summary.csv",
+        data["summary"],
+        [
+            "run",
+            "level",
+            "name",
+            "subset",
+            "category",
+            "ability",
+            "metric",
+            "value",
+            "stderr",
+            "ci_low",
+            "ci_high",
+            "ci_method",
+            "n",
+            "chance",
+        ],
+    )
+    write_csv(
+        out / "asymmetry.csv",
+        data["asymmetry"],
+        [
+            "run",
+            "series",
+            "metric",
+            "perception",
+            "chance_perception",
+            "reasoning",
+            "chance_reasoning",
+            "gap",
+            "gap_raw",
+        ],
+    )
+    write_csv(
+        out / "asymmetry_steps.csv",
+        data["steps"],
+        [
+            "series",
+            "metric",
+            "from",
+            "to",
+            "x",
+            "x_from",
+            "x_to",
+            "delta_perception",
+            "delta_reasoning",
+            "rate_perception",
+            "rate_reasoning",
+            "rate_ratio",
+            "delta_gap",
+            "delta_gap_raw",
+        ],
+    )
+    write_csv(
+        out / "signal.csv",
+        data["signal"],
+        [
+            "series",
+            "level",
+            "name",
+            "metric",
+            "runs",
+            "x",
+            "first",
+            "last",
+            "chance",
+            "z_last",
+            "runs_above_chance",
+            "kendall_tau",
+            "tau_p",
+            "noise",
+            "snr",
+            "no_signal",
+            "flags",
+        ],
+    )
 
     figs, skipped = draw_figures(runs, data["summary"], data["asymmetry"])
     figure_files = {}
@@ -142,44 +219,101 @@ def write_report(runs: Sequence[Run | str | os.PathLike], out_dir: str | os.Path
         fig.savefig(path, dpi=FIGURE_DPI)
         figure_files[name] = path
     report = out / "report.md"
-    report.write_text(render_markdown(runs, data, figure_files, skipped, out, title, bootstrap_iters, seed),
-                      encoding="utf-8")
+    report.write_text(
+        render_markdown(runs, data, figure_files, skipped, out, title, bootstrap_iters, seed), encoding="utf-8"
+    )
     return report
 
 
-def render_markdown(runs: Sequence[Run], data: dict, figure_files: dict, skipped: dict, out: Path, title: str,
-                    iters: int, seed: int) -> str:
+def render_markdown(
+    runs: Sequence[Run], data: dict, figure_files: dict, skipped: dict, out: Path, title: str, iters: int, seed: int
+) -> str:
     summary = data["summary"]
     L: list[str] = [f"# {title}", ""]
     logs = [r for r in runs if r.has_logs]
-    L.append(f"{len(runs)} run(s); per-item logs for {len(logs)}. Intervals: 95%, "
-             + (f"stratified bootstrap over items ({iters} resamples, seed {seed})" if logs else "")
-             + (" where per-item logs exist, else " if logs and len(logs) < len(runs) else "")
-             + ("±1.96 × results-JSON stderr" if len(logs) < len(runs) else "") + ".")
+    L.append(
+        f"{len(runs)} run(s); per-item logs for {len(logs)}. Intervals: 95%, "
+        + (f"stratified bootstrap over items ({iters} resamples, seed {seed})" if logs else "")
+        + (" where per-item logs exist, else " if logs and len(logs) < len(runs) else "")
+        + ("±1.96 × results-JSON stderr" if len(logs) < len(runs) else "")
+        + "."
+    )
     L += ["", "## Runs", ""]
-    L.append(_md_table(("run", "model", "series", "step", "tokens", "size", "strategy", "per-item logs", "results"),
-                       [(r.label, r.model, r.series, format_number(r.step), format_number(r.tokens),
-                         format_number(r.size), r.strategy or "", f"{len(r.sample_files)} task(s)" if r.has_logs
-                         else "no", _rel(r.results_path, out)) for r in runs]))
-    unlabelled = [f for f in ("step/tokens", "size", "strategy")
-                  if not any(getattr(r, n) is not None for r in runs for n in f.split("/"))]
+    L.append(
+        _md_table(
+            ("run", "model", "series", "step", "tokens", "size", "strategy", "per-item logs", "results"),
+            [
+                (
+                    r.label,
+                    r.model,
+                    r.series,
+                    format_number(r.step),
+                    format_number(r.tokens),
+                    format_number(r.size),
+                    r.strategy or "",
+                    f"{len(r.sample_files)} task(s)" if r.has_logs else "no",
+                    _rel(r.results_path, out),
+                )
+                for r in runs
+            ],
+        )
+    )
+    unlabelled = [
+        f
+        for f in ("step/tokens", "size", "strategy")
+        if not any(getattr(r, n) is not None for r in runs for n in f.split("/"))
+    ]
     if unlabelled:
         L += ["", f"Labels not given: {', '.join(unlabelled)} (see `radar-tasks report --help`)."]
 
-    L += ["", "## Scores", "", ("SDS and accuracy by ability (value [95% CI]); chance = mean 1/K over the same "
-                                "items (– without per-item logs)."), ""]
+    L += [
+        "",
+        "## Scores",
+        "",
+        (
+            "SDS and accuracy by ability (value [95% CI]); chance = mean 1/K over the same "
+            "items (– without per-item logs)."
+        ),
+        "",
+    ]
     rows = []
     for r in runs:
+
         def c(level, name, m, label=r.label):
             return T.lookup(summary, label, level, name, m)
 
         ov = c("overall", "overall", "sds")
-        rows.append((r.label, T.coverage_label(T.coverage(r, summary)), _score_ci(ov), _score_ci(c("ability", "perception", "sds")),
-                     _score_ci(c("ability", "reasoning", "sds")), _f(ov["chance"] if ov else None),
-                     _score_ci(c("overall", "overall", "acc")), _score_ci(c("ability", "perception", "acc")),
-                     _score_ci(c("ability", "reasoning", "acc")), ov["n"] if ov and ov["n"] is not None else "–"))
-    L.append(_md_table(("run", "scored", "SDS overall", "SDS perception", "SDS reasoning", "SDS chance",
-                        "acc overall", "acc perception", "acc reasoning", "scored items"), rows))
+        rows.append(
+            (
+                r.label,
+                T.coverage_label(T.coverage(r, summary)),
+                _score_ci(ov),
+                _score_ci(c("ability", "perception", "sds")),
+                _score_ci(c("ability", "reasoning", "sds")),
+                _f(ov["chance"] if ov else None),
+                _score_ci(c("overall", "overall", "acc")),
+                _score_ci(c("ability", "perception", "acc")),
+                _score_ci(c("ability", "reasoning", "acc")),
+                ov["n"] if ov and ov["n"] is not None else "–",
+            )
+        )
+    L.append(
+        _md_table(
+            (
+                "run",
+                "scored",
+                "SDS overall",
+                "SDS perception",
+                "SDS reasoning",
+                "SDS chance",
+                "acc overall",
+                "acc perception",
+                "acc reasoning",
+                "scored items",
+            ),
+            rows,
+        )
+    )
     partial = T.partial_notes(list(runs), summary)
     if partial:
         L += ["", "**Not all of M3-Bench was scored:**", ""] + [f"- {n}" for n in partial]
@@ -193,50 +327,120 @@ def render_markdown(runs: Sequence[Run], data: dict, figure_files: dict, skipped
         body = []
         for s in subsets:
             cells = [T.lookup(summary, r.label, "subset", s, "sds") for r in runs]
-            body.append((s, *[f"{_f(c['value'])} ± {_f(c['stderr'])}" if c else "–" for c in cells],
-                         _f(next((c["chance"] for c in cells if c), None))))
+            body.append(
+                (
+                    s,
+                    *[f"{_f(c['value'])} ± {_f(c['stderr'])}" if c else "–" for c in cells],
+                    _f(next((c["chance"] for c in cells if c), None)),
+                )
+            )
         L.append(_md_table(("subset", *[r.label for r in runs], "chance"), body))
 
     L += ["", "## Asymmetry", ""]
-    L.append(_md_table(("run", "SDS perception", "chance", "SDS reasoning", "chance", "gap", "gap_raw"),
-                       [(a["run"], _f(a["perception"]), _f(a["chance_perception"]), _f(a["reasoning"]),
-                         _f(a["chance_reasoning"]), _f(a["gap"], signed=True), _f(a["gap_raw"], signed=True))
-                        for a in data["asymmetry"]]))
+    L.append(
+        _md_table(
+            ("run", "SDS perception", "chance", "SDS reasoning", "chance", "gap", "gap_raw"),
+            [
+                (
+                    a["run"],
+                    _f(a["perception"]),
+                    _f(a["chance_perception"]),
+                    _f(a["reasoning"]),
+                    _f(a["chance_reasoning"]),
+                    _f(a["gap"], signed=True),
+                    _f(a["gap_raw"], signed=True),
+                )
+                for a in data["asymmetry"]
+            ],
+        )
+    )
     if not all(r.has_logs for r in runs):
-        L += ["", ("Chance levels need per-item logs (`n_candidates`); for runs without them only `gap_raw` "
-                   "(no chance correction) is given.")]
+        L += [
+            "",
+            (
+                "Chance levels need per-item logs (`n_candidates`); for runs without them only `gap_raw` "
+                "(no chance correction) is given."
+            ),
+        ]
     if data["steps"]:
         L += ["", "Between consecutive runs of each series:", ""]
-        L.append(_md_table(("series", "from", "to", "Δ perception", "Δ reasoning", "rate ratio", "Δ gap"),
-                           [(s["series"], s["from"], s["to"], _f(s["delta_perception"], signed=True),
-                             _f(s["delta_reasoning"], signed=True), _f(s["rate_ratio"], 2),
-                             _f(s["delta_gap"], signed=True)) for s in data["steps"]]))
+        L.append(
+            _md_table(
+                ("series", "from", "to", "Δ perception", "Δ reasoning", "rate ratio", "Δ gap"),
+                [
+                    (
+                        s["series"],
+                        s["from"],
+                        s["to"],
+                        _f(s["delta_perception"], signed=True),
+                        _f(s["delta_reasoning"], signed=True),
+                        _f(s["rate_ratio"], 2),
+                        _f(s["delta_gap"], signed=True),
+                    )
+                    for s in data["steps"]
+                ],
+            )
+        )
     L += ["", "<details><summary>Definitions</summary>", "", "```text", T.ASYMMETRY_DOC, "```", "", "</details>"]
 
     L += ["", "## Signal checks", ""]
     sig = [s for s in data["signal"] if s["level"] != "category"]
     if sig:
-        L.append(_md_table(("series", "task", "metric", "runs", "last", "chance", "z last", "runs > chance",
-                            "Kendall τ (p)", "noise", "SNR", "flags"),
-                           [(s["series"], s["name"], s["metric"], s["runs"],
-                             _f(s["last"]), _f(s["chance"]), _f(s["z_last"], 1),
-                             "–" if s["runs_above_chance"] is None else s["runs_above_chance"],
-                             f"{_f(s['kendall_tau'], 2)} ({_f(s['tau_p'], 2)})", _f(s["noise"]), _f(s["snr"], 2),
-                             s["flags"] or "ok") for s in sig]))
+        L.append(
+            _md_table(
+                (
+                    "series",
+                    "task",
+                    "metric",
+                    "runs",
+                    "last",
+                    "chance",
+                    "z last",
+                    "runs > chance",
+                    "Kendall τ (p)",
+                    "noise",
+                    "SNR",
+                    "flags",
+                ),
+                [
+                    (
+                        s["series"],
+                        s["name"],
+                        s["metric"],
+                        s["runs"],
+                        _f(s["last"]),
+                        _f(s["chance"]),
+                        _f(s["z_last"], 1),
+                        "–" if s["runs_above_chance"] is None else s["runs_above_chance"],
+                        f"{_f(s['kendall_tau'], 2)} ({_f(s['tau_p'], 2)})",
+                        _f(s["noise"]),
+                        _f(s["snr"], 2),
+                        s["flags"] or "ok",
+                    )
+                    for s in sig
+                ],
+            )
+        )
     flagged = [s for s in data["signal"] if s["no_signal"] and s["metric"] == "sds" and s["level"] != "category"]
     # categories of multi-category subsets (a single-file subset's category is the subset itself)
     cats = [s for s in data["signal"] if s["level"] == "category" and s["metric"] == "sds" and "/" in s["name"]]
     flagged_cats = [s for s in cats if s["no_signal"]]
     L.append("")
     if flagged:
-        L.append("**Tasks without signal (SDS):** " + "; ".join(
-            f"{s['name']} (series {s['series']}: {s['flags']})" for s in flagged) + ".")
+        L.append(
+            "**Tasks without signal (SDS):** "
+            + "; ".join(f"{s['name']} (series {s['series']}: {s['flags']})" for s in flagged)
+            + "."
+        )
     else:
         L.append("No subset, ability or overall score is flagged as carrying no SDS signal.")
     if flagged_cats:
         names = sorted({s["name"] for s in flagged_cats})
-        L += ["", f"Categories without signal (SDS): {len(names)} of {len({s['name'] for s in cats})} "
-                  f"({', '.join(names[:12])}{' ...' if len(names) > 12 else ''}); all rows in `signal.csv`."]
+        L += [
+            "",
+            f"Categories without signal (SDS): {len(names)} of {len({s['name'] for s in cats})} "
+            f"({', '.join(names[:12])}{' ...' if len(names) > 12 else ''}); all rows in `signal.csv`.",
+        ]
     if len(runs) < 2:
         L += ["", "A single run: monotonicity and signal-to-noise need a series of runs."]
     if any(r.labels.get("step") is None and r.labels.get("tokens") is None for r in runs):
@@ -253,8 +457,15 @@ def render_markdown(runs: Sequence[Run], data: dict, figure_files: dict, skipped
 
     if data["notes"]:
         L += ["## Notes", ""] + [f"- {n}" for n in data["notes"]] + [""]
-    L += ["## Files", "", ("`results.csv` (results JSONs, tidy), `summary.csv` (M3-Bench levels with CIs and "
-                           "chance), `asymmetry.csv`, `asymmetry_steps.csv`, `signal.csv`, `runs.csv`, `figures/`."), ""]
+    L += [
+        "## Files",
+        "",
+        (
+            "`results.csv` (results JSONs, tidy), `summary.csv` (M3-Bench levels with CIs and "
+            "chance), `asymmetry.csv`, `asymmetry_steps.csv`, `signal.csv`, `runs.csv`, `figures/`."
+        ),
+        "",
+    ]
     return "\n".join(L)
 
 

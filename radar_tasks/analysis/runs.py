@@ -115,9 +115,18 @@ class Run:
         return " / ".join(parts) if parts else "all"
 
     def label_row(self) -> dict:
-        return {"run": self.label, "model": self.model, "step": self.step, "tokens": self.tokens, "size": self.size,
-                "strategy": self.strategy or "", "series": self.series, "order": self.order,
-                "results": str(self.results_path), "logs": len(self.sample_files)}
+        return {
+            "run": self.label,
+            "model": self.model,
+            "step": self.step,
+            "tokens": self.tokens,
+            "size": self.size,
+            "strategy": self.strategy or "",
+            "series": self.series,
+            "order": self.order,
+            "results": str(self.results_path),
+            "logs": len(self.sample_files),
+        }
 
     # -- results JSON -------------------------------------------------------------------------------------------
     @property
@@ -214,7 +223,7 @@ def sample_files_of(results_path: Path) -> dict[str, Path]:
     prefix = results_path.name[: -len(RESULTS_SUFFIX)] + "_samples_"
     out = {}
     for p in sorted(results_path.parent.glob(f"{glob_escape(prefix)}*.jsonl")):
-        out[p.name[len(prefix): -len(".jsonl")]] = p
+        out[p.name[len(prefix) : -len(".jsonl")]] = p
     return out
 
 
@@ -273,7 +282,9 @@ def load_manifest(path: str | os.PathLike) -> list[dict]:
         row = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
         unknown = set(row) - set(LABEL_FIELDS) - {"run"}
         if unknown:
-            raise RunError(f"{path}: entry {i}: unknown field(s) {sorted(unknown)}; known: run, {', '.join(LABEL_FIELDS)}")
+            raise RunError(
+                f"{path}: entry {i}: unknown field(s) {sorted(unknown)}; known: run, {', '.join(LABEL_FIELDS)}"
+            )
         for k in NUMERIC_FIELDS:
             if k in row:
                 try:
@@ -291,7 +302,7 @@ def _resolve_against(run: str, base: Path) -> Path:
     p = Path(run).expanduser()
     if p.is_absolute():
         return p.resolve()
-    near = (base / p)
+    near = base / p
     return near.resolve() if near.exists() else p.resolve()
 
 
@@ -381,8 +392,12 @@ def finalize_labels(runs: Sequence[Run]) -> None:
         raise RunError(f"run labels must be unique; repeated: {', '.join(dupes)}")
 
 
-def load_runs(targets: Iterable[str | os.PathLike | Run] = (), manifest: str | os.PathLike | None = None,
-              flags: Mapping[str, Any] | None = None, labels: Any = None) -> list[Run]:
+def load_runs(
+    targets: Iterable[str | os.PathLike | Run] = (),
+    manifest: str | os.PathLike | None = None,
+    flags: Mapping[str, Any] | None = None,
+    labels: Any = None,
+) -> list[Run]:
     """Discover, load and label runs.
 
     `targets`: RUN arguments (results JSONs, folders, or Run objects); when empty, the manifest's `run` entries

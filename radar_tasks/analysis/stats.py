@@ -43,12 +43,18 @@ def bootstrap_ci(values: Sequence[float], iters: int = 1000, seed: int = 0, leve
     x = np.asarray(values, dtype=np.float64)
     reps = bootstrap_means(x, iters, np.random.default_rng(seed))
     lo, hi = percentile_ci(reps, level)
-    return {"mean": float(x.mean()) if x.size else math.nan, "se": replicate_se(reps), "ci_low": lo, "ci_high": hi,
-            "n": int(x.size)}
+    return {
+        "mean": float(x.mean()) if x.size else math.nan,
+        "se": replicate_se(reps),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(x.size),
+    }
 
 
-def paired_bootstrap(diffs: Mapping[Hashable, Sequence[float]], iters: int = 2000, seed: int = 0
-                     ) -> dict[Hashable, np.ndarray]:
+def paired_bootstrap(
+    diffs: Mapping[Hashable, Sequence[float]], iters: int = 2000, seed: int = 0
+) -> dict[Hashable, np.ndarray]:
     """Bootstrap replicates of the mean paired difference per stratum (resampling items within each stratum).
 
     `diffs` maps a stratum (e.g. (subset, category)) to the per-item differences a_i - b_i of the items both runs
@@ -116,8 +122,9 @@ def kendall_tau_pvalue(x: Sequence[float], y: Sequence[float], iters: int = 1000
 # Asymmetry and signal
 
 
-def asymmetry_gap(sds_perception: float, chance_perception: float, sds_reasoning: float,
-                  chance_reasoning: float) -> float:
+def asymmetry_gap(
+    sds_perception: float, chance_perception: float, sds_reasoning: float, chance_reasoning: float
+) -> float:
     """gap = (SDS_perception - chance_perception) - (SDS_reasoning - chance_reasoning).
 
     Positive: perception sits further above its chance level than reasoning does. NaN when a part is unknown.
@@ -141,8 +148,13 @@ def rates(prev: tuple[float, float, float], cur: tuple[float, float, float]) -> 
     rate_p = dp / dx if dx else math.nan
     rate_r = dr / dx if dx else math.nan
     ratio = dp / dr if dr else math.nan
-    return {"delta_perception": dp, "delta_reasoning": dr, "rate_perception": rate_p, "rate_reasoning": rate_r,
-            "rate_ratio": ratio}
+    return {
+        "delta_perception": dp,
+        "delta_reasoning": dr,
+        "rate_perception": rate_p,
+        "rate_reasoning": rate_r,
+        "rate_ratio": ratio,
+    }
 
 
 def signal_to_noise(scores: Sequence[float], stderrs: Sequence[float]) -> float:

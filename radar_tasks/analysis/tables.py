@@ -110,8 +110,15 @@ def tidy_results(run: Run) -> list[dict]:
     rows = []
     for task, entry in sorted(run.entries.items()):
         info = leaf_info(task, run.configs.get(task))
-        kind = "leaf" if info else ("group" if task in (run.data.get("group_subtasks") or {}) and
-                                    (run.data.get("group_subtasks") or {}).get(task) else "task")
+        kind = (
+            "leaf"
+            if info
+            else (
+                "group"
+                if task in (run.data.get("group_subtasks") or {}) and (run.data.get("group_subtasks") or {}).get(task)
+                else "task"
+            )
+        )
         skipped = entry.get("skipped,none")
         for key, value in entry.items():
             if "," not in key:
@@ -129,12 +136,21 @@ def tidy_results(run: Run) -> list[dict]:
                 n = _count(entry, filt)
                 if metric == "sds" and n is not None and isinstance(skipped, (int, float)):
                     n -= int(skipped)
-            rows.append({
-                "run": run.label, "task": task, "kind": kind, "subset": info[0] if info else "",
-                "category": info[1] if info else "", "ability": ability or (info[2] if info else ""),
-                "metric": metric, "filter": filt, "value": val,
-                "stderr": _num(entry.get(f"{metric}_stderr,{filt}")), "n": n,
-            })
+            rows.append(
+                {
+                    "run": run.label,
+                    "task": task,
+                    "kind": kind,
+                    "subset": info[0] if info else "",
+                    "category": info[1] if info else "",
+                    "ability": ability or (info[2] if info else ""),
+                    "metric": metric,
+                    "filter": filt,
+                    "value": val,
+                    "stderr": _num(entry.get(f"{metric}_stderr,{filt}")),
+                    "n": n,
+                }
+            )
     return rows
 
 
@@ -181,8 +197,10 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
     use_logs = run.has_logs and all(by_key[k].items for k in keys)
     if run.has_logs and not use_logs:
         missing = [by_key[k].task for k in keys if not by_key[k].items]
-        notes.append(f"{run.label}: no per-item log for {', '.join(missing[:5])}"
-                     f"{' ...' if len(missing) > 5 else ''}: intervals from the results JSON stderrs")
+        notes.append(
+            f"{run.label}: no per-item log for {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}: intervals from the results JSON stderrs"
+        )
     rng = np.random.default_rng(seed)
     reps: dict[str, dict] = {m: {} for m in METRICS}
     chance: dict[str, dict] = {m: {} for m in METRICS}
@@ -193,7 +211,10 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             scored = [r for r in leaf.items if r.get("p") is not None]
             p = np.array([float(r["p"]) for r in scored])
             acc = np.array([float(bool(r.get("correct"))) for r in leaf.items])
-            inv_k = lambda r: 1.0 / r["n_candidates"] if r.get("n_candidates") else math.nan
+
+            def inv_k(r) -> float:
+                return 1.0 / r["n_candidates"] if r.get("n_candidates") else math.nan
+
             chance["sds"][k] = float(np.mean([inv_k(r) for r in scored])) if scored else math.nan
             chance["acc"][k] = float(np.mean([0.0 if r.get("p") is None else inv_k(r) for r in leaf.items]))
             reps["sds"][k] = St.bootstrap_means(p, iters, rng)
@@ -202,8 +223,10 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             for m, x in (("sds", p), ("acc", acc)):
                 own = float(x.mean()) if x.size else math.nan
                 if not (math.isnan(own) and math.isnan(leaf.values[m])) and abs(own - leaf.values[m]) > 1e-6:
-                    notes.append(f"{run.label}: {leaf.task} {m}: per-item logs give {own:.6f}, results JSON "
-                                 f"{leaf.values[m]:.6f} (logs of another run?)")
+                    notes.append(
+                        f"{run.label}: {leaf.task} {m}: per-item logs give {own:.6f}, results JSON "
+                        f"{leaf.values[m]:.6f} (logs of another run?)"
+                    )
         else:
             n_all = leaf.samples if isinstance(leaf.samples, int) else None
             counts["acc"][k] = n_all
@@ -225,16 +248,24 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
                 lo, hi = (value - St.Z95 * se, value + St.Z95 * se) if math.isfinite(se) else (math.nan, math.nan)
                 ch = math.nan
             ns = [counts[m][k] for k in sel]
-            rows.append({
-                "run": run.label, "level": level, "name": display,
-                "subset": name[0] if level == "category" else (name if level == "subset" else ""),
-                "category": name[1] if level == "category" else "",
-                "ability": (ability_of[name] if level == "category" else
-                            name if level == "ability" else ""),
-                "metric": m, "value": value, "stderr": se, "ci_low": lo, "ci_high": hi,
-                "ci_method": "bootstrap" if use_logs else "1.96*stderr",
-                "n": sum(ns) if all(isinstance(n, int) for n in ns) else None, "chance": ch,
-            })
+            rows.append(
+                {
+                    "run": run.label,
+                    "level": level,
+                    "name": display,
+                    "subset": name[0] if level == "category" else (name if level == "subset" else ""),
+                    "category": name[1] if level == "category" else "",
+                    "ability": (ability_of[name] if level == "category" else name if level == "ability" else ""),
+                    "metric": m,
+                    "value": value,
+                    "stderr": se,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "ci_method": "bootstrap" if use_logs else "1.96*stderr",
+                    "n": sum(ns) if all(isinstance(n, int) for n in ns) else None,
+                    "chance": ch,
+                }
+            )
     return rows, notes
 
 
@@ -262,8 +293,10 @@ def check_groups(run: Run, rows: list[dict]) -> list[str]:
             if math.isnan(value) or cell is None:
                 continue
             if abs(value - cell["value"]) > 1e-6:
-                notes.append(f"{run.label}: {group} {m}{suffix} = {value:.6f} in the results JSON, but its leaves "
-                             f"give {cell['value']:.6f} ({level} {name})")
+                notes.append(
+                    f"{run.label}: {group} {m}{suffix} = {value:.6f} in the results JSON, but its leaves "
+                    f"give {cell['value']:.6f} ({level} {name})"
+                )
     return notes
 
 
@@ -280,14 +313,18 @@ def coverage_notes(runs: list[Run], summary: list[dict]) -> list[str]:
     for run in runs:
         missing = sorted(every - set(cats.get(run.label, {})))
         if missing:
-            notes.append(f"{run.label} lacks {len(missing)} categor{'y' if len(missing) == 1 else 'ies'} that "
-                         f"other runs score ({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}): its "
-                         f"subset/ability/overall scores average over fewer categories")
+            notes.append(
+                f"{run.label} lacks {len(missing)} categor{'y' if len(missing) == 1 else 'ies'} that "
+                f"other runs score ({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}): its "
+                f"subset/ability/overall scores average over fewer categories"
+            )
     differ = sorted(c for c in every if len({v.get(c) for v in cats.values() if c in v}) > 1)
     if differ:
-        notes.append(f"runs score different numbers of items in {len(differ)} categor"
-                     f"{'y' if len(differ) == 1 else 'ies'} ({', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}"
-                     f"; --limit?)")
+        notes.append(
+            f"runs score different numbers of items in {len(differ)} categor"
+            f"{'y' if len(differ) == 1 else 'ies'} ({', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}"
+            f"; --limit?)"
+        )
     return notes
 
 
@@ -304,7 +341,9 @@ def coverage_label(cov: dict) -> str:
     if cov["missing"]:
         parts.append(f"{cov['present']} of {len(taxonomy.SUBSETS)} subsets")
     if cov["limit"] is not None:
-        parts.append(f"--limit {cov['limit']:g}" if isinstance(cov["limit"], (int, float)) else f"--limit {cov['limit']}")
+        parts.append(
+            f"--limit {cov['limit']:g}" if isinstance(cov["limit"], (int, float)) else f"--limit {cov['limit']}"
+        )
     return ", ".join(parts) or "all of M3-Bench"
 
 
@@ -314,11 +353,15 @@ def partial_notes(runs: list[Run], summary: list[dict]) -> list[str]:
     for run in runs:
         cov = coverage(run, summary)
         if cov["limit"] is not None:
-            notes.append(f"{run.label} ran with --limit {cov['limit']}: only the first items of each category were "
-                         "scored, so its scores are not M3-Bench scores (lmms-eval: for testing only)")
+            notes.append(
+                f"{run.label} ran with --limit {cov['limit']}: only the first items of each category were "
+                "scored, so its scores are not M3-Bench scores (lmms-eval: for testing only)"
+            )
         if cov["missing"]:
-            notes.append(f"{run.label} scored {cov['present']} of {len(taxonomy.SUBSETS)} subsets (missing: "
-                         f"{', '.join(cov['missing'])}): its overall and ability scores average the subsets present")
+            notes.append(
+                f"{run.label} scored {cov['present']} of {len(taxonomy.SUBSETS)} subsets (missing: "
+                f"{', '.join(cov['missing'])}): its overall and ability scores average the subsets present"
+            )
     return notes
 
 
@@ -363,13 +406,18 @@ def asymmetry(runs: list[Run], summary: list[dict], metric: str = "sds") -> tupl
         p = lookup(summary, r.label, "ability", taxonomy.PERCEPTION, metric)
         q = lookup(summary, r.label, "ability", taxonomy.REASONING, metric)
         vals = {
-            "run": r.label, "series": r.series, "metric": metric,
-            "perception": p["value"] if p else math.nan, "chance_perception": p["chance"] if p else math.nan,
-            "reasoning": q["value"] if q else math.nan, "chance_reasoning": q["chance"] if q else math.nan,
+            "run": r.label,
+            "series": r.series,
+            "metric": metric,
+            "perception": p["value"] if p else math.nan,
+            "chance_perception": p["chance"] if p else math.nan,
+            "reasoning": q["value"] if q else math.nan,
+            "chance_reasoning": q["chance"] if q else math.nan,
         }
         vals["gap_raw"] = vals["perception"] - vals["reasoning"]
-        vals["gap"] = St.asymmetry_gap(vals["perception"], vals["chance_perception"], vals["reasoning"],
-                                       vals["chance_reasoning"])
+        vals["gap"] = St.asymmetry_gap(
+            vals["perception"], vals["chance_perception"], vals["reasoning"], vals["chance_reasoning"]
+        )
         per_run.append(vals)
     by_label = {v["run"]: v for v in per_run}
     steps = []
@@ -378,9 +426,20 @@ def asymmetry(runs: list[Run], summary: list[dict], metric: str = "sds") -> tupl
         for (x0, a), (x1, b) in zip(zip(xs, members), list(zip(xs, members))[1:]):
             va, vb = by_label[a.label], by_label[b.label]
             rt = St.rates((x0, va["perception"], va["reasoning"]), (x1, vb["perception"], vb["reasoning"]))
-            steps.append({"series": series, "metric": metric, "from": a.label, "to": b.label, "x": field_name,
-                          "x_from": x0, "x_to": x1, **rt, "delta_gap": vb["gap"] - va["gap"],
-                          "delta_gap_raw": vb["gap_raw"] - va["gap_raw"]})
+            steps.append(
+                {
+                    "series": series,
+                    "metric": metric,
+                    "from": a.label,
+                    "to": b.label,
+                    "x": field_name,
+                    "x_from": x0,
+                    "x_to": x1,
+                    **rt,
+                    "delta_gap": vb["gap"] - va["gap"],
+                    "delta_gap_raw": vb["gap_raw"] - va["gap_raw"],
+                }
+            )
     return per_run, steps
 
 
@@ -403,8 +462,9 @@ is more than 1.96 standard errors below it, else `at chance`), or when its signa
 warning."""
 
 
-def signal_checks(runs: list[Run], summary: list[dict], levels=("subset", "ability", "overall", "category")
-                  ) -> list[dict]:
+def signal_checks(
+    runs: list[Run], summary: list[dict], levels=("subset", "ability", "overall", "category")
+) -> list[dict]:
     rows = []
     names = []
     for r in summary:
@@ -433,12 +493,25 @@ def signal_checks(runs: list[Run], summary: list[dict], levels=("subset", "abili
                 no_signal = bool(flags)
                 if len(members) >= MONOTONIC_MIN_RUNS and math.isfinite(tau) and tau <= 0:
                     flags.append("not monotonic")
-                rows.append({
-                    "series": series, "level": level, "name": name, "metric": m, "runs": len(members),
-                    "x": field_name, "first": vals[0], "last": vals[-1], "chance": chs[-1],
-                    "z_last": zs[-1], "runs_above_chance": sum(z > SIGNAL_Z for z in known) if known else None,
-                    "kendall_tau": tau, "tau_p": p_tau,
-                    "noise": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
-                    "snr": snr, "no_signal": no_signal, "flags": ", ".join(flags),
-                })
+                rows.append(
+                    {
+                        "series": series,
+                        "level": level,
+                        "name": name,
+                        "metric": m,
+                        "runs": len(members),
+                        "x": field_name,
+                        "first": vals[0],
+                        "last": vals[-1],
+                        "chance": chs[-1],
+                        "z_last": zs[-1],
+                        "runs_above_chance": sum(z > SIGNAL_Z for z in known) if known else None,
+                        "kendall_tau": tau,
+                        "tau_p": p_tau,
+                        "noise": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
+                        "snr": snr,
+                        "no_signal": no_signal,
+                        "flags": ", ".join(flags),
+                    }
+                )
     return rows

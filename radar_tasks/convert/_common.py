@@ -37,8 +37,10 @@ def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint_folder(folder: Path) -> dict[str, torch.Tensor]:
     """All weights of a Hugging Face model folder (safetensors or .bin, sharded or not) as one state dict."""
     folder = Path(folder)
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         index = folder / index_name
         if index.is_file():
             files = sorted(set(read_json(index)["weight_map"].values()))

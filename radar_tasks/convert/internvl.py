@@ -61,21 +61,36 @@ SPECIAL_TOKENS = {  # tokenizer attribute name -> token, as transformers' Intern
 }
 # System messages of the original conversation templates (internvl/conversation.py), by `config.template`.
 TEMPLATE_SYSTEM = {
-    "internvl2_5": "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。",
+    "internvl2_5": (
+        "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+    ),
 }
 # Dense LLMs whose transformers key layout equals the original's. MoE LLMs (InternVL3.5-30B-A3B / 241B-A28B /
 # 20B-A4B) are stored per expert but transformers 5 fuses experts on load: not handled here (a clear error).
 _LLM_TYPES = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "LlamaForCausalLM": "llama"}
-_DROP_LLM_KEYS = {"_name_or_path", "auto_map", "attn_implementation", "_attn_implementation_autoset",
-                  "use_flash_attn", "transformers_version", "torch_dtype", "dtype", "use_bfloat16"}
+_DROP_LLM_KEYS = {
+    "_name_or_path",
+    "auto_map",
+    "attn_implementation",
+    "_attn_implementation_autoset",
+    "use_flash_attn",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "use_bfloat16",
+}
 _VISION_RULES = [  # applied in order to the part of a vision key after "vision_model."
     (re.compile(r"^embeddings\.class_embedding$"), "embeddings.cls_token"),
     (re.compile(r"^embeddings\.position_embedding$"), "embeddings.position_embeddings"),
     (re.compile(r"^embeddings\.patch_embedding\.(weight|bias)$"), r"embeddings.patch_embeddings.projection.\1"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.attn\.proj\.(weight|bias)$"),
-     r"encoder.layer.\1.attention.projection_layer.\2"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.attn\.(q_norm|k_norm)\.(weight|bias)$"),
-     r"encoder.layer.\1.attention.\2.\3"),
+    (
+        re.compile(r"^encoder\.layers\.(\d+)\.attn\.proj\.(weight|bias)$"),
+        r"encoder.layer.\1.attention.projection_layer.\2",
+    ),
+    (
+        re.compile(r"^encoder\.layers\.(\d+)\.attn\.(q_norm|k_norm)\.(weight|bias)$"),
+        r"encoder.layer.\1.attention.\2.\3",
+    ),
     (re.compile(r"^encoder\.layers\.(\d+)\.norm1\.(weight|bias)$"), r"encoder.layer.\1.layernorm_before.\2"),
     (re.compile(r"^encoder\.layers\.(\d+)\.norm2\.(weight|bias)$"), r"encoder.layer.\1.layernorm_after.\2"),
     (re.compile(r"^encoder\.layers\.(\d+)\.ls1$"), r"encoder.layer.\1.lambda_1"),
@@ -91,19 +106,28 @@ def vision_config_from_original(vc: dict) -> dict:
     """InternVisionConfig fields -> InternVLVisionConfig kwargs."""
     norm_type = vc.get("norm_type", "rms_norm")  # InternViT-6B: rms_norm; InternViT-300M: layer_norm
     out = {
-        "hidden_size": vc["hidden_size"], "num_hidden_layers": vc["num_hidden_layers"],
-        "num_attention_heads": vc["num_attention_heads"], "intermediate_size": vc["intermediate_size"],
-        "hidden_act": vc.get("hidden_act", "gelu"), "layer_norm_eps": vc.get("layer_norm_eps", 1e-6),
-        "image_size": vc.get("image_size", 448), "patch_size": vc.get("patch_size", 14),
-        "num_channels": vc.get("num_channels", 3), "attention_bias": vc.get("qkv_bias", False),
-        "use_qk_norm": vc.get("qk_normalization", False), "norm_type": norm_type,
-        "attention_dropout": vc.get("attention_dropout", 0.0), "projection_dropout": vc.get("dropout", 0.0),
-        "use_absolute_position_embeddings": True, "use_mean_pooling": True,  # no final norm, as InternViT
+        "hidden_size": vc["hidden_size"],
+        "num_hidden_layers": vc["num_hidden_layers"],
+        "num_attention_heads": vc["num_attention_heads"],
+        "intermediate_size": vc["intermediate_size"],
+        "hidden_act": vc.get("hidden_act", "gelu"),
+        "layer_norm_eps": vc.get("layer_norm_eps", 1e-6),
+        "image_size": vc.get("image_size", 448),
+        "patch_size": vc.get("patch_size", 14),
+        "num_channels": vc.get("num_channels", 3),
+        "attention_bias": vc.get("qkv_bias", False),
+        "use_qk_norm": vc.get("qk_normalization", False),
+        "norm_type": norm_type,
+        "attention_dropout": vc.get("attention_dropout", 0.0),
+        "projection_dropout": vc.get("dropout", 0.0),
+        "use_absolute_position_embeddings": True,
+        "use_mean_pooling": True,  # no final norm, as InternViT
         "layer_scale_init_value": vc.get("initializer_factor", 0.1),
     }
     if out["use_qk_norm"] and out["layer_norm_eps"] != 1e-6:
-        log.warning("qk_normalization with layer_norm_eps=%s: transformers' q/k RMSNorm uses eps 1e-6",
-                    out["layer_norm_eps"])
+        log.warning(
+            "qk_normalization with layer_norm_eps=%s: transformers' q/k RMSNorm uses eps 1e-6", out["layer_norm_eps"]
+        )
     return out
 
 
@@ -113,8 +137,10 @@ def text_config_from_original(lc: dict):
     arch = (lc.get("architectures") or [None])[0]
     model_type = lc.get("model_type") or _LLM_TYPES.get(arch)
     if arch not in _LLM_TYPES or model_type not in _LLM_TYPES.values():
-        raise ConversionError(f"llm_config architecture {arch!r} (model_type {model_type!r}) is not supported; "
-                              f"supported: {', '.join(_LLM_TYPES)}")
+        raise ConversionError(
+            f"llm_config architecture {arch!r} (model_type {model_type!r}) is not supported; "
+            f"supported: {', '.join(_LLM_TYPES)}"
+        )
     kwargs = {k: v for k, v in lc.items() if k not in _DROP_LLM_KEYS and k != "model_type"}
     return AutoConfig.for_model(model_type, **kwargs)
 
@@ -126,7 +152,7 @@ def convert_state_dict(original: dict[str, torch.Tensor], vision_hidden: int) ->
     unknown = []
     for key, value in original.items():
         if key.startswith("vision_model."):
-            rest = key[len("vision_model."):]
+            rest = key[len("vision_model.") :]
             m = _QKV.match(rest)
             if m:
                 layer, kind = m.groups()
@@ -142,13 +168,13 @@ def convert_state_dict(original: dict[str, torch.Tensor], vision_hidden: int) ->
             else:
                 unknown.append(key)
         elif key.startswith("mlp1."):
-            idx, _, param = key[len("mlp1."):].partition(".")
+            idx, _, param = key[len("mlp1.") :].partition(".")
             if idx not in _PROJECTOR:
                 unknown.append(key)
                 continue
             out[f"model.multi_modal_projector.{_PROJECTOR[idx]}.{param}"] = value
         elif key.startswith("language_model.model."):
-            out["model.language_model." + key[len("language_model.model."):]] = value
+            out["model.language_model." + key[len("language_model.model.") :]] = value
         elif key == "language_model.lm_head.weight":
             out["lm_head.weight"] = value
         else:
@@ -163,8 +189,11 @@ def chat_template(system_message: str | None) -> str:
     """ChatML as InternVL's MPT-style templates render it; one image = `<IMG_CONTEXT>\\n` before the text."""
     system = ""
     if system_message:
-        system = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\n"
-                  + system_message.replace("'", "\\'").join(["{{ '", "' }}"]) + "<|im_end|>\n{% endif %}")
+        system = (
+            "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n"
+            + system_message.replace("'", "\\'").join(["{{ '", "' }}"])
+            + "<|im_end|>\n{% endif %}"
+        )
     return system + (
         "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
         "{% if message['content'] is string %}{{ message['content'] }}"
@@ -175,18 +204,35 @@ def chat_template(system_message: str | None) -> str:
     )
 
 
-def build_processor(tokenizer, image_size: int, image_seq_length: int, min_tiles: int = 1, max_tiles: int = 3,
-                    system_message: str | None = None):
+def build_processor(
+    tokenizer,
+    image_size: int,
+    image_seq_length: int,
+    min_tiles: int = 1,
+    max_tiles: int = 3,
+    system_message: str | None = None,
+):
     from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
 
     size = {"height": image_size, "width": image_size}
-    common = {"size": size, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "do_rescale": True,
-              "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3}  # bicubic
+    common = {
+        "size": size,
+        "image_mean": IMAGENET_MEAN,
+        "image_std": IMAGENET_STD,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "resample": 3,
+    }  # bicubic
     return InternVLProcessor(
-        image_processor=GotOcr2ImageProcessor(crop_to_patches=True, min_patches=min_tiles, max_patches=max_tiles,
-                                              **common),
+        image_processor=GotOcr2ImageProcessor(
+            crop_to_patches=True, min_patches=min_tiles, max_patches=max_tiles, **common
+        ),
         video_processor=InternVLVideoProcessor(**common),
-        tokenizer=tokenizer, image_seq_length=image_seq_length, chat_template=chat_template(system_message),
+        tokenizer=tokenizer,
+        image_seq_length=image_seq_length,
+        chat_template=chat_template(system_message),
     )
 
 
@@ -212,8 +258,9 @@ def _tokenizer(src: Path):
 
 
 # ----------------------------------------------------------------------------------------------------- conversion
-def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: int = 3,
-                     system_message: str | None = None) -> Path:
+def convert_internvl(
+    src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: int = 3, system_message: str | None = None
+) -> Path:
     """Write a transformers InternVL checkpoint + processor to `out` from an original InternVL folder `src`.
 
     dtype: storage dtype (`bfloat16` = the released weights and what the RADAR script runs in; `float32`, `float16`);
@@ -244,8 +291,12 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
     text_config = text_config_from_original(cfg["llm_config"])
     tile = cfg.get("force_image_size") or vision_kwargs["image_size"]
     if tile != vision_kwargs["image_size"]:
-        log.warning("force_image_size=%s differs from the ViT's image_size=%s: position embeddings are interpolated "
-                    "(bicubic) at run time, as in the original", tile, vision_kwargs["image_size"])
+        log.warning(
+            "force_image_size=%s differs from the ViT's image_size=%s: position embeddings are interpolated "
+            "(bicubic) at run time, as in the original",
+            tile,
+            vision_kwargs["image_size"],
+        )
     ratio = float(cfg.get("downsample_ratio", 0.5))
     image_seq_length = int((tile // vision_kwargs["patch_size"]) ** 2 * ratio**2)
     tied = bool(cfg["llm_config"].get("tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False)))
@@ -260,8 +311,10 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
         raise ConversionError(f"no language_model.model.embed_tokens.weight in {src}")
     if tied:
         if "lm_head.weight" in state and not torch.equal(state["lm_head.weight"], state[embed_key]):
-            log.warning("tie_word_embeddings=True: the stored lm_head differs from the embedding and is ignored, "
-                        "as the original model ties them on load")
+            log.warning(
+                "tie_word_embeddings=True: the stored lm_head differs from the embedding and is ignored, "
+                "as the original model ties them on load"
+            )
         state["lm_head.weight"] = state[embed_key]
     elif "lm_head.weight" not in state:
         raise ConversionError("tie_word_embeddings=False but no language_model.lm_head.weight in the checkpoint")
@@ -284,10 +337,16 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
     # kept in the config as the original model keeps it (radar_hf's internvl style reads it from there)
     extra = {"system_message": system_message} if system_message is not None else {}
     config = InternVLConfig(
-        text_config=text_config.to_dict(), vision_config=vision_kwargs, image_token_id=image_token_id,
-        image_seq_length=image_seq_length, downsample_ratio=ratio, projector_hidden_act="gelu",
-        vision_feature_layer=int(cfg.get("select_layer", -1)), vision_feature_select_strategy="default",
-        tie_word_embeddings=tied, **extra,
+        text_config=text_config.to_dict(),
+        vision_config=vision_kwargs,
+        image_token_id=image_token_id,
+        image_seq_length=image_seq_length,
+        downsample_ratio=ratio,
+        projector_hidden_act="gelu",
+        vision_feature_layer=int(cfg.get("select_layer", -1)),
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=tied,
+        **extra,
     )
     config.architectures = ["InternVLForConditionalGeneration"]
     out.mkdir(parents=True, exist_ok=True)
@@ -296,13 +355,22 @@ def convert_internvl(src, out, dtype="bfloat16", min_tiles: int = 1, max_tiles: 
     processor = build_processor(tokenizer, tile, image_seq_length, min_tiles, max_tiles, system_message)
     processor.save_pretrained(out)
     record = {
-        "converter": "radar_tasks.convert.internvl", "src": str(src), "dtype": str(torch_dtype).removeprefix("torch."),
-        "tile_size": tile, "min_tiles": min_tiles, "max_tiles": max_tiles, "tokens_per_tile": image_seq_length,
-        "image_token_id": image_token_id, "template": template, "system_message": system_message,
-        "select_layer": int(cfg.get("select_layer", -1)), "llm": type(text_config).__name__,
+        "converter": "radar_tasks.convert.internvl",
+        "src": str(src),
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "tile_size": tile,
+        "min_tiles": min_tiles,
+        "max_tiles": max_tiles,
+        "tokens_per_tile": image_seq_length,
+        "image_token_id": image_token_id,
+        "template": template,
+        "system_message": system_message,
+        "select_layer": int(cfg.get("select_layer", -1)),
+        "llm": type(text_config).__name__,
         "tie_word_embeddings": tied,
     }
-    (out / "radar_conversion.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
+    (out / "radar_conversion.json").write_text(
+        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     log.info("wrote %s: %d tokens per %d px tile, %d..%d tiles", out, image_seq_length, tile, min_tiles, max_tiles)
     return out

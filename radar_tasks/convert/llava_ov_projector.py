@@ -131,8 +131,11 @@ def _check_source_config(cfg: dict, n_linears: int) -> None:
         raise ConversionError("mm_use_im_start_end=True (<im_start>/<im_end> around images) is not supported")
     merge = cfg.get("mm_patch_merge_type", "flat")
     if merge != "flat":
-        log.warning("mm_patch_merge_type=%r in the projector config: converted as 'flat' (729 tokens per image, no "
-                    "image_newline; a stage-1 checkpoint has no trained image_newline)", merge)
+        log.warning(
+            "mm_patch_merge_type=%r in the projector config: converted as 'flat' (729 tokens per image, no "
+            "image_newline; a stage-1 checkpoint has no trained image_newline)",
+            merge,
+        )
     tower = str(cfg.get("mm_vision_tower", ""))
     if tower and "siglip" not in tower.lower():
         raise ConversionError(f"mm_vision_tower={tower!r}: only SigLIP towers are supported")
@@ -154,20 +157,40 @@ def build_processor(tokenizer, image_size: int, patch_size: int, aspect: str = "
 
     size = {"height": image_size, "width": image_size}
     image_processor = LlavaImageProcessor(
-        size=size, crop_size=size, do_center_crop=False, do_pad=aspect == "pad", resample=3,  # bicubic
-        image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        size=size,
+        crop_size=size,
+        do_center_crop=False,
+        do_pad=aspect == "pad",
+        resample=3,  # bicubic
+        image_mean=SIGLIP_MEAN,
+        image_std=SIGLIP_STD,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
         do_convert_rgb=True,
     )
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="full", num_additional_image_tokens=0, image_token=IMAGE_TOKEN,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=0,
+        image_token=IMAGE_TOKEN,
         chat_template=PLAIN_TEMPLATE,
     )
 
 
 # ------------------------------------------------------------------------------------------------------ conversion
-def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", image_aspect_ratio: str | None = None,
-                               projector_config=None, trim_vocab: bool = False) -> Path:
+def convert_llava_ov_projector(
+    projector,
+    llm,
+    vision,
+    out,
+    dtype="float16",
+    image_aspect_ratio: str | None = None,
+    projector_config=None,
+    trim_vocab: bool = False,
+) -> Path:
     """Write a transformers LLaVA checkpoint + processor to `out` from a LLaVA-NeXT stage-1 projector checkpoint.
 
     projector: folder with `mm_projector.bin` (+ `config.json`), or the `.bin` file itself;
@@ -217,8 +240,9 @@ def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", ima
     # trust_remote_code=False: a converter never runs (nor asks to run) a repository's own code
     lm = AutoModelForCausalLM.from_pretrained(llm, dtype=torch_dtype, trust_remote_code=False)
     text_config = lm.config
-    tokenizer = AutoTokenizer.from_pretrained(llm, trust_remote_code=False,
-                                              extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tokenizer = AutoTokenizer.from_pretrained(
+        llm, trust_remote_code=False, extra_special_tokens={"image_token": IMAGE_TOKEN}
+    )
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     base = getattr(lm, lm.base_model_prefix)
     lm_state = {"model.language_model." + k: v for k, v in base.state_dict().items()}
@@ -231,9 +255,13 @@ def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", ima
     vocab = lm_state[embed_key].shape[0]
     if image_token_id >= vocab:
         grow = image_token_id + 1 - vocab
-        log.warning("the LLM embedding has no spare row for %s: growing the vocabulary %d -> %d with zero rows "
-                    "(raw logits of the other tokens are unchanged; log-softmax gains one entry)",
-                    IMAGE_TOKEN, vocab, vocab + grow)
+        log.warning(
+            "the LLM embedding has no spare row for %s: growing the vocabulary %d -> %d with zero rows "
+            "(raw logits of the other tokens are unchanged; log-softmax gains one entry)",
+            IMAGE_TOKEN,
+            vocab,
+            vocab + grow,
+        )
         for key in {embed_key, "lm_head.weight"}:
             lm_state[key] = grow_rows(lm_state[key], vocab + grow)
         if tied:
@@ -261,15 +289,23 @@ def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", ima
         if name in src_cfg and src_cfg[name] != want:
             raise ConversionError(f"projector config {name}={src_cfg[name]} but the given model has {want}")
     proj_state = {
-        "model.multi_modal_projector.linear_1.weight": w1, "model.multi_modal_projector.linear_1.bias": b1,
-        "model.multi_modal_projector.linear_2.weight": w2, "model.multi_modal_projector.linear_2.bias": b2,
+        "model.multi_modal_projector.linear_1.weight": w1,
+        "model.multi_modal_projector.linear_1.bias": b1,
+        "model.multi_modal_projector.linear_2.weight": w2,
+        "model.multi_modal_projector.linear_2.bias": b2,
     }
 
     n_patches = (vis_cfg.image_size // vis_cfg.patch_size) ** 2
     config = LlavaConfig(
-        text_config=text_config.to_dict(), vision_config=vision_config, image_token_index=image_token_id,
-        image_seq_length=n_patches, projector_hidden_act="gelu", vision_feature_select_strategy="full",
-        vision_feature_layer=-1, multimodal_projector_bias=True, tie_word_embeddings=tied,
+        text_config=text_config.to_dict(),
+        vision_config=vision_config,
+        image_token_index=image_token_id,
+        image_seq_length=n_patches,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=tied,
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     out.mkdir(parents=True, exist_ok=True)
@@ -278,13 +314,18 @@ def convert_llava_ov_projector(projector, llm, vision, out, dtype="float16", ima
     processor = build_processor(tokenizer, vis_cfg.image_size, vis_cfg.patch_size, aspect)
     processor.save_pretrained(out)
     record = {
-        "converter": "radar_tasks.convert.llava_ov_projector", "projector": str(weights_file),
-        "projector_config": str(config_file) if config_file else None, "llm": str(llm), "vision": str(vision),
-        "dtype": str(torch_dtype).removeprefix("torch."), "image_aspect_ratio": aspect,
+        "converter": "radar_tasks.convert.llava_ov_projector",
+        "projector": str(weights_file),
+        "projector_config": str(config_file) if config_file else None,
+        "llm": str(llm),
+        "vision": str(vision),
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "image_aspect_ratio": aspect,
         "vocab_size": text_config.vocab_size,
-        "tokens_per_image": n_patches, "image_token_id": image_token_id,
-        "vision_layers_kept": n_layers - 1, "source_mm_config": {k: v for k, v in src_cfg.items() if k.startswith(
-            ("mm_", "image_"))},
+        "tokens_per_image": n_patches,
+        "image_token_id": image_token_id,
+        "vision_layers_kept": n_layers - 1,
+        "source_mm_config": {k: v for k, v in src_cfg.items() if k.startswith(("mm_", "image_"))},
     }
     (out / "radar_conversion.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s: %d tokens per image, <image> = %d", out, n_patches, image_token_id)

@@ -44,7 +44,7 @@ COLUMNS = {
     "answer": "as released",
     "distractors": "as released (`distraction`)",
     "choices": "the candidates scored, correct first (`[answer] + distractors`, or option letters for MMMU-Pro "
-               "items whose options are images)",
+    "items whose options are images)",
     "options_text": "the options block shown after the question of such MMMU-Pro items, else empty",
     "skipped": f"more than {taxonomy.MAX_IMAGES} images: not scored (wrong in accuracy, out of SDS)",
     "absent": "true only for the one-row stand-in of a category whose json file was missing from the release",
@@ -91,8 +91,9 @@ def _embedded(record: dict, root: Path) -> dict:
         try:
             images.append({"bytes": Path(path).read_bytes(), "path": rel})
         except OSError as exc:
-            raise M3BenchError(f"image {rel} cannot be read ({exc.strerror})", record["source_file"],
-                               record["id"]) from None
+            raise M3BenchError(
+                f"image {rel} cannot be read ({exc.strerror})", record["source_file"], record["id"]
+            ) from None
     return {**record, "images": images, IMAGE_FILES: [image["path"] for image in images]}
 
 
@@ -107,8 +108,9 @@ def category_dataset(subset: str, category: str, root: Path):
     features = exported_features()
     # Built with the images as plain {bytes, path} structs, then cast: encoding them as Image would drop the bytes
     # of any image whose relative path happens to exist from the current directory.
-    staged = datasets.Features({**features, "images": [{"bytes": datasets.Value("binary"),
-                                                        "path": datasets.Value("string")}]})
+    staged = datasets.Features(
+        {**features, "images": [{"bytes": datasets.Value("binary"), "path": datasets.Value("string")}]}
+    )
     rows = [_embedded(r, root) for r in records]
     return datasets.Dataset.from_list(rows, features=staged).cast(features), absent
 
@@ -118,7 +120,8 @@ def _write_shards(dataset, folder: Path, max_shard_bytes: int) -> int:
     n = max(1, math.ceil(dataset.data.nbytes / max_shard_bytes))
     for i in range(n):
         dataset.shard(num_shards=n, index=i, contiguous=True).to_parquet(
-            str(folder / f"{SPLIT}-{i:05d}-of-{n:05d}.parquet"))
+            str(folder / f"{SPLIT}-{i:05d}-of-{n:05d}.parquet")
+        )
     return n
 
 
@@ -136,39 +139,73 @@ def _card(summaries: list[ConfigSummary], infos: dict, root: Path) -> str:
         task_categories=["visual-question-answering", "multiple-choice"],
         tags=["radar", "soft-discrimination-score", "multimodal", "pretraining-evaluation"],
     )
-    MetadataConfigs({s.config: {"data_files": [{"split": SPLIT, "path": f"{s.config}/{SPLIT}-*.parquet"}]}
-                     for s in summaries}).to_dataset_card_data(data)
+    MetadataConfigs(
+        {s.config: {"data_files": [{"split": SPLIT, "path": f"{s.config}/{SPLIT}-*.parquet"}]} for s in summaries}
+    ).to_dataset_card_data(data)
     DatasetInfosDict(infos).to_dataset_card_data(data)
     subsets = {s.subset for s in summaries}
     lines = [
-        "# M3-Bench", "", CARD_MARKER, "",
+        "# M3-Bench",
+        "",
+        CARD_MARKER,
+        "",
         f"The evaluation benchmark of RADAR ([arXiv 2602.12892]({PAPER})): multiple-choice items scored by "
         "likelihood (Soft Discrimination Score: the softmax probability of the correct candidate), split into "
         "perception and reasoning. This folder holds the validated records of the authors' release "
         f"(`{root.name}/`, the zip layout), one config per category, split `{SPLIT}`; images are embedded.",
-        "", "## Sources", "", "| subset | source | folder in the release |", "|---|---|---|",
+        "",
+        "## Sources",
+        "",
+        "| subset | source | folder in the release |",
+        "|---|---|---|",
         *[f"| {s.name} | {s.source} | `{s.folder}/` |" for s in taxonomy.SUBSETS if s.name in subsets],
-        "", "## Columns", "", "| column | meaning |", "|---|---|",
+        "",
+        "## Columns",
+        "",
+        "| column | meaning |",
+        "|---|---|",
         *[f"| `{name}` | {COLUMNS.get(name, '')} |" for name in infos[summaries[0].config].features],
-        "", "## Counts", "", "| config | subset | category | ability | items | skipped |", "|---|---|---|---|---|---|",
-        *[f"| `{s.config}` | {s.subset} | {s.category} | {s.ability} | "
-          f"{'absent' if s.absent else s.items} | {s.skipped} |" for s in summaries],
-        f"| **all** | | | | {sum(s.items for s in summaries if not s.absent)} | "
-        f"{sum(s.skipped for s in summaries)} |",
-        "", "## Use", "", "```python", "import datasets", "",
-        f'ds = datasets.load_dataset("<this folder or hub id>", "{summaries[0].config}", split="{SPLIT}")', "```",
-        "", "Publishing (the data owner's decision, after setting the license above): upload the folder as is, e.g.",
-        "", "```python", "from huggingface_hub import HfApi", "",
+        "",
+        "## Counts",
+        "",
+        "| config | subset | category | ability | items | skipped |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| `{s.config}` | {s.subset} | {s.category} | {s.ability} | "
+            f"{'absent' if s.absent else s.items} | {s.skipped} |"
+            for s in summaries
+        ],
+        f"| **all** | | | | {sum(s.items for s in summaries if not s.absent)} | {sum(s.skipped for s in summaries)} |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import datasets",
+        "",
+        f'ds = datasets.load_dataset("<this folder or hub id>", "{summaries[0].config}", split="{SPLIT}")',
+        "```",
+        "",
+        "Publishing (the data owner's decision, after setting the license above): upload the folder as is, e.g.",
+        "",
+        "```python",
+        "from huggingface_hub import HfApi",
+        "",
         'HfApi().upload_folder(folder_path="<this folder>", repo_id="<owner>/M3-Bench", repo_type="dataset")',
-        "```", "",
-        "or, per config, `datasets.load_dataset(<folder>, <config>)[\"test\"].push_to_hub(\"<owner>/M3-Bench\", "
-        "config_name=<config>)`.", "",
+        "```",
+        "",
+        'or, per config, `datasets.load_dataset(<folder>, <config>)["test"].push_to_hub("<owner>/M3-Bench", '
+        "config_name=<config>)`.",
+        "",
     ]
     return DatasetCard("---\n" + data.to_yaml() + "\n---\n" + "\n".join(lines)).content
 
 
-def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None, subsets: list[str] | None = None,
-                   max_shard_bytes: int = MAX_SHARD_BYTES) -> list[ConfigSummary]:
+def export_dataset(
+    out: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    subsets: list[str] | None = None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+) -> list[ConfigSummary]:
     """Write the dataset folder `out` from the M3-Bench root (default $RADAR_M3BENCH_DIR); raises M3BenchError."""
     import datasets
 
@@ -188,13 +225,25 @@ def export_dataset(out: str | os.PathLike, root: str | os.PathLike | None = None
             dataset, absent = category_dataset(subset, category, root_path)
             name = config_name(subset, category)
             shards = _write_shards(dataset, staging / name, max_shard_bytes)
-            summaries.append(ConfigSummary(name, subset, category, taxonomy.ability_of(subset, category),
-                                           0 if absent else len(dataset), sum(dataset["skipped"]) if not absent
-                                           else 0, absent, shards))
+            summaries.append(
+                ConfigSummary(
+                    name,
+                    subset,
+                    category,
+                    taxonomy.ability_of(subset, category),
+                    0 if absent else len(dataset),
+                    sum(dataset["skipped"]) if not absent else 0,
+                    absent,
+                    shards,
+                )
+            )
             infos[name] = datasets.DatasetInfo(
-                features=dataset.features, config_name=name,
-                splits=datasets.SplitDict({SPLIT: datasets.SplitInfo(SPLIT, num_bytes=dataset.data.nbytes,
-                                                                     num_examples=len(dataset))}))
+                features=dataset.features,
+                config_name=name,
+                splits=datasets.SplitDict(
+                    {SPLIT: datasets.SplitInfo(SPLIT, num_bytes=dataset.data.nbytes, num_examples=len(dataset))}
+                ),
+            )
         (staging / "README.md").write_text(_card(summaries, infos, root_path), encoding="utf-8")
     return summaries
 

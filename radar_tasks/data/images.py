@@ -9,11 +9,12 @@ or the embedded files of an exported record.
 
 How transparency becomes RGB (`conversion`):
 
-| conversion | transparent pixels | used by |
-|---|---|---|
-| `white` (default) | composited onto white, whatever the mode (RGBA, LA, PA, P / L / RGB with a transparent colour) | every wrapper (`doc_to_visual`) |
-| `qwen_vl_utils` | only mode `RGBA` is pasted onto white; every other mode is `convert("RGB")` (alpha dropped) | the Qwen2-VL script (qwen-vl-utils `to_rgb`) |
-| `pil_convert` | `convert("RGB")`: alpha dropped, the hidden colour of transparent pixels shows | the InternVL and LLaVA scripts |
+- `white` (default; every wrapper, `doc_to_visual`): transparent pixels composited onto white, whatever the mode
+  (RGBA, LA, PA, P / L / RGB with a transparent colour);
+- `qwen_vl_utils` (the Qwen2-VL script, qwen-vl-utils `to_rgb`): only mode `RGBA` is pasted onto white; every
+  other mode is `convert("RGB")` (alpha dropped);
+- `pil_convert` (the InternVL and LLaVA scripts): `convert("RGB")`: alpha dropped, the hidden colour of
+  transparent pixels shows.
 
 `white` is what a reader of a diagram sees; dropping alpha exposes whatever colour a transparent pixel happens to
 hold (often black, so a transparent background turns black).
@@ -100,8 +101,10 @@ def decode(path: str | os.PathLike) -> Image.Image:
         width, height = image.size
         limit = max_pixels()
         if width * height > limit:
-            raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, above the limit of {limit:,} "
-                                f"(set {MAX_PIXELS_ENV} to raise it)")
+            raise ImageTooLarge(
+                f"{width}x{height} = {width * height:,} pixels, above the limit of {limit:,} "
+                f"(set {MAX_PIXELS_ENV} to raise it)"
+            )
         with _truncated_images_refused():
             image.load()  # PIL closes a file it opened itself once a single-frame image is loaded
         if getattr(image, "_ended", False):  # JPEG padded with an end marker: only with the flag on

@@ -27,7 +27,9 @@ def _rank(seed: int, *parts: str) -> str:
     return hashlib.sha256("\0".join([str(seed), *parts]).encode("utf-8")).hexdigest()
 
 
-def quotas(counts: Mapping[str, int], per_subset: int = PER_SUBSET, seed: int = SEED, subset: str = "") -> dict[str, int]:
+def quotas(
+    counts: Mapping[str, int], per_subset: int = PER_SUBSET, seed: int = SEED, subset: str = ""
+) -> dict[str, int]:
     """Items to draw per category of one subset: all of them when the subset has at most `per_subset`; else one
     per category (when `per_subset` allows) and the rest in proportion to the remaining sizes, largest remainder
     first (ties broken by a seeded hash of the category)."""
@@ -51,8 +53,9 @@ def draw(ids: Sequence[str], k: int, *, subset: str, category: str, seed: int = 
     return [i for i in ids if i in chosen]
 
 
-def draw_sample(ids_by_category: Mapping[tuple[str, str], Sequence[str]], per_subset: int = PER_SUBSET,
-                seed: int = SEED) -> dict[tuple[str, str], list[str]]:
+def draw_sample(
+    ids_by_category: Mapping[tuple[str, str], Sequence[str]], per_subset: int = PER_SUBSET, seed: int = SEED
+) -> dict[tuple[str, str], list[str]]:
     """(subset, category) -> the ids drawn, for every category given (see the module docstring)."""
     subsets: dict[str, dict[str, int]] = {}
     for (subset, category), ids in ids_by_category.items():
@@ -60,8 +63,9 @@ def draw_sample(ids_by_category: Mapping[tuple[str, str], Sequence[str]], per_su
     out = {}
     for subset, counts in subsets.items():
         for category, k in quotas(counts, per_subset, seed, subset).items():
-            out[(subset, category)] = draw(list(ids_by_category[(subset, category)]), k, subset=subset,
-                                           category=category, seed=seed)
+            out[(subset, category)] = draw(
+                list(ids_by_category[(subset, category)]), k, subset=subset, category=category, seed=seed
+            )
     return out
 
 
@@ -73,9 +77,18 @@ def select(ids: Sequence[str], row: Mapping) -> tuple[list[int], str | None]:
     missing = [i for i in pinned if i not in position]
     if not missing:
         return sorted(position[i] for i in pinned), None
-    chosen = set(draw([str(i) for i in ids], int(row["quota"]), subset=row["subset"], category=row["category"],
-                      seed=int(row["seed"])))
-    warning = (f"{len(missing)} of the {len(pinned)} lite items pinned in {IDS_FILE} (e.g. {missing[0]!r}) are not in "
-               f"this data: drew the same seeded sample ({len(chosen)} items) from the data present; scores are "
-               f"not comparable with runs on the pinned sample")
+    chosen = set(
+        draw(
+            [str(i) for i in ids],
+            int(row["quota"]),
+            subset=row["subset"],
+            category=row["category"],
+            seed=int(row["seed"]),
+        )
+    )
+    warning = (
+        f"{len(missing)} of the {len(pinned)} lite items pinned in {IDS_FILE} (e.g. {missing[0]!r}) are not in "
+        f"this data: drew the same seeded sample ({len(chosen)} items) from the data present; scores are "
+        f"not comparable with runs on the pinned sample"
+    )
     return [n for n, i in enumerate(ids) if str(i) in chosen], warning

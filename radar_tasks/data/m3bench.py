@@ -21,9 +21,9 @@ import os
 import random
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
@@ -46,8 +46,10 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     if root is None:
         root = os.environ.get(ENV_VAR)
         if not root:
-            raise M3BenchError(f"{ENV_VAR} is not set: point it at the M3-Bench folder (the one holding "
-                               "general_visual_question_answering/, Wiki_animal_identification/, ...)")
+            raise M3BenchError(
+                f"{ENV_VAR} is not set: point it at the M3-Bench folder (the one holding "
+                "general_visual_question_answering/, Wiki_animal_identification/, ...)"
+            )
     path = Path(root).expanduser()
     if not path.is_dir():
         raise M3BenchError(f"M3-Bench root {path} is not a folder (from {ENV_VAR} or the command line)")
@@ -110,8 +112,10 @@ def unknown_file_problem(root: Path, subset: str, path: Path, found: SubsetFiles
     data = found.by_category.get(subset)
     if data:
         return f"{rel}: a json file beside {data[0].name}, the data of radar_{subset}: not read"
-    return (f"{rel}: {spec.folder}/ holds several json files and none is named <name>_<N>_pretrained_mllm_eval.json: "
-            f"which one is radar_{subset}'s data is unknown: none is read")
+    return (
+        f"{rel}: {spec.folder}/ holds several json files and none is named <name>_<N>_pretrained_mllm_eval.json: "
+        f"which one is radar_{subset}'s data is unknown: none is read"
+    )
 
 
 def _no_duplicate_keys(rel: str):
@@ -262,8 +266,11 @@ def normalize_item(root: Path, path: Path, subset: str, category: str, qid: str,
     if subset == "mmmu_pro":
         ori_options = item.get("ori_options")
         if not isinstance(ori_options, str):
-            raise bad("'ori_options' is missing" if ori_options is None else
-                      f"'ori_options' is not a string (got {type(ori_options).__name__})")
+            raise bad(
+                "'ori_options' is missing"
+                if ori_options is None
+                else f"'ori_options' is not a string (got {type(ori_options).__name__})"
+            )
         if prompts.IMAGE_REF.search(ori_options):
             correct_first = draw.correct_first(f"{subset}/{qid}")
             options_text = prompts.option_block(answer, distractors, correct_first)
@@ -350,7 +357,9 @@ def category_files(root: Path, subset: str, category: str) -> list[Path]:
     found = subset_files(root, subset)
     if category not in found.by_category:
         spec = taxonomy.SUBSETS_BY_NAME[subset]
-        unread = f" ({len(found.unknown)} other json file(s) not read: see radar-tasks check-data)" if found.unknown else ""
+        unread = (
+            f" ({len(found.unknown)} other json file(s) not read: see radar-tasks check-data)" if found.unknown else ""
+        )
         raise CategoryFileMissing(f"no json file for category {category!r} in {spec.folder}/ under {root}{unread}")
     return found.by_category[category]
 
@@ -380,8 +389,13 @@ def _generate(root: Path, subset: str, category: str, files: list[Path], key: st
     try:
         return datasets.Dataset.from_generator(
             iter_records,
-            gen_kwargs={"root": str(root), "subset": subset, "category": category,
-                        "files": json.dumps([str(f) for f in files]), "stamp": key},
+            gen_kwargs={
+                "root": str(root),
+                "subset": subset,
+                "category": category,
+                "files": json.dumps([str(f) for f in files]),
+                "stamp": key,
+            },
             features=record_features(),
         )
     except Exception as exc:
@@ -408,9 +422,12 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
     if changed:
         from loguru import logger
 
-        logger.warning(f"{_rel(Path(changed[0]), root_path)}" + (f" and {len(changed) - 1} more image(s)"
-                       if len(changed) > 1 else "") + f" changed since validated: validating "
-                       f"{taxonomy.task_name(subset, category)} again")
+        logger.warning(
+            f"{_rel(Path(changed[0]), root_path)}"
+            + (f" and {len(changed) - 1} more image(s)" if len(changed) > 1 else "")
+            + f" changed since validated: validating "
+            f"{taxonomy.task_name(subset, category)} again"
+        )
         key += hashlib.sha256("\0".join(f"{p}\0{image_stamp(Path(p))}" for p in changed).encode()).hexdigest()
         records = _generate(root_path, subset, category, files, key)
     return records
@@ -447,9 +464,24 @@ def absent_category(subset: str, category: str):
     """
     import datasets
 
-    row = {"id": "", "subset": subset, "category": category, "ability": taxonomy.ability_of(subset, category),
-           "source_file": "", "images": [], "image_stamps": [], "question": "", "answer": "", "distractors": [], "choices": ["-"],
-           "options_text": "", "correct_first": False, "skipped": True, "absent": True, "source": "{}"}
+    row = {
+        "id": "",
+        "subset": subset,
+        "category": category,
+        "ability": taxonomy.ability_of(subset, category),
+        "source_file": "",
+        "images": [],
+        "image_stamps": [],
+        "question": "",
+        "answer": "",
+        "distractors": [],
+        "choices": ["-"],
+        "options_text": "",
+        "correct_first": False,
+        "skipped": True,
+        "absent": True,
+        "source": "{}",
+    }
     return datasets.Dataset.from_list([row], features=record_features())
 
 
@@ -457,13 +489,26 @@ def record_features():
     import datasets
 
     s = datasets.Value("string")
-    return datasets.Features({
-        "id": s, "subset": s, "category": s, "ability": s, "source_file": s,
-        "images": datasets.Sequence(s), "image_stamps": datasets.Sequence(s), "question": s, "answer": s, "distractors": datasets.Sequence(s),
-        "choices": datasets.Sequence(s), "options_text": s, "correct_first": datasets.Value("bool"),
-        "skipped": datasets.Value("bool"),
-        "absent": datasets.Value("bool"), "source": s,
-    })
+    return datasets.Features(
+        {
+            "id": s,
+            "subset": s,
+            "category": s,
+            "ability": s,
+            "source_file": s,
+            "images": datasets.Sequence(s),
+            "image_stamps": datasets.Sequence(s),
+            "question": s,
+            "answer": s,
+            "distractors": datasets.Sequence(s),
+            "choices": datasets.Sequence(s),
+            "options_text": s,
+            "correct_first": datasets.Value("bool"),
+            "skipped": datasets.Value("bool"),
+            "absent": datasets.Value("bool"),
+            "source": s,
+        }
+    )
 
 
 @dataclass
@@ -479,8 +524,11 @@ class CheckReport:
         return not self.problems
 
 
-def check_root(root: str | os.PathLike | None = None, subsets: list[str] | None = None,
-               categories: set[tuple[str, str]] | None = None) -> CheckReport:
+def check_root(
+    root: str | os.PathLike | None = None,
+    subsets: list[str] | None = None,
+    categories: set[tuple[str, str]] | None = None,
+) -> CheckReport:
     """Validate a whole root, or some subsets (and within them only `categories`, (subset, category) pairs):
     counts per subset and category, and every problem found."""
     root_path = resolve_root(root)
@@ -497,8 +545,10 @@ def check_root(root: str | os.PathLike | None = None, subsets: list[str] | None 
             if categories is not None and (subset, category) not in categories:
                 continue
             if category not in found.by_category:
-                report.problems.append(f"{taxonomy.SUBSETS_BY_NAME[subset].folder}/: no json file for category "
-                                       f"{category!r} (task {taxonomy.task_name(subset, category)})")
+                report.problems.append(
+                    f"{taxonomy.SUBSETS_BY_NAME[subset].folder}/: no json file for category "
+                    f"{category!r} (task {taxonomy.task_name(subset, category)})"
+                )
                 continue
             n = skipped = 0
             for entry in iter_category(root_path, subset, category, found.by_category[category]):

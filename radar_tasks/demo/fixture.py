@@ -74,16 +74,34 @@ COUNTS = tuple(str(n) for n in range(1, 10))  # dots per image: 1..9
 WIKI_KINDS = ("animal", "plant", "attraction", "celebrity")
 # Each entity is always drawn as the same (colour, shape): a learnable "identity".
 WIKI_ENTITIES: dict[str, dict[str, tuple[str, str]]] = {
-    "animal": {"cat": ("orange", "circle"), "dog": ("brown", "square"), "frog": ("green", "triangle"),
-               "flamingo": ("pink", "diamond"), "crow": ("black", "circle")},
-    "plant": {"sunflower": ("yellow", "circle"), "rose": ("red", "diamond"), "fern": ("green", "triangle"),
-              "lavender": ("purple", "square"), "oak tree": ("brown", "triangle")},
-    "attraction": {"Eiffel Tower": ("black", "triangle"), "Sagrada Família": ("orange", "diamond"),
-                   "Machu Picchu": ("green", "square"), "Taj Mahal": ("pink", "circle"),
-                   "Great Wall of China": ("brown", "square")},
-    "celebrity": {"Ada Lovelace": ("purple", "circle"), "Marie Curie": ("blue", "square"),
-                  "Nikola Tesla": ("yellow", "triangle"), "Alan Turing": ("red", "square"),
-                  "Frida Kahlo": ("pink", "triangle")},
+    "animal": {
+        "cat": ("orange", "circle"),
+        "dog": ("brown", "square"),
+        "frog": ("green", "triangle"),
+        "flamingo": ("pink", "diamond"),
+        "crow": ("black", "circle"),
+    },
+    "plant": {
+        "sunflower": ("yellow", "circle"),
+        "rose": ("red", "diamond"),
+        "fern": ("green", "triangle"),
+        "lavender": ("purple", "square"),
+        "oak tree": ("brown", "triangle"),
+    },
+    "attraction": {
+        "Eiffel Tower": ("black", "triangle"),
+        "Sagrada Família": ("orange", "diamond"),
+        "Machu Picchu": ("green", "square"),
+        "Taj Mahal": ("pink", "circle"),
+        "Great Wall of China": ("brown", "square"),
+    },
+    "celebrity": {
+        "Ada Lovelace": ("purple", "circle"),
+        "Marie Curie": ("blue", "square"),
+        "Nikola Tesla": ("yellow", "triangle"),
+        "Alan Turing": ("red", "square"),
+        "Frida Kahlo": ("pink", "triangle"),
+    },
 }
 
 Q_COLOR = "What colour is the shape?"
@@ -97,19 +115,58 @@ Q_WIKI_COLOR = "What colour is the {kind} in the picture?"
 # The released layout, typed here from the release and deliberately NOT imported from radar_tasks.taxonomy: the
 # fixture is the tests' independent oracle of file and folder names, so a wrong edit of taxonomy.py fails them.
 MMBENCH_CATEGORIES = (
-    "image_style", "image_scene", "image_emotion", "image_quality", "image_topic",
-    "object_localization", "attribute_recognition", "celebrity_recognition", "ocr",
-    "spatial_relationship", "attribute_comparison", "action_recognition",
-    "physical_property_reasoning", "function_reasoning", "identity_reasoning",
-    "social_relation", "physical_relation", "nature_relation",
-    "future_prediction", "structuralized_imagetext_understanding",
+    "image_style",
+    "image_scene",
+    "image_emotion",
+    "image_quality",
+    "image_topic",
+    "object_localization",
+    "attribute_recognition",
+    "celebrity_recognition",
+    "ocr",
+    "spatial_relationship",
+    "attribute_comparison",
+    "action_recognition",
+    "physical_property_reasoning",
+    "function_reasoning",
+    "identity_reasoning",
+    "social_relation",
+    "physical_relation",
+    "nature_relation",
+    "future_prediction",
+    "structuralized_imagetext_understanding",
 )
 MMMU_PRO_SUBJECTS = (
-    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
-    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
-    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
-    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
-    "Public_Health", "Sociology",
+    "Accounting",
+    "Agriculture",
+    "Architecture_and_Engineering",
+    "Art",
+    "Art_Theory",
+    "Basic_Medical_Science",
+    "Biology",
+    "Chemistry",
+    "Clinical_Medicine",
+    "Computer_Science",
+    "Design",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Economics",
+    "Electronics",
+    "Energy_and_Power",
+    "Finance",
+    "Geography",
+    "History",
+    "Literature",
+    "Manage",
+    "Marketing",
+    "Materials",
+    "Math",
+    "Mechanical_Engineering",
+    "Music",
+    "Pharmacy",
+    "Physics",
+    "Psychology",
+    "Public_Health",
+    "Sociology",
 )
 FOLDERS = {
     "mmbench": "general_visual_question_answering",
@@ -139,8 +196,9 @@ def _polygon(shape: str, box: tuple[int, int, int, int]) -> list[tuple[int, int]
     return None
 
 
-def draw_scene(size: tuple[int, int], shapes: list[tuple[str, str, tuple[int, int, int, int]]],
-               mode: str = "RGB") -> Image.Image:
+def draw_scene(
+    size: tuple[int, int], shapes: list[tuple[str, str, tuple[int, int, int, int]]], mode: str = "RGB"
+) -> Image.Image:
     """Shapes `(shape, colour name, box)` on a white background, in `mode` 'RGB', 'L', 'P' or 'RGBA'.
 
     'L' is the grayscale conversion of the RGB drawing, 'P' an adaptive 16-colour palette of it, and 'RGBA' has a
@@ -172,8 +230,13 @@ def _box_at(position: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Box of a single shape placed at `position` ('left', 'right', 'top', 'bottom', 'center')."""
     w, h = size
     s = min(w, h) * 3 // 8
-    cx, cy = {"left": (w // 5, h // 2), "right": (w - w // 5, h // 2), "top": (w // 2, h // 5),
-              "bottom": (w // 2, h - h // 5), "center": (w // 2, h // 2)}[position]
+    cx, cy = {
+        "left": (w // 5, h // 2),
+        "right": (w - w // 5, h // 2),
+        "top": (w // 2, h // 5),
+        "bottom": (w // 2, h - h // 5),
+        "center": (w // 2, h // 2),
+    }[position]
     return (cx - s // 2, cy - s // 2, cx + s // 2, cy + s // 2)
 
 
@@ -257,8 +320,7 @@ def _mmbench(b: _Builder) -> None:
             size = WIDE if (ci % 3 == 2 and j == 0) else SIZE
             question, answer, img = b.single_shape(kind, size, mode)
             b.image(f"{folder}/images/{category}/{qid}.jpg", img)
-            items[str(qid)] = {"question": question, "answer": answer,
-                               "distraction": b.distract(_POOLS[kind], answer)}
+            items[str(qid)] = {"question": question, "answer": answer, "distraction": b.distract(_POOLS[kind], answer)}
         b.json(f"{folder}/MMBench_{category}_{len(items)}{SUFFIX}", items)
 
 
@@ -275,7 +337,7 @@ def _mmmu_pro(b: _Builder) -> None:
             pattern = "law" if (subject == "Physics" and j == 0) else patterns[g % len(patterns)]
             mode = modes[g % len(modes)]
 
-            def img_path(k: int) -> str:
+            def img_path(k: int, subject=subject, qid=qid) -> str:
                 return f"{folder}/images/{subject}/{qid}_image_{k}.png"
 
             if pattern == "one":
@@ -314,8 +376,14 @@ def _mmmu_pro(b: _Builder) -> None:
                 answer = f"<image {correct}>"
                 distractors = [f"<image {k}>" for k in ks if k != correct]
             elif pattern == "law":
-                b.image(img_path(1), draw_scene(WIDE, [("square", "black", _box_at("left", WIDE)),
-                                                       ("circle", "red", _box_at("right", WIDE))], mode))
+                b.image(
+                    img_path(1),
+                    draw_scene(
+                        WIDE,
+                        [("square", "black", _box_at("left", WIDE)), ("circle", "red", _box_at("right", WIDE))],
+                        mode,
+                    ),
+                )
                 question = "The circuit in <image 1> has V = I R. Which law is this?"
                 answer = "Ohm's law"
                 distractors = ["Hooke's law", "Newton's second law", "Faraday's law"]
@@ -326,8 +394,12 @@ def _mmmu_pro(b: _Builder) -> None:
                 rng.shuffle(options)  # the original order does not put the answer first
             else:
                 options.sort(key=lambda o: int(o.split()[1][:-1]))
-            items[qid] = {"question": question, "answer": answer, "distraction": distractors,
-                          "ori_options": repr(options)}
+            items[qid] = {
+                "question": question,
+                "answer": answer,
+                "distraction": distractors,
+                "ori_options": repr(options),
+            }
         b.json(f"{folder}/MMMU_Pro_{subject}_{len(items)}{SUFFIX}", items)
 
 
@@ -348,8 +420,10 @@ def _mathvista(b: _Builder) -> None:
         elif i == 2:  # hint + question on two lines
             n = rng.randint(2, 9)
             shapes = _dots(rng, n, size, ["black"])
-            question = ("Hint: Please answer the question and provide the final answer at the end.\n"
-                        "Question: How many dots are left if one dot is removed?")
+            question = (
+                "Hint: Please answer the question and provide the final answer at the end.\n"
+                "Question: How many dots are left if one dot is removed?"
+            )
             answer = str(n - 1)
         else:
             n = rng.randint(1, 9)
@@ -381,8 +455,12 @@ def _seephys(b: _Builder) -> None:
             question = f"Each of the {img_num} diagrams shows some dots. How many dots are there in all diagrams?"
         answer = str(total)
         pool = [str(n) for n in range(max(1, total - 4), total + 5)]
-        items[qid] = {"question": question, "answer": answer, "distraction": b.distract(pool, answer),
-                      "img_num": img_num}
+        items[qid] = {
+            "question": question,
+            "answer": answer,
+            "distraction": b.distract(pool, answer),
+            "img_num": img_num,
+        }
     b.json(f"{folder}/SeePhys_{len(items)}{SUFFIX}", items)
 
 
@@ -399,12 +477,18 @@ def _wiki(b: _Builder, kind: str) -> None:
         colour, shape = entities[name]
         size = TALL if e == 1 else SIZE
         b.image(f"{folder}/images/{base}.jpg", draw_scene(size, [(shape, colour, _box_at("center", size))]))
-        name_item = {"question": Q_WIKI_NAME.format(kind=kind), "answer": name,
-                     "distraction": b.distract(sorted(entities), name)}
+        name_item = {
+            "question": Q_WIKI_NAME.format(kind=kind),
+            "answer": name,
+            "distraction": b.distract(sorted(entities), name),
+        }
         if e == 0:  # two records share one image
             items[f"{base}--0"] = name_item
-            items[f"{base}--1"] = {"question": Q_WIKI_COLOR.format(kind=kind), "answer": colour,
-                                   "distraction": b.distract(tuple(COLORS), colour)}
+            items[f"{base}--1"] = {
+                "question": Q_WIKI_COLOR.format(kind=kind),
+                "answer": colour,
+                "distraction": b.distract(tuple(COLORS), colour),
+            }
         elif e == 1:
             items[base] = name_item  # no "--" at all
         else:
@@ -413,8 +497,12 @@ def _wiki(b: _Builder, kind: str) -> None:
 
 
 def _relation_boxes(relation: str, size) -> tuple[tuple, tuple]:
-    a, b = {"to the left": ("left", "right"), "to the right": ("right", "left"),
-            "above": ("top", "bottom"), "below": ("bottom", "top")}[relation]
+    a, b = {
+        "to the left": ("left", "right"),
+        "to the right": ("right", "left"),
+        "above": ("top", "bottom"),
+        "below": ("bottom", "top"),
+    }[relation]
     return _box_at(a, size), _box_at(b, size)
 
 

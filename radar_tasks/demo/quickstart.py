@@ -41,8 +41,9 @@ class _Status:
             self.stream.flush()
 
 
-def run_demo(work: str | os.PathLike, arch: str = DEMO_ARCH, tasks: str | None = None, print_fn=print,
-             verbose: bool = False) -> Path:
+def run_demo(
+    work: str | os.PathLike, arch: str = DEMO_ARCH, tasks: str | None = None, print_fn=print, verbose: bool = False
+) -> Path:
     """Build (or reuse) the fixture and the tiny model under `work`, evaluate, print the table; returns the
     results JSON. Raises runner.RunFailed (its message names the log) when lmms-eval wrote no results."""
     work = Path(work)

@@ -29,8 +29,10 @@ from radar_tasks.demo.training import ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFA
 
 # Every subset the synthetic data teaches something about. MMMU-Pro is left out: its image-option and
 # multi-image items are beyond a two-minute model, and its 60 items would double the evaluation time.
-DEFAULT_TASKS = ("radar_wiki_animal,radar_wiki_plant,radar_wiki_attraction,radar_wiki_celebrity,"
-                 "radar_mmbench,radar_mathvista,radar_seephys,radar_spatial")
+DEFAULT_TASKS = (
+    "radar_wiki_animal,radar_wiki_plant,radar_wiki_attraction,radar_wiki_celebrity,"
+    "radar_mmbench,radar_mathvista,radar_seephys,radar_spatial"
+)
 MODEL_ARGS = "device=cpu,dtype=float32"
 
 
@@ -53,9 +55,16 @@ def _format_tokens(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
 
 
-def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
-               tasks: str | Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR, seed: int = 0,
-               print_fn=print) -> Path:
+def run_series(
+    out_dir: str | os.PathLike,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    tasks: str | Sequence[str] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    print_fn=print,
+) -> Path:
     """Pretrain, checkpoint, evaluate and report (module docstring); returns the report folder `out_dir/report`.
 
     Layout of `out_dir`: `M3-Bench/` (fixture), `checkpoints/step_<n>/` (+ `train_log.json`),
@@ -82,8 +91,10 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         shutil.rmtree(results_dir, ignore_errors=True)  # results of other weights
         init = init_model(work / "init", seed=seed)
-        print_fn(f"training a tiny {ARCH} on synthetic data for {steps[-1]} steps (batch {batch_size}), "
-                 f"checkpoints at steps {', '.join(map(str, steps))}")
+        print_fn(
+            f"training a tiny {ARCH} on synthetic data for {steps[-1]} steps (batch {batch_size}), "
+            f"checkpoints at steps {', '.join(map(str, steps))}"
+        )
         t0 = time.time()
         checkpoints = train(init, ckpt_dir, steps, batch_size=batch_size, lr=lr, seed=seed, print_fn=print_fn)
         t_train = time.time() - t0
@@ -91,31 +102,67 @@ def run_series(out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS,
         print_fn(f"reusing the checkpoints in {ckpt_dir}")
 
     manifest = ckpt_dir / "manifest.yaml"  # the report's labels of every checkpoint
-    manifest.write_text(yaml.safe_dump([
-        {"run": str(Path(c["path"]).absolute()), "label": f"step {c['step']}", "model": f"tiny-{ARCH}",
-         "series": f"tiny-{ARCH} demo", "step": c["step"], "tokens": c["tokens"]} for c in checkpoints],
-        sort_keys=False), encoding="utf-8")
+    manifest.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "run": str(Path(c["path"]).absolute()),
+                    "label": f"step {c['step']}",
+                    "model": f"tiny-{ARCH}",
+                    "series": f"tiny-{ARCH} demo",
+                    "step": c["step"],
+                    "tokens": c["tokens"],
+                }
+                for c in checkpoints
+            ],
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
     t0 = time.time()
-    print_fn(f"$ radar-tasks sweep {ckpt_dir}/step_* --tasks {tasks} --model_args {MODEL_ARGS} --log_samples "
-             f"--manifest {manifest} --out {work}")
-    result = sweep([c["path"] for c in checkpoints], tasks, work, model_args=MODEL_ARGS, log_samples=True,
-                   manifest=manifest, data_dir=data, threads=1, print_fn=print_fn)
+    print_fn(
+        f"$ radar-tasks sweep {ckpt_dir}/step_* --tasks {tasks} --model_args {MODEL_ARGS} --log_samples "
+        f"--manifest {manifest} --out {work}"
+    )
+    result = sweep(
+        [c["path"] for c in checkpoints],
+        tasks,
+        work,
+        model_args=MODEL_ARGS,
+        log_samples=True,
+        manifest=manifest,
+        data_dir=data,
+        threads=1,
+        print_fn=print_fn,
+    )
     t_eval = time.time() - t0
     if result.failed or result.report is None:
-        raise RuntimeError("the sweep did not evaluate every checkpoint: " + "; ".join(
-            f"{o.checkpoint.name}: {o.message}" for o in result.failed))
+        raise RuntimeError(
+            "the sweep did not evaluate every checkpoint: "
+            + "; ".join(f"{o.checkpoint.name}: {o.message}" for o in result.failed)
+        )
     report = result.report
     report_dir = Path(report).parent
-    timing = {"train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
-              "total_s": round(time.time() - t_start, 1)}
-    (report_dir / "series.json").write_text(json.dumps(
-        {"tasks": tasks, "steps": steps, "checkpoints": checkpoints, "timing": timing,
-         "mixture": {k: {"weight": v.weight, "ability": v.ability, "teaches": v.teaches}
-                     for k, v in EXAMPLE_KINDS.items()}}, indent=2) + "\n")
+    timing = {"train_s": round(t_train, 1), "eval_s": round(t_eval, 1), "total_s": round(time.time() - t_start, 1)}
+    (report_dir / "series.json").write_text(
+        json.dumps(
+            {
+                "tasks": tasks,
+                "steps": steps,
+                "checkpoints": checkpoints,
+                "timing": timing,
+                "mixture": {
+                    k: {"weight": v.weight, "ability": v.ability, "teaches": v.teaches}
+                    for k, v in EXAMPLE_KINDS.items()
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print_fn("")
     print_fn(format_development(report_dir, checkpoints))
-    print_fn(f"\ntrain {timing['train_s']:.0f}s, evaluation and report {timing['eval_s']:.0f}s"
-             f"\nreport: {report}")
+    print_fn(f"\ntrain {timing['train_s']:.0f}s, evaluation and report {timing['eval_s']:.0f}s\nreport: {report}")
     return report_dir
 
 
@@ -132,12 +179,16 @@ def format_development(report_dir: str | os.PathLike, checkpoints: Sequence[Mapp
         except (KeyError, TypeError, ValueError):
             return "-"
 
-    header = (f"{'checkpoint':12s} {'tokens':>7s}  {'SDS perception':>14s} {'(chance)':>8s}  "
-              f"{'SDS reasoning':>13s} {'(chance)':>8s}")
+    header = (
+        f"{'checkpoint':12s} {'tokens':>7s}  {'SDS perception':>14s} {'(chance)':>8s}  "
+        f"{'SDS reasoning':>13s} {'(chance)':>8s}"
+    )
     lines = [header]
     for c in checkpoints:
         row = rows.get(f"step {c['step']}", {})
-        lines.append(f"{'step ' + str(c['step']):12s} {_format_tokens(c['tokens']):>7s}  "
-                     f"{cell(row, 'perception'):>14s} {cell(row, 'chance_perception'):>8s}  "
-                     f"{cell(row, 'reasoning'):>13s} {cell(row, 'chance_reasoning'):>8s}")
+        lines.append(
+            f"{'step ' + str(c['step']):12s} {_format_tokens(c['tokens']):>7s}  "
+            f"{cell(row, 'perception'):>14s} {cell(row, 'chance_perception'):>8s}  "
+            f"{cell(row, 'reasoning'):>13s} {cell(row, 'chance_reasoning'):>8s}"
+        )
     return "\n".join(lines)

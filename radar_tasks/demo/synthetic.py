@@ -21,6 +21,7 @@ from radar_tasks.demo import fixture as F
 TRAIN_SIDES = (60, 62, 66, 68)
 TRAIN_LONG_SIDES = (88, 90, 92, 94)
 
+
 @dataclass
 class Example:
     """One training sequence: `prompt` (one image marker per image) + " " + `answer`."""
@@ -51,8 +52,12 @@ def _box(rng: random.Random, size, cx: float, cy: float, scale: float) -> tuple[
 
 # where the fixture puts a single shape ('left', ...) or the two shapes of a relation, as canvas fractions
 _CENTRES = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8)}
-_RELATION_SIDES = {"to the left": ("left", "right"), "to the right": ("right", "left"),
-                   "above": ("top", "bottom"), "below": ("bottom", "top")}
+_RELATION_SIDES = {
+    "to the left": ("left", "right"),
+    "to the right": ("right", "left"),
+    "above": ("top", "bottom"),
+    "below": ("bottom", "top"),
+}
 
 
 def _anywhere(rng: random.Random, size) -> tuple[int, int, int, int]:
@@ -93,8 +98,11 @@ def _single(rng: random.Random, kind: str):
     position = rng.choice(F.POSITIONS) if kind == "position" else None
     box = _box(rng, size, *_CENTRES[position], rng.uniform(0.28, 0.4)) if position else _anywhere(rng, size)
     img = F.draw_scene(size, [(shape, colour, box)], _mode(rng, kind == "color"))
-    question, answer = {"color": (F.Q_COLOR, colour), "shape": (F.Q_SHAPE, shape),
-                        "position": (F.Q_POSITION, position)}[kind]
+    question, answer = {
+        "color": (F.Q_COLOR, colour),
+        "shape": (F.Q_SHAPE, shape),
+        "position": (F.Q_POSITION, position),
+    }[kind]
     return _prompt(_either_separator(rng), question), [img], answer
 
 

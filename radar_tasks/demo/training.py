@@ -63,8 +63,7 @@ def encode_batch(processor, examples: Sequence[Example], placeholder: str) -> di
 
     texts = [e.prompt.replace(prompts.IMAGE_MARKER, placeholder) + " " + e.answer for e in examples]
     images = [im for e in examples for im in e.images]
-    inputs = dict(processor(text=texts, images=images or None, return_tensors="pt", padding=True,
-                            padding_side="right"))
+    inputs = dict(processor(text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="right"))
     labels = torch.full_like(inputs["input_ids"], -100)
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     for i, e in enumerate(examples):
@@ -86,10 +85,19 @@ def answer_loss(model, inputs: Mapping):
     return nnf.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
-def train(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: Sequence[int] = DEFAULT_STEPS, *,
-          batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR, seed: int = 0,
-          weights: Mapping[str, float] | None = None, threads: int | None = 1, log_every: int = 50,
-          print_fn=print) -> list[dict]:
+def train(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    weights: Mapping[str, float] | None = None,
+    threads: int | None = 1,
+    log_every: int = 50,
+    print_fn=print,
+) -> list[dict]:
     """Train the checkpoint in `model_dir` for max(steps) AdamW steps (linear warmup, cosine decay to 10%) and
     save `out_dir/step_<n>` (model + processor) at every n in `steps` (0: the starting weights).
 
@@ -133,16 +141,25 @@ def train(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: Seque
                 model.save_pretrained(path)
                 processor.save_pretrained(path)
                 loss = sum(since_save) / len(since_save) if since_save else None
-                checkpoints.append({"step": step, "tokens": tokens, "examples": step * batch_size, "loss": loss,
-                                    "seconds": round(time.time() - t0, 1), "path": str(path)})
+                checkpoints.append(
+                    {
+                        "step": step,
+                        "tokens": tokens,
+                        "examples": step * batch_size,
+                        "loss": loss,
+                        "seconds": round(time.time() - t0, 1),
+                        "path": str(path),
+                    }
+                )
                 since_save.clear()
 
             if steps[0] == 0:
                 save(0)
             model.train()
             for step in range(1, total + 1):
-                inputs = encode_batch(processor, [make_example(rng, weights=weights) for _ in range(batch_size)],
-                                      placeholder)
+                inputs = encode_batch(
+                    processor, [make_example(rng, weights=weights) for _ in range(batch_size)], placeholder
+                )
                 tokens += int(inputs["attention_mask"].sum())
                 loss = answer_loss(model, inputs)
                 opt.zero_grad(set_to_none=True)
@@ -153,8 +170,10 @@ def train(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: Seque
                 since_save.append(loss.item())
                 since_log.append(loss.item())
                 if log_every and (step % log_every == 0 or step == total):
-                    print_fn(f"step {step:5d}/{total}  loss {sum(since_log) / len(since_log):.3f}  "
-                             f"tokens {tokens:,}  {time.time() - t0:.0f}s")
+                    print_fn(
+                        f"step {step:5d}/{total}  loss {sum(since_log) / len(since_log):.3f}  "
+                        f"tokens {tokens:,}  {time.time() - t0:.0f}s"
+                    )
                     since_log.clear()
                 if step in steps:
                     model.eval()
@@ -162,7 +181,17 @@ def train(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: Seque
                     model.train()
     finally:
         torch.set_num_threads(old_threads)
-    (out / "train_log.json").write_text(json.dumps(
-        {"batch_size": batch_size, "lr": lr, "seed": seed, "weights": dict(weights or {}) or None,
-         "checkpoints": checkpoints}, indent=2) + "\n")
+    (out / "train_log.json").write_text(
+        json.dumps(
+            {
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "weights": dict(weights or {}) or None,
+                "checkpoints": checkpoints,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return checkpoints

@@ -26,9 +26,9 @@ def transparent(image: Image.Image, mode: str) -> bytes:
     rgba = np.dstack([np.asarray(image.convert("RGB")), np.full(image.size[::-1], 255, np.uint8)])
     h, w = rgba.shape[:2]
     inner = np.zeros((h, w), bool)
-    inner[BORDER:h - BORDER, BORDER:w - BORDER] = True
+    inner[BORDER : h - BORDER, BORDER : w - BORDER] = True
     core = np.zeros((h, w), bool)
-    core[BORDER + RING:h - BORDER - RING, BORDER + RING:w - BORDER - RING] = True
+    core[BORDER + RING : h - BORDER - RING, BORDER + RING : w - BORDER - RING] = True
     rgba[~inner] = 0
     rgba[inner & ~core, 3] = 128
     out = Image.fromarray(rgba, "RGBA")

@@ -98,8 +98,9 @@ def pretrained_path(value) -> str:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(text, "config.json"), str):
-            raise ValueError(f"no such folder: {text}; as a hub id it is not in the local hub cache either "
-                             "(HF_HUB_OFFLINE is set)")
+            raise ValueError(
+                f"no such folder: {text}; as a hub id it is not in the local hub cache either (HF_HUB_OFFLINE is set)"
+            )
     return text
 
 
@@ -191,27 +192,30 @@ class Arg:
 
 
 _BOOL = "true, false, 1, 0, yes, no"
-MODEL_ARGS: dict[str, Arg] = {a.name: a for a in (
-    Arg("pretrained", pretrained_path, "a checkpoint folder or a hub id"),
-    Arg("device", torch_device, "cpu, cuda, cuda:N, mps"),
-    Arg("dtype", lambda v: choice(*DTYPE_NAMES)(str(v).strip().removeprefix("torch.")), ", ".join(DTYPE_NAMES)),
-    Arg("batch_size", parse_batch_size, "an integer >= 1, or auto"),
-    Arg("max_batch_size", positive_int, "an integer >= 1"),
-    Arg("share_prefix", as_bool, _BOOL),
-    Arg("trust_remote_code", as_bool, _BOOL),
-    Arg("attn_implementation", attention, "eager, sdpa, flash_attention_2, ... (transformers' attention kernels)"),
-    Arg("protocol", choice(*PROTOCOLS), ", ".join(PROTOCOLS)),
-    Arg("prompt_style", choice(*STYLE_ARGS), ", ".join(STYLE_ARGS)),
-    Arg("score", choice(*SCORES), ", ".join(SCORES)),
-    Arg("processor_kwargs", parse_kwargs, "key:value;key:value, or a JSON object"),
-    Arg("qwen_vl_utils_resize", as_bool, _BOOL),
-    Arg("image_conversion", choice(*CONVERSIONS), ", ".join(CONVERSIONS)),
-    Arg("llava_mmmu_one_distractor", as_bool, _BOOL),
-    Arg("internvl_reverse_images", as_bool, _BOOL),
-    Arg("mmmu_two_letters", as_bool, _BOOL),
-    Arg("num_workers", workers, "auto, or an integer >= 0"),
-    Arg("image_processor", choice(*IMAGE_PROCESSORS), ", ".join(IMAGE_PROCESSORS)),
-)}
+MODEL_ARGS: dict[str, Arg] = {
+    a.name: a
+    for a in (
+        Arg("pretrained", pretrained_path, "a checkpoint folder or a hub id"),
+        Arg("device", torch_device, "cpu, cuda, cuda:N, mps"),
+        Arg("dtype", lambda v: choice(*DTYPE_NAMES)(str(v).strip().removeprefix("torch.")), ", ".join(DTYPE_NAMES)),
+        Arg("batch_size", parse_batch_size, "an integer >= 1, or auto"),
+        Arg("max_batch_size", positive_int, "an integer >= 1"),
+        Arg("share_prefix", as_bool, _BOOL),
+        Arg("trust_remote_code", as_bool, _BOOL),
+        Arg("attn_implementation", attention, "eager, sdpa, flash_attention_2, ... (transformers' attention kernels)"),
+        Arg("protocol", choice(*PROTOCOLS), ", ".join(PROTOCOLS)),
+        Arg("prompt_style", choice(*STYLE_ARGS), ", ".join(STYLE_ARGS)),
+        Arg("score", choice(*SCORES), ", ".join(SCORES)),
+        Arg("processor_kwargs", parse_kwargs, "key:value;key:value, or a JSON object"),
+        Arg("qwen_vl_utils_resize", as_bool, _BOOL),
+        Arg("image_conversion", choice(*CONVERSIONS), ", ".join(CONVERSIONS)),
+        Arg("llava_mmmu_one_distractor", as_bool, _BOOL),
+        Arg("internvl_reverse_images", as_bool, _BOOL),
+        Arg("mmmu_two_letters", as_bool, _BOOL),
+        Arg("num_workers", workers, "auto, or an integer >= 0"),
+        Arg("image_processor", choice(*IMAGE_PROCESSORS), ", ".join(IMAGE_PROCESSORS)),
+    )
+}
 REQUIRED = ("pretrained",)
 # lmms-eval's own CLI flags that reach the model (`create_from_arg_string`'s additional config), by model arg
 CLI_FLAGS = {"batch_size": "--batch_size", "max_batch_size": "--max_batch_size", "device": "--device"}
@@ -234,8 +238,9 @@ def check_model_args(raw: Mapping[str, Any], cli: Mapping[str, Any] | None = Non
         if name not in out:
             out[name] = flag
         elif flag != out[name] and flag != CLI_DEFAULTS.get(name):
-            raise ArgumentError(f"radar_hf: {name} given twice, {CLI_FLAGS[name]} {value} and model arg "
-                                f"{name}={raw[name]}: give one")
+            raise ArgumentError(
+                f"radar_hf: {name} given twice, {CLI_FLAGS[name]} {value} and model arg {name}={raw[name]}: give one"
+            )
     missing = [name for name in REQUIRED if name not in out]
     if missing:
         raise ArgumentError(f"radar_hf: model arg {missing[0]} is required (--model_args {missing[0]}=...)")
@@ -248,4 +253,3 @@ def _parse(arg: Arg, value, what: str):
     except ValueError as exc:
         valid = "" if arg.valid in str(exc) else f" (valid: {arg.valid})"
         raise ArgumentError(f"radar_hf: {what}: {exc}{valid}") from None
-

@@ -44,7 +44,9 @@ def image_placeholder(model_type: str | None, processor) -> str:
         return IMAGE_PLACEHOLDERS[model_type]
     token = getattr(processor, "image_token", None)
     if not token:
-        raise ValueError(f"no image placeholder known for model_type {model_type!r} and the processor has no image_token")
+        raise ValueError(
+            f"no image placeholder known for model_type {model_type!r} and the processor has no image_token"
+        )
     return token
 
 
@@ -104,9 +106,7 @@ def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float
     # torch.where, not multiplication: a -inf log-prob at a masked position must not turn the sum into nan
     nll = -torch.where(mask, logprob, zero).sum(dim=-1) / n
     mean_logit = torch.where(mask, raw, zero).sum(dim=-1) / n
-    return [
-        (float(nll[b]), bool(greedy[b].all()), int(n[b]), float(mean_logit[b])) for b in range(labels.shape[0])
-    ]
+    return [(float(nll[b]), bool(greedy[b].all()), int(n[b]), float(mean_logit[b])) for b in range(labels.shape[0])]
 
 
 @functools.cache
@@ -131,6 +131,7 @@ def to_device(inputs, device, dtype) -> dict:
     """A processor encoding moved to `device`; only floating tensors (pixel values) take `dtype`. The copy is
     non-blocking and comes before the cast: from pinned memory it runs asynchronously on CUDA, in stream order
     before the forward that reads it (a cast first would make a pageable copy)."""
+
     def moved(v):
         v = v.to(device=device, non_blocking=True)
         return v.to(dtype) if dtype is not None and v.is_floating_point() else v
@@ -140,7 +141,14 @@ def to_device(inputs, device, dtype) -> dict:
 
 @torch.inference_mode()
 def score_continuations(
-    model, processor, context: str, images: list, continuations: list[str], *, device=None, dtype=None,
+    model,
+    processor,
+    context: str,
+    images: list,
+    continuations: list[str],
+    *,
+    device=None,
+    dtype=None,
     max_length: int | None = None,
 ) -> list[ContinuationScore]:
     """Score each continuation of one question: one forward per prompt + continuation (the reference path).
@@ -192,7 +200,7 @@ def score_continuations(
             kwargs["logits_to_keep"] = keep
         logits = model(**to_device(inputs, device, dtype), **kwargs).logits[:, -keep:]
         # logits[:, t] predicts labels[:, t + 1]: shift, as a causal LM loss does
-        nll, greedy, n, mean_logit = token_scores(logits[:, :-1], labels[:, 1:][:, -(keep - 1):].to(logits.device))[0]
+        nll, greedy, n, mean_logit = token_scores(logits[:, :-1], labels[:, 1:][:, -(keep - 1) :].to(logits.device))[0]
         scores.append(ContinuationScore(nll, greedy, n, mean_logit, prefix_ok))
     return scores
 
@@ -217,8 +225,15 @@ def resolve_dtype(dtype, device="cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=False, attn_implementation=None,
-               processor_kwargs: dict | None = None, image_processor: str = "fast"):
+def load_model(
+    pretrained: str,
+    device=None,
+    dtype="auto",
+    trust_remote_code=False,
+    attn_implementation=None,
+    processor_kwargs: dict | None = None,
+    image_processor: str = "fast",
+):
     """(model, processor) from a local folder or hub id, in eval mode on `device`.
 
     `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. min_pixels / max_pixels, max_patches).
@@ -233,14 +248,16 @@ def load_model(pretrained: str, device=None, dtype="auto", trust_remote_code=Fal
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs).to(device).eval()
-    processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code,
-                                              **(processor_kwargs or {}))
+    processor = AutoProcessor.from_pretrained(
+        pretrained, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
+    )
     select_image_backend(processor, pretrained, image_processor, trust_remote_code, processor_kwargs)
     return model, processor
 
 
-def select_image_backend(processor, pretrained: str, choice: str, trust_remote_code=False,
-                         processor_kwargs: dict | None = None) -> None:
+def select_image_backend(
+    processor, pretrained: str, choice: str, trust_remote_code=False, processor_kwargs: dict | None = None
+) -> None:
     """Give `processor` the image processor of the chosen backend (`IMAGE_BACKENDS`), loaded with the same kwargs.
 
     A backend is chosen here, not by `AutoProcessor`: its `backend` kwarg reaches every sub-processor, and video
@@ -253,4 +270,5 @@ def select_image_backend(processor, pretrained: str, choice: str, trust_remote_c
     from transformers import AutoImageProcessor
 
     processor.image_processor = AutoImageProcessor.from_pretrained(
-        pretrained, backend=backend, trust_remote_code=trust_remote_code, **(processor_kwargs or {}))
+        pretrained, backend=backend, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
+    )

@@ -110,7 +110,7 @@ class _Failed:
         error.add_note(f"(in a background worker, pid {os.getpid()}:)\n{traceback.format_exc().rstrip()}")
         try:
             pickle.loads(pickle.dumps(error))  # some pickle, then fail to unpickle (another __init__ signature)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle still reaches the caller, as text
+        except Exception:
             error = RuntimeError(f"{type(error).__name__}: {error}\n{error.__notes__[-1]}")
         return cls(error)
 
@@ -128,7 +128,7 @@ class _Calls(torch.utils.data.Dataset):
         start = time.perf_counter()
         try:
             value = self.fn(i)
-        except Exception as error:  # noqa: BLE001 - re-raised in the main process, in order
+        except Exception as error:
             return _Failed.of(error)
         return _Done(value, time.perf_counter() - start)
 
@@ -158,8 +158,13 @@ class OrderedMap:
         # a forked worker inherits the tokenizers' thread pool state: say once, here, that it is not used there
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = torch.utils.data.DataLoader(
-            _Calls(self.fn, self.n), batch_size=None, shuffle=False, num_workers=self.num_workers,
-            collate_fn=_as_is, pin_memory=self.pin_memory, multiprocessing_context="fork",
+            _Calls(self.fn, self.n),
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=_as_is,
+            pin_memory=self.pin_memory,
+            multiprocessing_context="fork",
             prefetch_factor=math.ceil(self.depth / self.num_workers),
             generator=torch.Generator().manual_seed(0),  # its worker seeds, not drawn from the caller's global RNG
         )
@@ -219,8 +224,9 @@ class QuestionPipeline:
     num_workers: int = 0
     window: int = 64
     pin_memory: bool = False
-    stats: dict = field(default_factory=lambda: {"questions": 0, "workers": 0, "host_s": 0.0, "wait_s": 0.0,
-                                                  "score_s": 0.0})
+    stats: dict = field(
+        default_factory=lambda: {"questions": 0, "workers": 0, "host_s": 0.0, "wait_s": 0.0, "score_s": 0.0}
+    )
 
     def __post_init__(self):
         if self.num_workers and not can_fork():  # spawned workers would need the model, processor, docs pickled
@@ -242,8 +248,9 @@ class QuestionPipeline:
         """`(index, extra, scores)` per question, in index order; `progress(n)`: n more questions scored."""
         workers = min(self.num_workers, self.n)
         self.stats["workers"] = workers
-        with OrderedMap(self._prepare, self.n, num_workers=workers, depth=self.window,
-                        pin_memory=self.pin_memory) as prepared:
+        with OrderedMap(
+            self._prepare, self.n, num_workers=workers, depth=self.window, pin_memory=self.pin_memory
+        ) as prepared:
             window: list[Prepared] = []
             while True:
                 start = time.perf_counter()

@@ -115,7 +115,15 @@ class SharedPrefixScorer:
     """Scores many questions with shared prefixes and batching; `share_prefix=False` is the reference path."""
 
     def __init__(
-        self, model, processor, *, device=None, dtype=None, batch_size=1, share_prefix=True, max_batch_size=None,
+        self,
+        model,
+        processor,
+        *,
+        device=None,
+        dtype=None,
+        batch_size=1,
+        share_prefix=True,
+        max_batch_size=None,
         verify=True,
     ):
         self.model = model
@@ -132,7 +140,8 @@ class SharedPrefixScorer:
             int(v) for a in _MM_ID_ATTRS for v in [getattr(config, a, None)] if isinstance(v, int) and v >= 0
         }
         self.pad_id = next(
-            i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0, 1, 2)
+            i
+            for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0, 1, 2)
             if i is not None and i not in self.mm_ids
         )
         self.positions, self.pad_dim1 = SUPPORT.get(self.model_type, (None, ()))
@@ -227,7 +236,7 @@ class SharedPrefixScorer:
             done = self._run_batch(batch)
         except torch.cuda.OutOfMemoryError:
             raise
-        except Exception as err:  # noqa: BLE001 - any failure of the shared forward: the reference path still works
+        except Exception as err:
             self._switch_off(f"the shared forward failed ({type(err).__name__}: {err})")
             return [(p, self._reference(question_of(p.index))) for p in batch]
         # the question with the most candidates that run on the cache (single-token ones use only prefill logits)
@@ -238,12 +247,18 @@ class SharedPrefixScorer:
         self.stats["per_candidate"] -= 1  # a check, not a fallback
         tol = self.verify_tolerance
         worst = max(
-            [max(abs(a.nll - b.nll), abs(a.mean_logit - b.mean_logit)) for a, b in zip(reference, shared)
-             if a.n_tokens and math.isfinite(a.nll) and math.isfinite(a.mean_logit)], default=0.0,
+            [
+                max(abs(a.nll - b.nll), abs(a.mean_logit - b.mean_logit))
+                for a, b in zip(reference, shared)
+                if a.n_tokens and math.isfinite(a.nll) and math.isfinite(a.mean_logit)
+            ],
+            default=0.0,
         )
         if worst > tol or any(a.n_tokens != b.n_tokens for a, b in zip(reference, shared)):
             self._switch_off(f"its scores differ from one forward per candidate by {worst:.2e} (> {tol:g})")
-            return [(p, reference if i == j else self._reference(question_of(p.index))) for i, (p, _) in enumerate(done)]
+            return [
+                (p, reference if i == j else self._reference(question_of(p.index))) for i, (p, _) in enumerate(done)
+            ]
         if rows[j]:  # else the continuation forward was not exercised yet: check the next batch of this kind too
             self.verified.add(prep.has_images)
         return done
@@ -255,21 +270,33 @@ class SharedPrefixScorer:
 
     def _fell_back(self, reason: str) -> None:
         if not self.fallbacks[reason]:
-            logger.warning(f"prefix sharing: {reason}: such questions are scored one forward per candidate "
-                           "(counted in the results JSON, radar_tasks.prefix_sharing)")
+            logger.warning(
+                f"prefix sharing: {reason}: such questions are scored one forward per candidate "
+                "(counted in the results JSON, radar_tasks.prefix_sharing)"
+            )
         self.fallbacks[reason] += 1
 
     def outcome(self) -> dict:
         """How the questions were scored: shared / per candidate, the run's fallback reason, per-question ones."""
-        return {"shared": self.stats["shared"], "per_candidate": self.stats["per_candidate"],
-                "run_fallback": self.reason, "question_fallbacks": dict(self.fallbacks)}
+        return {
+            "shared": self.stats["shared"],
+            "per_candidate": self.stats["per_candidate"],
+            "run_fallback": self.reason,
+            "question_fallbacks": dict(self.fallbacks),
+        }
 
     # ----------------------------------------------------------------------------------------------- reference
     def _reference(self, q: Question) -> list[ContinuationScore]:
         self.stats["per_candidate"] += 1
         return likelihood.score_continuations(
-            self.model, q.processor or self.processor, q.context, q.images, q.continuations, device=self.device,
-            dtype=self.dtype, max_length=self.max_length,
+            self.model,
+            q.processor or self.processor,
+            q.context,
+            q.images,
+            q.continuations,
+            device=self.device,
+            dtype=self.dtype,
+            max_length=self.max_length,
         )
 
     # ----------------------------------------------------------------------------------------------- preparing
@@ -284,8 +311,9 @@ class SharedPrefixScorer:
         encoding = likelihood.encode(processor, prompt, images)
         prompt_ids = encoding["input_ids"][0]
         n_prompt = len(prompt_ids)
-        prep = _Tokenized(n_prompt, [], encoding=dict(encoding), has_images=bool(images),
-                          n_candidates=len(q.continuations))
+        prep = _Tokenized(
+            n_prompt, [], encoding=dict(encoding), has_images=bool(images), n_candidates=len(q.continuations)
+        )
         prep.skipped = likelihood.too_long(n_prompt + 1, self.max_length)
         if prep.skipped:
             return prep
@@ -343,7 +371,8 @@ class SharedPrefixScorer:
 
     @staticmethod
     def _has_row(p: _Tokenized, f: torch.Tensor) -> bool:
-        """The candidate is scored and has ids to feed beyond the prefix (ids P .. n-2; the last one predicts nothing)."""
+        """The candidate is scored and has ids to feed beyond the prefix (ids P .. n-2; the last one predicts
+        nothing)."""
         return len(f) > p.n_prompt and len(f) - 1 - p.prefix > 0
 
     @staticmethod
@@ -429,8 +458,10 @@ class SharedPrefixScorer:
                 values = [torch.cat([v, v.new_zeros((v.shape[0], n - v.shape[1], *v.shape[2:]))], 1) for v in values]
             out[key] = torch.cat(values)
         out["attention_mask"] = torch.stack(
-            [torch.cat([torch.ones(p.prefix, dtype=torch.long), torch.zeros(p_max - p.prefix, dtype=torch.long)])
-             for p in batch]
+            [
+                torch.cat([torch.ones(p.prefix, dtype=torch.long), torch.zeros(p_max - p.prefix, dtype=torch.long)])
+                for p in batch
+            ]
         )
         return out
 
@@ -478,8 +509,12 @@ class SharedPrefixScorer:
         cache.batch_select_indices(index.to(self.device))  # the question's prefix, copied once per candidate
         mask = torch.cat([prefix_mask[index], valid.long()], dim=1)
         positions = prefixes[index, None] + torch.arange(l_max)[None, :]
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": self._positions(positions, deltas[index]),
-                "keep": valid}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": self._positions(positions, deltas[index]),
+            "keep": valid,
+        }
 
     def _packed(self, fed, prefixes, prefix_mask, deltas, cache) -> dict:
         """Layout `packed`: one batch row per question, its candidates one after the other on the question's cache
@@ -507,9 +542,12 @@ class SharedPrefixScorer:
         if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
             allowed = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)
         positions = prefixes[:, None] + offset
-        return {"input_ids": ids, "attention_mask": allowed, "position_ids": self._positions(positions, deltas),
-                "keep": valid}
-
+        return {
+            "input_ids": ids,
+            "attention_mask": allowed,
+            "position_ids": self._positions(positions, deltas),
+            "keep": valid,
+        }
 
     def _forward_batch(self, batch: list[_Tokenized], inputs: dict):
         model, device = self.model, self.device

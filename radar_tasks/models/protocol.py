@@ -89,14 +89,23 @@ PAPER_PRESETS = {
         "image_conversion": "pil_convert",
         "internvl_reverse_images": True,
     },
-    "llava_ov_plain": {"dtype": "float16", "processor_kwargs": {}, "image_conversion": "pil_convert",
-                       "llava_mmmu_one_distractor": True},
+    "llava_ov_plain": {
+        "dtype": "float16",
+        "processor_kwargs": {},
+        "image_conversion": "pil_convert",
+        "llava_mmmu_one_distractor": True,
+    },
 }
 # What every family script does alike: score=logit and the two letters A/B of MMMU-Pro options blocks.
 PAPER_COMMON = {"score": "logit", "mmmu_two_letters": True}
 # The switches a preset may set, with their value without protocol (the default path).
-SWITCH_DEFAULTS = {"qwen_vl_utils_resize": False, "image_conversion": images_io.DEFAULT_CONVERSION,
-                   "llava_mmmu_one_distractor": False, "internvl_reverse_images": False, "mmmu_two_letters": False}
+SWITCH_DEFAULTS = {
+    "qwen_vl_utils_resize": False,
+    "image_conversion": images_io.DEFAULT_CONVERSION,
+    "llava_mmmu_one_distractor": False,
+    "internvl_reverse_images": False,
+    "mmmu_two_letters": False,
+}
 
 
 def paper_preset(style: str) -> dict:
@@ -125,8 +134,9 @@ def one_distractor_mask(doc, n_candidates: int, seed: int = 0) -> tuple[bool, ..
     return tuple(i == 0 or i == kept for i in range(n_candidates))
 
 
-def scored_candidates(doc, candidates: list[str], *, two_letters: bool = False,
-                      one_distractor: bool = False) -> tuple[list[str], tuple[bool, ...]]:
+def scored_candidates(
+    doc, candidates: list[str], *, two_letters: bool = False, one_distractor: bool = False
+) -> tuple[list[str], tuple[bool, ...]]:
     """The strings to score for one request's `candidates` (the record's `choices`, correct first) under the
     candidate quirks, and which of them are scored (the others get DROPPED_LOSS: one per request either way).
 
@@ -146,8 +156,13 @@ def scored_candidates(doc, candidates: list[str], *, two_letters: bool = False,
 QWEN_FACTOR, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS, QWEN_MAX_RATIO = 28, 4 * 28 * 28, 16384 * 28 * 28, 200
 
 
-def qwen_smart_resize(height: int, width: int, factor: int = QWEN_FACTOR, min_pixels: int = QWEN_MIN_PIXELS,
-                      max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+def qwen_smart_resize(
+    height: int,
+    width: int,
+    factor: int = QWEN_FACTOR,
+    min_pixels: int = QWEN_MIN_PIXELS,
+    max_pixels: int = QWEN_MAX_PIXELS,
+) -> tuple[int, int]:
     """qwen-vl-utils' target size: multiples of `factor`, pixel count within bounds, aspect ratio kept."""
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
@@ -261,10 +276,20 @@ def _given(value) -> bool:
     return value not in (None, "")
 
 
-def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, prompt_style=None, score=None,
-                     dtype=None, processor_kwargs=None, qwen_vl_utils_resize=None, image_conversion=None,
-                     llava_mmmu_one_distractor=None, internvl_reverse_images=None,
-                     mmmu_two_letters=None) -> Settings:
+def resolve_settings(
+    *,
+    model_type: Callable[[], str | None],
+    protocol=None,
+    prompt_style=None,
+    score=None,
+    dtype=None,
+    processor_kwargs=None,
+    qwen_vl_utils_resize=None,
+    image_conversion=None,
+    llava_mmmu_one_distractor=None,
+    internvl_reverse_images=None,
+    mmmu_two_letters=None,
+) -> Settings:
     """`protocol=paper` = the reference script of the checkpoint's family (prompt_style auto -> qwen2vl_base |
     llava_ov_plain | internvl, by `model_type()` or by an explicit family prompt_style), score=logit, the family's
     dtype, processor settings, image conversion and quirks (PAPER_PRESETS). `model_type` is called only when a
@@ -282,8 +307,10 @@ def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, pro
         if style not in prompts.FAMILY_STYLES:
             from loguru import logger
 
-            logger.warning(f"radar_hf: protocol=paper: no reference script for model_type {family!r} "
-                           f"(prompt_style {style}); only score=logit is set")
+            logger.warning(
+                f"radar_hf: protocol=paper: no reference script for model_type {family!r} "
+                f"(prompt_style {style}); only score=logit is set"
+            )
     score = str(score or preset.get("score") or "logprob").strip().lower()
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
@@ -295,9 +322,13 @@ def resolve_settings(*, model_type: Callable[[], str | None], protocol=None, pro
         return as_bool(value) if _given(value) else bool(preset[name])
 
     return Settings(
-        protocol=protocol, style_arg=style_arg, score=score, dtype=dtype or preset.get("dtype") or "auto",
+        protocol=protocol,
+        style_arg=style_arg,
+        score=score,
+        dtype=dtype or preset.get("dtype") or "auto",
         processor_kwargs=merge_kwargs(preset.get("processor_kwargs", {}), parse_kwargs(processor_kwargs)),
-        qwen_vl_utils_resize=switch("qwen_vl_utils_resize", qwen_vl_utils_resize), image_conversion=conversion,
+        qwen_vl_utils_resize=switch("qwen_vl_utils_resize", qwen_vl_utils_resize),
+        image_conversion=conversion,
         llava_mmmu_one_distractor=switch("llava_mmmu_one_distractor", llava_mmmu_one_distractor),
         internvl_reverse_images=switch("internvl_reverse_images", internvl_reverse_images),
         mmmu_two_letters=switch("mmmu_two_letters", mmmu_two_letters),

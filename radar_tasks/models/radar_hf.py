@@ -86,8 +86,9 @@ class RadarHF(lmms):
             try:
                 raw = simple_parse_args_string(arg_string or "")
             except ValueError:
-                raise ArgumentError(f"radar_hf: --model_args {arg_string!r}: expected key=value pairs separated by "
-                                    "commas") from None
+                raise ArgumentError(
+                    f"radar_hf: --model_args {arg_string!r}: expected key=value pairs separated by commas"
+                ) from None
         return check_model_args(raw, additional_config)
 
     @classmethod
@@ -132,11 +133,20 @@ class RadarHF(lmms):
             device = str(loaded[0].device)
         self._device = torch.device(device)
         settings = _protocol.resolve_settings(
-            model_type=lambda: (getattr(loaded[0].config, "model_type", None) if loaded is not None else
-                                self._model_type_of(pretrained, as_bool(trust_remote_code))), protocol=protocol,
-            prompt_style=prompt_style, score=score, dtype=dtype, processor_kwargs=processor_kwargs,
-            qwen_vl_utils_resize=qwen_vl_utils_resize, image_conversion=image_conversion,
-            llava_mmmu_one_distractor=llava_mmmu_one_distractor, internvl_reverse_images=internvl_reverse_images,
+            model_type=lambda: (
+                getattr(loaded[0].config, "model_type", None)
+                if loaded is not None
+                else self._model_type_of(pretrained, as_bool(trust_remote_code))
+            ),
+            protocol=protocol,
+            prompt_style=prompt_style,
+            score=score,
+            dtype=dtype,
+            processor_kwargs=processor_kwargs,
+            qwen_vl_utils_resize=qwen_vl_utils_resize,
+            image_conversion=image_conversion,
+            llava_mmmu_one_distractor=llava_mmmu_one_distractor,
+            internvl_reverse_images=internvl_reverse_images,
             mmmu_two_letters=mmmu_two_letters,
         )
         for field in dataclasses.fields(settings):  # self.protocol, self.score, self.processor_kwargs, ...
@@ -152,18 +162,29 @@ class RadarHF(lmms):
         self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
         self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
         self.pretrained = pretrained
-        self._model, self.processor = loaded if loaded is not None else likelihood.load_model(
-            pretrained, self._device, self._dtype, as_bool(trust_remote_code), attn_implementation or None,
-            processor_kwargs=self.processor_kwargs, image_processor=image_processor,
+        self._model, self.processor = (
+            loaded
+            if loaded is not None
+            else likelihood.load_model(
+                pretrained,
+                self._device,
+                self._dtype,
+                as_bool(trust_remote_code),
+                attn_implementation or None,
+                processor_kwargs=self.processor_kwargs,
+                image_processor=image_processor,
+            )
         )
         self._finish_protocol()
         if self.rank == 0:
-            logger.info(f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
-                        f"prompt_style {self.prompt_style}, score {self.score}, num_workers {self.num_workers}, "
-                        f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}")
+            logger.info(
+                f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
+                f"prompt_style {self.prompt_style}, score {self.score}, num_workers {self.num_workers}, "
+                f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}"
+            )
 
     @classmethod
-    def from_model(cls, model, processor, **model_args) -> "RadarHF":
+    def from_model(cls, model, processor, **model_args) -> RadarHF:
         """radar_hf around a model already in memory: no loading and no copy; it scores on the model's device in
         the model's dtype. `model_args`: the model args other than those of loading (pretrained, device, dtype,
         trust_remote_code, attn_implementation, image_processor: the processor in memory is used as it is)."""
@@ -207,8 +228,11 @@ class RadarHF(lmms):
         an M3-Bench record's files are read again (its paths, or an exported record's embedded files) and converted
         that way. Then the Qwen script's first resize, when set. With `_prepare_question`, the whole per-question
         preparation (no shared state)."""
-        if (self.image_conversion != images_io.DEFAULT_CONVERSION and prompts.is_m3bench_record(doc)
-                and not doc.get("skipped")):
+        if (
+            self.image_conversion != images_io.DEFAULT_CONVERSION
+            and prompts.is_m3bench_record(doc)
+            and not doc.get("skipped")
+        ):
             images = [images_io.load_rgb(source, self.image_conversion) for source in images_io.sources(doc)]
         else:
             images = list(doc_to_visual(doc) or [])
@@ -229,31 +253,42 @@ class RadarHF(lmms):
         self.prompt_style = _protocol.resolve_style(self.style_arg, self.model_type)
         if self.prompt_style == "chat" and not getattr(self.processor, "chat_template", None):
             raise ValueError(f"prompt_style=chat: the processor of {self.pretrained} has no chat template")
-        if self.prompt_style == "raw" and (self.llava_mmmu_one_distractor or self.internvl_reverse_images
-                                           or self.mmmu_two_letters):
-            logger.warning("radar_hf: llava_mmmu_one_distractor / internvl_reverse_images / mmmu_two_letters act "
-                           "only with a non-raw prompt_style; ignored")
+        if self.prompt_style == "raw" and (
+            self.llava_mmmu_one_distractor or self.internvl_reverse_images or self.mmmu_two_letters
+        ):
+            logger.warning(
+                "radar_hf: llava_mmmu_one_distractor / internvl_reverse_images / mmmu_two_letters act "
+                "only with a non-raw prompt_style; ignored"
+            )
         self.system_message = _protocol.internvl_system_message(self._model.config)
         if self.protocol == "paper" and self.prompt_style == "qwen2vl_base":
             problem = _protocol.qwen_template_problem(
-                lambda messages: self.processor.apply_chat_template(messages, tokenize=False,
-                                                                    add_generation_prompt=False))
+                lambda messages: self.processor.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=False
+                )
+            )
             if problem and self.pretrained not in _TEMPLATE_WARNED:  # once per checkpoint (in-loop: every eval)
                 _TEMPLATE_WARNED.add(self.pretrained)
-                logger.warning(f"radar_hf: protocol=paper: the chat template of {self.pretrained} is not a Qwen2-VL "
-                               f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
-                               "prompt_style qwen2vl_base scores images then the question, as with the base "
-                               "checkpoint")
+                logger.warning(
+                    f"radar_hf: protocol=paper: the chat template of {self.pretrained} is not a Qwen2-VL "
+                    f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
+                    "prompt_style qwen2vl_base scores images then the question, as with the base "
+                    "checkpoint"
+                )
         if self.protocol == "paper" and self.model_type == "llava_onevision":
-            logger.warning("radar_hf: protocol=paper on a transformers LlavaOnevision model: its image tokens (anyres "
-                           "tiles + newline embeddings) are not the reference's 729 flat tokens per image; convert "
-                           "the projector checkpoint to LlavaForConditionalGeneration and use "
-                           "prompt_style=llava_ov_plain for the exact layout")
+            logger.warning(
+                "radar_hf: protocol=paper on a transformers LlavaOnevision model: its image tokens (anyres "
+                "tiles + newline embeddings) are not the reference's 729 flat tokens per image; convert "
+                "the projector checkpoint to LlavaForConditionalGeneration and use "
+                "prompt_style=llava_ov_plain for the exact layout"
+            )
         image_processor = getattr(self.processor, "image_processor", None)
         for key, value in self.processor_kwargs.items():
             if not _kwarg_applied(key, value, (self.processor, image_processor)):
-                logger.warning(f"radar_hf: processor_kwargs {key}={value!r} does not show on the processor of "
-                               f"{self.pretrained} (it may have been ignored)")
+                logger.warning(
+                    f"radar_hf: processor_kwargs {key}={value!r} does not show on the processor of "
+                    f"{self.pretrained} (it may have been ignored)"
+                )
 
     def _prepare_question(self, doc, context: str, images: list, continuations: list):
         """Per-question hook: `(scored, Question)`: which candidates of the request are scored, and the prompt,
@@ -264,20 +299,33 @@ class RadarHF(lmms):
         = continuation minus lmms-eval's target_delimiter " ").
         """
         styled = None
-        if (self.prompt_style != "raw" and prompts.is_m3bench_record(doc)
-                and all(isinstance(c, str) for c in continuations)):
+        if (
+            self.prompt_style != "raw"
+            and prompts.is_m3bench_record(doc)
+            and all(isinstance(c, str) for c in continuations)
+        ):
             candidates, scored = _protocol.scored_candidates(
-                doc, [prompts.strip_delimiter(c) for c in continuations], two_letters=self.mmmu_two_letters,
-                one_distractor=self.llava_mmmu_one_distractor)
+                doc,
+                [prompts.strip_delimiter(c) for c in continuations],
+                two_letters=self.mmmu_two_letters,
+                one_distractor=self.llava_mmmu_one_distractor,
+            )
             styled = prompts.build(
-                doc, self.prompt_style, candidates, scored=scored,
-                chat_template=self._render_chat, image_placeholder=self._chat_placeholder(),
-                system_message=self.system_message, reverse_blocks=self.internvl_reverse_images,
+                doc,
+                self.prompt_style,
+                candidates,
+                scored=scored,
+                chat_template=self._render_chat,
+                image_placeholder=self._chat_placeholder(),
+                system_message=self.system_message,
+                reverse_blocks=self.internvl_reverse_images,
             )
         elif self.prompt_style != "raw" and not getattr(self, "_warned_raw_fallback", False):
             self._warned_raw_fallback = True
-            logger.warning(f"radar_hf: prompt_style {self.prompt_style} needs M3-Bench records; this task's docs "
-                           "are not: using its own prompt (raw)")
+            logger.warning(
+                f"radar_hf: prompt_style {self.prompt_style} needs M3-Bench records; this task's docs "
+                "are not: using its own prompt (raw)"
+            )
         if styled is None:
             return tuple(True for _ in continuations), prefix_sharing.Question(context, images, list(continuations))
         processor = _protocol.ReversedBlocksProcessor(self.processor) if styled.reverse_blocks else None
@@ -297,8 +345,13 @@ class RadarHF(lmms):
         """Scores batches of questions: shared prefix (default) or one forward per candidate (share_prefix=false)."""
         if self._scorer is None:
             self._scorer = prefix_sharing.SharedPrefixScorer(
-                self._model, self.processor, device=self._device, dtype=self._dtype, batch_size=self.batch_size,
-                share_prefix=self.share_prefix, max_batch_size=self.max_batch_size,
+                self._model,
+                self.processor,
+                device=self._device,
+                dtype=self._dtype,
+                batch_size=self.batch_size,
+                share_prefix=self.share_prefix,
+                max_batch_size=self.max_batch_size,
             )
         return self._scorer
 
@@ -316,8 +369,11 @@ class RadarHF(lmms):
         (doc_to_target of loglikelihood tasks)."""
         doc, images = self._doc_and_images(doc_to_visual, doc_id, task, split)
         continuations = [c if isinstance(c, str) else c(doc) for c in continuations]
-        place = (f"{doc['source_file']}: item {doc.get('id')!r}" if isinstance(doc, dict) and doc.get("source_file")
-                 else None)
+        place = (
+            f"{doc['source_file']}: item {doc.get('id')!r}"
+            if isinstance(doc, dict) and doc.get("source_file")
+            else None
+        )
         skipped = self._text_problem(doc, continuations)
         if skipped:  # None: the pipeline does not score it
             return None, (None, continuations, None, skipped, place)
@@ -341,11 +397,19 @@ class RadarHF(lmms):
 
         results: list = [None] * len(requests)
         non_finite = 0
-        pipeline = QuestionPipeline(self.scorer, load, len(items), num_workers=self.num_workers,
-                                    window=self._window(), pin_memory=self._device.type == "cuda")
+        pipeline = QuestionPipeline(
+            self.scorer,
+            load,
+            len(items),
+            num_workers=self.num_workers,
+            window=self._window(),
+            pin_memory=self._device.type == "cuda",
+        )
         # closing: an error here, in this loop, ends the workers at once too
-        with tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress, \
-                contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions:
+        with (
+            tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress,
+            contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions,
+        ):
             for i, (scored, continuations, prompt, skipped, place), scores in scored_questions:
                 (task, _, doc_id, context), (_, members) = items[i]
                 if scores is None:  # not scored at all (`load_question` says why)
@@ -354,8 +418,9 @@ class RadarHF(lmms):
                     skipped = next((s.skipped for s in scores if s.skipped), None)
                 if skipped:
                     self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
-                answers = ([(math.nan, False)] * len(members) if skipped
-                           else _protocol.answers(scored, scores, self.score))
+                answers = (
+                    [(math.nan, False)] * len(members) if skipped else _protocol.answers(scored, scores, self.score)
+                )
                 # what is returned, under either score sign
                 non_finite += 0 if skipped else sum(not math.isfinite(loss) for loss, _ in answers)
                 kept = scored or (True,) * len(members)
@@ -364,16 +429,21 @@ class RadarHF(lmms):
                     # GenerationResult keeps the tuple intact through lmms-eval's output stringification; the
                     # tuple carries what the per-item record shows (metrics/items.py)
                     candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
-                    results[index] = GenerationResult(text=Scored(answer, candidate, prompt or context, skipped,
-                                                                  dropped=not keep))
+                    results[index] = GenerationResult(
+                        text=Scored(answer, candidate, prompt or context, skipped, dropped=not keep)
+                    )
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
         self._sharing = self._gather_outcome()
         timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
-        logger.info(f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
-                    f"host preparation {timing}")
+        logger.info(
+            f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
+            f"host preparation {timing}"
+        )
         if non_finite:  # returned as is (the metric reports them), but say so once
-            logger.warning(f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.score} score")
+            logger.warning(
+                f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.score} score"
+            )
         return results
 
     # ------------------------------------------------------------------------------------------- not scored
@@ -384,8 +454,11 @@ class RadarHF(lmms):
         if getattr(self, "_control_tokens", None) is None:
             tok = self.tokenizer
             found = set(getattr(tok, "all_special_tokens", None) or ())
-            found |= {t.content for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()
-                      if getattr(t, "special", False)}
+            found |= {
+                t.content
+                for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()
+                if getattr(t, "special", False)
+            }
             found |= {getattr(self.processor, a, None) for a in ("image_token", "video_token")} - {None}
             self._control_tokens = tuple(sorted(t for t in found if isinstance(t, str) and len(t) > 1))
         return self._control_tokens
@@ -426,10 +499,18 @@ class RadarHF(lmms):
         """What the results JSON records of this wrapper's run (under `radar_tasks.model`)."""
         sharing = dict(self._sharing or {**self.scorer.outcome(), "not_scored": self.not_scored})
         return {
-            "pretrained": self.pretrained, "model_type": self.model_type, "prompt_style": self.prompt_style,
-            "score": self.score, "protocol": self.protocol, "dtype": str(self._dtype).removeprefix("torch."),
-            "device": str(self._device), "batch_size": self.batch_size, "world_size": self.world_size,
-            "share_prefix": self.share_prefix, "not_scored": sharing.pop("not_scored"), "prefix_sharing": sharing,
+            "pretrained": self.pretrained,
+            "model_type": self.model_type,
+            "prompt_style": self.prompt_style,
+            "score": self.score,
+            "protocol": self.protocol,
+            "dtype": str(self._dtype).removeprefix("torch."),
+            "device": str(self._device),
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "share_prefix": self.share_prefix,
+            "not_scored": sharing.pop("not_scored"),
+            "prefix_sharing": sharing,
         }
 
     def generate_until(self, requests):

@@ -96,18 +96,26 @@ def _read_source(name: str) -> _Source:
     where = src.path.name
 
     def package_import(node) -> bool:
-        return (node.module or "").split(".")[0] == PACKAGE if isinstance(node, ast.ImportFrom) \
+        return (
+            (node.module or "").split(".")[0] == PACKAGE
+            if isinstance(node, ast.ImportFrom)
             else any(a.name.split(".")[0] == PACKAGE for a in node.names)
+        )
 
     for node in ast.walk(tree):  # imports anywhere: allowed modules only, package modules only at the top
         if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "module", "") == "__future__":
             continue
-        roots = [(node.module or "").split(".")[0]] if isinstance(node, ast.ImportFrom) else \
-            [a.name.split(".")[0] for a in node.names]
+        roots = (
+            [(node.module or "").split(".")[0]]
+            if isinstance(node, ast.ImportFrom)
+            else [a.name.split(".")[0] for a in node.names]
+        )
         for root in roots:
             if root != PACKAGE and root not in ALLOWED_IMPORTS and root not in sys.stdlib_module_names:
-                raise ExportError(f"{where}:{node.lineno}: imports {root}, which an lmms-eval task folder cannot "
-                                  f"rely on (allowed: the standard library, {', '.join(sorted(ALLOWED_IMPORTS))})")
+                raise ExportError(
+                    f"{where}:{node.lineno}: imports {root}, which an lmms-eval task folder cannot "
+                    f"rely on (allowed: the standard library, {', '.join(sorted(ALLOWED_IMPORTS))})"
+                )
         if getattr(node, "level", 0):
             raise ExportError(f"{where}:{node.lineno}: relative import; use an absolute one")
 
@@ -119,8 +127,9 @@ def _read_source(name: str) -> _Source:
         """`from pkg import module [as alias]` / `from pkg.module import name`: the module becomes a section (a
         dependency), the name is one of the shared namespace."""
         if isinstance(node, ast.Import):
-            raise ExportError(f"{where}:{node.lineno}: write `from {PACKAGE}... import module` (the export "
-                              "inlines that form)")
+            raise ExportError(
+                f"{where}:{node.lineno}: write `from {PACKAGE}... import module` (the export inlines that form)"
+            )
         for alias in node.names:
             full = f"{node.module}.{alias.name}"
             if _is_module(full):
@@ -128,8 +137,10 @@ def _read_source(name: str) -> _Source:
                 src.aliases[alias.asname or alias.name] = full
             else:
                 if alias.asname and alias.asname != alias.name:
-                    raise ExportError(f"{where}:{node.lineno}: `import {alias.name} as {alias.asname}` from a "
-                                      "package module: the inlined file has one namespace; drop the `as`")
+                    raise ExportError(
+                        f"{where}:{node.lineno}: `import {alias.name} as {alias.asname}` from a "
+                        "package module: the inlined file has one namespace; drop the `as`"
+                    )
                 deps.append(node.module)
 
     for node in ast.walk(tree):  # package imports inside functions: removed, the names are the namespace's
@@ -139,8 +150,12 @@ def _read_source(name: str) -> _Source:
             passes[node.lineno - 1] = node.col_offset
     for i, node in enumerate(tree.body):
         span = range(node.lineno - 1, node.end_lineno)
-        if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
-                and isinstance(node.value.value, str):
+        if (
+            i == 0
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             comment.update(span)
         elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
             drop.update(span)
@@ -202,16 +217,21 @@ def _check_one_namespace(sources: list[_Source]) -> None:
     for src in sources:
         for name, module in src.aliases.items():
             if aliases.setdefault(name, module) != module:
-                raise ExportError(f"{name!r} names {aliases[name]} in one module and {module} in {src.name}: the "
-                                  f"exported {UTILS} is one namespace; import them under one name each")
+                raise ExportError(
+                    f"{name!r} names {aliases[name]} in one module and {module} in {src.name}: the "
+                    f"exported {UTILS} is one namespace; import them under one name each"
+                )
     for src in sources:
         for name in src.defined | set(src.aliases):
             if name in owner and owner[name] != src.name and name not in aliases:
-                raise ExportError(f"{name!r} is defined by both {owner[name]} and {src.name}: the exported "
-                                  f"{UTILS} is one namespace; rename one")
+                raise ExportError(
+                    f"{name!r} is defined by both {owner[name]} and {src.name}: the exported "
+                    f"{UTILS} is one namespace; rename one"
+                )
             if name in aliases and name in src.defined:
-                raise ExportError(f"{name!r} is defined by {src.name} and names the module {aliases[name]} "
-                                  "elsewhere: rename one")
+                raise ExportError(
+                    f"{name!r} is defined by {src.name} and names the module {aliases[name]} elsewhere: rename one"
+                )
             owner.setdefault(name, src.name)
     bound_by: dict[str, str] = {}
     for src in sources:
@@ -221,8 +241,10 @@ def _check_one_namespace(sources: list[_Source]) -> None:
             if name in bound_by:
                 other = importlib.import_module(bound_by[name])
                 if not _same_object(getattr(other, name), getattr(importlib.import_module(src.name), name)):
-                    raise ExportError(f"{name!r} is imported as different objects by {bound_by[name]} and "
-                                      f"{src.name}: the exported {UTILS} is one namespace")
+                    raise ExportError(
+                        f"{name!r} is imported as different objects by {bound_by[name]} and "
+                        f"{src.name}: the exported {UTILS} is one namespace"
+                    )
             bound_by.setdefault(name, src.name)
 
 
@@ -289,9 +311,11 @@ def compose_utils() -> str:
         '"""M3-Bench (RADAR, arXiv 2602.12892) for lmms-eval: the task hooks, the taxonomy, the prompts, and the SDS',
         "math and aggregations.",
         "",
-        *textwrap.wrap(f"Sections, each one module of the task sources, dependencies first: {names}. They share "
-                       f"this file's namespace; `{'`, `'.join(aliases)}` name the section a function comes from.",
-                       width=115),
+        *textwrap.wrap(
+            f"Sections, each one module of the task sources, dependencies first: {names}. They share "
+            f"this file's namespace; `{'`, `'.join(aliases)}` name the section a function comes from.",
+            width=115,
+        ),
         '"""',
         "",
         *imports,
@@ -312,7 +336,7 @@ def compose_utils() -> str:
     for src in sources:
         parts += ["", "", f"# {'=' * 110}", f"# section {_short(src.name)}", f"# {'=' * 110}", src.body.rstrip()]
     text = re.sub(r"\n{4,}", "\n\n\n", "\n".join(parts) + "\n")
-    text = HEADER + MENTION.sub(_mention, text[len(HEADER):])
+    text = HEADER + MENTION.sub(_mention, text[len(HEADER) :])
     compile(text, UTILS, "exec", dont_inherit=True)
     return text
 
@@ -365,8 +389,10 @@ class _Rewrite:
         """`!function radar_tasks....name` -> `!function utils.name` (a function of the same name and job)."""
         name = str(value).rsplit(".", 1)[-1]
         if not str(value).startswith(PACKAGE + ".") or not callable(self.functions.get(name)):
-            raise ExportError(f"{where}: `!function {value}` has no counterpart `{name}` in the exported {UTILS} "
-                              f"(define it in {HOOKS_MODULE})")
+            raise ExportError(
+                f"{where}: `!function {value}` has no counterpart `{name}` in the exported {UTILS} "
+                f"(define it in {HOOKS_MODULE})"
+            )
         return _Function(f"{Path(UTILS).stem}.{name}")
 
 
@@ -374,14 +400,18 @@ def _rewrite_metric_list(metrics: list, ctx: _Rewrite, where: str, hooks) -> lis
     out = []
     for metric in metrics:
         aggregation = metric.get("aggregation")
-        out.append({**metric, "aggregation": ctx.function(aggregation, where)}
-                   if isinstance(aggregation, _Function) else dict(metric))
+        out.append(
+            {**metric, "aggregation": ctx.function(aggregation, where)}
+            if isinstance(aggregation, _Function)
+            else dict(metric)
+        )
         se = hooks.SE_AGGREGATIONS.get(str(aggregation).rsplit(".", 1)[-1])
         if se:
             name = metric["metric"] + hooks.SE_SUFFIX
             ctx.se_metrics.append(name)
-            out.append({"metric": name, "aggregation": _Function(f"{Path(UTILS).stem}.{se}"),
-                        "higher_is_better": False})
+            out.append(
+                {"metric": name, "aggregation": _Function(f"{Path(UTILS).stem}.{se}"), "higher_is_better": False}
+            )
     return out
 
 
@@ -409,13 +439,17 @@ def _rewrite_leaf(name: str, data: dict, ctx: _Rewrite) -> dict:
         if key == "dataset_kwargs":
             rows = ctx.index.get(value.get("field"), [])
             if len(rows) != 1 or not {"subset", "category"} <= set(rows[0]):
-                raise ExportError(f"{name}.yaml: its task index entry must be one row naming subset and category "
-                                  f"(the export maps it to a dataset config); got {rows!r}")
+                raise ExportError(
+                    f"{name}.yaml: its task index entry must be one row naming subset and category "
+                    f"(the export maps it to a dataset config); got {rows!r}"
+                )
             out["dataset_name"] = config_name(rows[0]["subset"], rows[0]["category"])
             if set(rows[0]) != {"subset", "category"}:  # it selects docs: a process_docs of its own, bound to it
                 if not callable(ctx.functions.get(SELECTING)):
-                    raise ExportError(f"{name}.yaml: its task index row selects docs ({', '.join(sorted(rows[0]))}); "
-                                      f"the exported {UTILS} needs `{SELECTING}(row)` ({HOOKS_MODULE})")
+                    raise ExportError(
+                        f"{name}.yaml: its task index row selects docs ({', '.join(sorted(rows[0]))}); "
+                        f"the exported {UTILS} needs `{SELECTING}(row)` ({HOOKS_MODULE})"
+                    )
                 ctx.selections[name] = rows[0]
                 out["process_docs"] = _Function(f"{Path(UTILS).stem}.{_selected_docs(name)}")
         elif isinstance(value, _Function):
@@ -437,66 +471,105 @@ def _selections_section(selections: dict[str, dict], namespace: dict) -> str:
     taken = [n for n in names if n in namespace]
     if taken:
         raise ExportError(f"{taken[0]!r} is defined by the inlined modules: the export needs the name for a leaf")
-    return "\n".join([
-        "", "", f"# {'=' * 110}",
-        "# section task index: the leaves that score a selection of their category's docs (their task-index rows)",
-        f"# {'=' * 110}",
-        f"{TASK_ROWS} = {{",
-        *[f"    {task!r}: " + textwrap.indent(pprint.pformat(row, width=100, compact=True), " " * 8).lstrip() + ","
-          for task, row in selections.items()],
-        "}",
-        "",
-        *[f"{_selected_docs(t)} = {SELECTING}({TASK_ROWS}[{t!r}])" for t in selections],
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "",
+                "",
+                f"# {'=' * 110}",
+                "# section task index: the leaves that score a selection of their category's docs "
+                "(their task-index rows)",
+                f"# {'=' * 110}",
+                f"{TASK_ROWS} = {{",
+                *[
+                    f"    {task!r}: "
+                    + textwrap.indent(pprint.pformat(row, width=100, compact=True), " " * 8).lstrip()
+                    + ","
+                    for task, row in selections.items()
+                ],
+                "}",
+                "",
+                *[f"{_selected_docs(t)} = {SELECTING}({TASK_ROWS}[{t!r}])" for t in selections],
+            ]
+        )
+        + "\n"
+    )
 
 
 def _rewrite_group(name: str, data: dict, ctx: _Rewrite, hooks) -> dict:
     out = dict(data)
-    metrics = [{**m, "aggregation": ctx.function(m["aggregation"], f"{name}.yaml")}
-               if isinstance(m.get("aggregation"), _Function) else dict(m) for m in data["aggregate_metric_list"]]
+    metrics = [
+        {**m, "aggregation": ctx.function(m["aggregation"], f"{name}.yaml")}
+        if isinstance(m.get("aggregation"), _Function)
+        else dict(m)
+        for m in data["aggregate_metric_list"]
+    ]
     # lmms-eval matches a group's metrics to its leaves' by substring and the last match wins: the `*_se` entries
     # come last, so `sds` (which also matches `sds_se`) does not decide the `*_se` values.
-    metrics += [{"metric": se, "aggregation": _Function(f"{Path(UTILS).stem}.{hooks.GROUP_SE}"),
-                 "weight_by_size": False} for se in ctx.se_metrics]
+    metrics += [
+        {"metric": se, "aggregation": _Function(f"{Path(UTILS).stem}.{hooks.GROUP_SE}"), "weight_by_size": False}
+        for se in ctx.se_metrics
+    ]
     out["aggregate_metric_list"] = metrics
     return out
 
 
 def _group_rows(groups: dict[str, list[str]]) -> list[str]:
-    return [f"| `{g}` | {', '.join(f'`{m}`' for m in members[:4])}{', ...' if len(members) > 4 else ''} |"
-            for g, members in groups.items()]
+    return [
+        f"| `{g}` | {', '.join(f'`{m}`' for m in members[:4])}{', ...' if len(members) > 4 else ''} |"
+        for g, members in groups.items()
+    ]
 
 
 def _readme(groups: dict[str, list[str]], leaves: list[str], dataset_path: str, se_metrics: list[str]) -> str:
-    return "\n".join([
-        "# M3-Bench (RADAR)", "", f"<!-- {MARKER}: regenerate it, do not edit. -->", "",
-        "The M3-Bench tasks of RADAR ([arXiv 2602.12892](https://arxiv.org/abs/2602.12892)) for lmms-eval: each "
-        "item's correct answer and distractors are scored by likelihood, and the **Soft Discrimination Score** "
-        "(`sds`) is the softmax probability of the correct one, averaged. For *base* (pretraining) checkpoints.",
-        "", f"Data: `{dataset_path}` (a Hugging Face dataset, one config per category, split `test`).",
-        "", "```bash",
-        "lmms-eval --model <a model with loglikelihood> --model_args pretrained=<checkpoint> \\",
-        "  --include_path <this folder> --tasks radar_mmm --output_path out --log_samples", "```", "",
-        "## Tasks", "",
-        f"{len(leaves)} leaf tasks (one per MMBench category, MMMU-Pro subject and single-file subset) and these "
-        "groups:", "", "| group | members |", "|---|---|", *_group_rows(groups), "",
-        "## Metrics", "",
-        "- `sds`: mean probability of the correct candidate (softmax over minus each candidate's mean token loss, "
-        "as the model returns it); `acc`: the correct candidate has the best score (ties count), skipped items "
-        "count as wrong; `skipped`, `items`: counts; `sds_perception`, ... : the same per ability.",
-        "- Groups average **subsets** unweighted (a subset is the unweighted mean of its categories), never the "
-        "leaf tasks.",
-        f"- Standard errors are the metrics {', '.join(f'`{m}`' for m in se_metrics)}: a seeded bootstrap "
-        "(1,000 resamples; `RADAR_BOOTSTRAP_ITERS` changes it) at leaves, the standard error of the unweighted "
-        "mean in groups. lmms-eval's own `*_stderr` keys read `N/A` (it computes stderrs only for its built-in "
-        "aggregations).",
-        "- Per-item logs (`--log_samples`): `sds` holds the item's id, subset, category, probability `p` and "
-        "per-candidate scores.", "",
-        "## Prompts", "",
-        "`doc_to_text` is the question (and, for MMMU-Pro items whose options are images, the options block); "
-        "models place the images themselves, as lmms-eval wrappers do. A model named `radar_hf` gets one "
-        "`<image>` marker per image where it belongs (`lmms_eval_specific_kwargs`).", "",
-    ])
+    return "\n".join(
+        [
+            "# M3-Bench (RADAR)",
+            "",
+            f"<!-- {MARKER}: regenerate it, do not edit. -->",
+            "",
+            "The M3-Bench tasks of RADAR ([arXiv 2602.12892](https://arxiv.org/abs/2602.12892)) for lmms-eval: each "
+            "item's correct answer and distractors are scored by likelihood, and the **Soft Discrimination Score** "
+            "(`sds`) is the softmax probability of the correct one, averaged. For *base* (pretraining) checkpoints.",
+            "",
+            f"Data: `{dataset_path}` (a Hugging Face dataset, one config per category, split `test`).",
+            "",
+            "```bash",
+            "lmms-eval --model <a model with loglikelihood> --model_args pretrained=<checkpoint> \\",
+            "  --include_path <this folder> --tasks radar_mmm --output_path out --log_samples",
+            "```",
+            "",
+            "## Tasks",
+            "",
+            f"{len(leaves)} leaf tasks (one per MMBench category, MMMU-Pro subject and single-file subset) and these "
+            "groups:",
+            "",
+            "| group | members |",
+            "|---|---|",
+            *_group_rows(groups),
+            "",
+            "## Metrics",
+            "",
+            "- `sds`: mean probability of the correct candidate (softmax over minus each candidate's mean token loss, "
+            "as the model returns it); `acc`: the correct candidate has the best score (ties count), skipped items "
+            "count as wrong; `skipped`, `items`: counts; `sds_perception`, ... : the same per ability.",
+            "- Groups average **subsets** unweighted (a subset is the unweighted mean of its categories), never the "
+            "leaf tasks.",
+            f"- Standard errors are the metrics {', '.join(f'`{m}`' for m in se_metrics)}: a seeded bootstrap "
+            "(1,000 resamples; `RADAR_BOOTSTRAP_ITERS` changes it) at leaves, the standard error of the unweighted "
+            "mean in groups. lmms-eval's own `*_stderr` keys read `N/A` (it computes stderrs only for its built-in "
+            "aggregations).",
+            "- Per-item logs (`--log_samples`): `sds` holds the item's id, subset, category, probability `p` and "
+            "per-candidate scores.",
+            "",
+            "## Prompts",
+            "",
+            "`doc_to_text` is the question (and, for MMMU-Pro items whose options are images, the options block); "
+            "models place the images themselves, as lmms-eval wrappers do. A model named `radar_hf` gets one "
+            "`<image>` marker per image where it belongs (`lmms_eval_specific_kwargs`).",
+            "",
+        ]
+    )
 
 
 def render_tasks(dataset_path: str) -> dict[str, str]:
@@ -510,8 +583,7 @@ def render_tasks(dataset_path: str) -> dict[str, str]:
     files = {UTILS: utils}
     template_text = (Path(generate_tasks.__file__).parent / TEMPLATE).read_text(encoding="utf-8")
     template = _rewrite_template(_load(template_text), ctx, hooks)
-    files[TEMPLATE] = _dump(HEADER + "# Shared by every M3-Bench task (the per-category YAMLs include it).\n",
-                            template)
+    files[TEMPLATE] = _dump(HEADER + "# Shared by every M3-Bench task (the per-category YAMLs include it).\n", template)
     groups, leaves = {}, []
     for name, text in ours.items():
         if not name.endswith(".yaml"):
@@ -569,7 +641,6 @@ def check_tasks(out: str | os.PathLike, dataset_path: str) -> list[str]:
     """The files of `out` that differ from a fresh export (missing, changed or extra); empty when current."""
     out = Path(out)
     files = render_tasks(resolve_dataset_path(dataset_path))
-    stale = [n for n, text in files.items()
-             if not (out / n).is_file() or (out / n).read_text(encoding="utf-8") != text]
+    stale = [n for n, text in files.items() if not (out / n).is_file() or (out / n).read_text(encoding="utf-8") != text]
     extra = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in files) if out.is_dir() else []
     return stale + extra

@@ -16,6 +16,7 @@ from radar_tasks import taxonomy
 from radar_tasks.data import m3bench
 from radar_tasks.errors import CategoryFileMissing
 from radar_tasks.metrics import lmms as lmms_metrics
+
 # One definition for our task folder and the exported one (the docs are the same records there)
 from radar_tasks.tasks.exported_hooks import doc_to_choice, doc_to_text, doc_to_visual, select_docs  # noqa: F401
 
@@ -28,8 +29,10 @@ def process_docs(index_rows):
     try:
         records = m3bench.load_category(subset, category)
     except CategoryFileMissing as exc:
-        logger.warning(f"{exc}: task {taxonomy.task_name(subset, category)} reports no score, and its groups "
-                       "average the categories present (as the reference scripts do)")
+        logger.warning(
+            f"{exc}: task {taxonomy.task_name(subset, category)} reports no score, and its groups "
+            "average the categories present (as the reference scripts do)"
+        )
         return m3bench.absent_category(subset, category)
     selected = select_docs(records, rows[0])  # a lite task: its pinned sample of the category
     return selected if selected is not None else m3bench.absent_category(subset, category)

@@ -25,7 +25,6 @@ import sys
 
 from radar_tasks.task_yamls import TASK_DIR
 
-
 _INDEX_CACHE: dict | None = None  # None: off (lmms-eval's own behaviour); else (include path, defaults) -> index
 
 
@@ -108,8 +107,12 @@ def _wrap_simple_evaluate(evaluator) -> None:
         given = {**{k: p.default for k, p in signature.parameters.items()}, **bound.arguments}
         from_cli = given.get("cli_args") is not None
         try:
-            checked = preflight.check(**{k: given.get(k) for k in ("model", "model_args", "tasks", "batch_size",
-                                                                   "max_batch_size", "device", "task_manager")})
+            checked = preflight.check(
+                **{
+                    k: given.get(k)
+                    for k in ("model", "model_args", "tasks", "batch_size", "max_batch_size", "device", "task_manager")
+                }
+            )
             results = original(*args, **kwargs)
         except Exception as exc:
             error = cause_of(exc)

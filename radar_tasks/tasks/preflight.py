@@ -10,6 +10,7 @@ existed can call `check` itself. `metadata(...)` is what the results JSON gets u
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,14 +52,14 @@ def leaves(tasks, task_manager=None) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
-def check(*, model=None, model_args=None, tasks=(), batch_size=None, max_batch_size=None, device=None,
-          task_manager=None) -> Checked:
+def check(
+    *, model=None, model_args=None, tasks=(), batch_size=None, max_batch_size=None, device=None, task_manager=None
+) -> Checked:
     """Raise InputError (one line) on the first bad model arg or M3-Bench category of a run; else what it reads."""
     if model == MODEL_NAME:
         from radar_tasks.models.radar_hf import RadarHF
 
-        RadarHF.kwargs_from(model_args, {"batch_size": batch_size, "max_batch_size": max_batch_size,
-                                         "device": device})
+        RadarHF.kwargs_from(model_args, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device})
     checked = Checked(leaves(tasks, task_manager))
     if not checked.leaves:
         return checked
@@ -69,10 +70,8 @@ def check(*, model=None, model_args=None, tasks=(), batch_size=None, max_batch_s
         for path in found.unknown:
             logger.warning(m3bench.unknown_file_problem(checked.root, subset, path, found))
     for subset, category in checked.leaves:
-        try:
+        with contextlib.suppress(CategoryFileMissing):  # the task reports no score (hooks.process_docs says so)
             m3bench.load_category(subset, category, checked.root)
-        except CategoryFileMissing:
-            pass  # the task reports no score (hooks.process_docs says so)
     checked.fingerprint = m3bench.data_fingerprint(checked.root, subsets)
     return checked
 
@@ -81,8 +80,11 @@ def metadata(checked: Checked, lm) -> dict:
     """The results JSON's `radar_tasks` entry: package version, data root and fingerprint, radar_hf's settings."""
     out = {"version": radar_tasks.__version__}
     if checked.leaves:
-        out["data"] = {"root": str(checked.root), "fingerprint": checked.fingerprint,
-                       "subsets": list(dict.fromkeys(s for s, _ in checked.leaves))}
+        out["data"] = {
+            "root": str(checked.root),
+            "fingerprint": checked.fingerprint,
+            "subsets": list(dict.fromkeys(s for s, _ in checked.leaves)),
+        }
     if hasattr(lm, "run_metadata"):
         out["model"] = lm.run_metadata()
     return out
