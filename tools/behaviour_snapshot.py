@@ -67,6 +67,7 @@ def run(folder: Path, out: Path) -> None:
 
 
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a function's repr in the logged task config
+CHECKOUT = re.compile(r"/\S*?/task_yamls/")  # where the task folder lies: the checkout, not behaviour
 
 
 def _clean(value, keep=None, out=""):
@@ -82,7 +83,8 @@ def _clean(value, keep=None, out=""):
         keeps = keep if isinstance(keep, list) and len(keep) == len(value) else [None] * len(value)
         return [_clean(v, k, out) for v, k in zip(value, keeps)]
     if isinstance(value, str):
-        return ADDRESS.sub("", value.replace(out, "<out>") if out else value)
+        value = value.replace(out, "<out>") if out else value
+        return CHECKOUT.sub("<checkout>/task_yamls/", ADDRESS.sub("", value))
     return value
 
 
