@@ -31,6 +31,7 @@ CONFIGS = {
 TASKS = "radar_mmm"
 # times, dates, environment and output paths: not behaviour
 IGNORED = {
+    "lmms_eval_version",
     "date",
     "start_time",
     "end_time",
