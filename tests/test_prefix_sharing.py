@@ -84,8 +84,8 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
     model, processor = tiny_loaded(arch)
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=batch_size)
-    assert scorer.layout == "packed"  # sdpa: one row per question with a 4D mask; `rows` is the flash-attention one
-    scorer.layout = layout
+    assert scorer.forward.layout == "packed"  # sdpa: one row per question with a 4D mask; `rows`: flash-attention
+    scorer.forward.layout = layout
     done = []
     got = scorer.score(qs, progress=done.append)
     assert_same(references(arch), got)
@@ -93,7 +93,7 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
     # the shared path really ran (no silent fallback), batched when asked to
     assert scorer.stats["shared"] == len(qs) and scorer.stats["per_candidate"] == 0
     assert scorer.stats["prefill_batches"] == (len(qs) if batch_size == 1 else 3)  # 2 text-only + 5 image questions
-    assert {images for images, _ in scorer.checked_tokens} == {True, False} and scorer.derived_tokens
+    assert {images for images, _ in scorer.preparer.checked_tokens} == {True, False} and scorer.preparer.derived_tokens
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -138,7 +138,7 @@ def test_eager_attention(arch, tiny_checkpoint, tiny_images, references):
     processor = AutoProcessor.from_pretrained(tiny_checkpoint(arch))
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=3)
-    assert scorer.layout == "packed"
+    assert scorer.forward.layout == "packed"
     assert_same(reference(model, processor, qs), scorer.score(qs))
     assert scorer.stats["per_candidate"] == 0
 
@@ -148,7 +148,7 @@ def test_mrope_deltas_matter(tiny_loaded, tiny_images):
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)[:1]
     scorer = SharedPrefixScorer(model, processor, verify=False)
-    scorer.positions = "1d"  # what a wrapper that ignores M-RoPE would do
+    scorer.forward.positions = "1d"  # what a wrapper that ignores M-RoPE would do
     wrong = scorer.score(qs)[0]
     ref = reference(model, processor, qs)[0]
     assert max(abs(a.nll - b.nll) for a, b in zip(ref, wrong) if a.n_tokens > 1) > 1e-4  # 100x the parity gap
@@ -159,12 +159,12 @@ def test_first_batch_check_switches_sharing_off(tiny_loaded, tiny_images, refere
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
-    scorer.positions, scorer.verify_tolerance = "1d", 1e-5
+    scorer.forward.positions, scorer.fallbacks.verify_tolerance = "1d", 1e-5
     assert_same(references("qwen2_vl"), scorer.score(qs))
     assert not scorer.share_prefix and "differ" in scorer.reason
 
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
-    monkeypatch.setattr(scorer, "_forward_batch", lambda batch, inputs: 1 / 0)
+    monkeypatch.setattr(scorer.forward, "run", lambda batch, inputs: 1 / 0)
     assert_same(references("qwen2_vl"), scorer.score(qs))
     assert not scorer.share_prefix and "ZeroDivisionError" in scorer.reason
 
@@ -228,7 +228,7 @@ def test_text_dependent_image_tokens_are_detected(tiny_loaded, tiny_images):
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
     got = scorer.score(qs)
     ref = [score_continuations(model, proxy, q.context, q.images, q.continuations) for q in qs]
-    assert not scorer.derived_tokens  # the self-check caught the derived ids, exact tokenisation from then on
+    assert not scorer.preparer.derived_tokens  # the self-check caught the derived ids, exact tokenisation from then on
     assert scorer.stats["per_candidate"] == 1 and scorer.stats["shared"] == 1  # the zebra question: unsafe
     assert_same(ref, got)
 
@@ -248,16 +248,16 @@ def test_out_of_memory_splits_the_batch(tiny_loaded, tiny_images, references, mo
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size="auto")
-    real = scorer._forward_batch
+    real = scorer.forward.run
 
     def flaky(batch, inputs):
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(batch, inputs)
 
-    monkeypatch.setattr(scorer, "_forward_batch", flaky)
+    monkeypatch.setattr(scorer.forward, "run", flaky)
     assert_same(references("qwen2_vl"), scorer.score(qs))
-    assert scorer.max_batch_size is not None and scorer.max_batch_size <= 2
+    assert scorer.batching.max_batch_size is not None and scorer.batching.max_batch_size <= 2
 
 
 def test_batch_size_parsing():
@@ -325,7 +325,7 @@ def test_fallbacks_are_warnings_in_the_lmms_eval_log_and_counted(tiny_loaded, ti
         ]  # empty text-only prompt
         scorer.score(qs)
         off = SharedPrefixScorer(model, processor, device="cpu", share_prefix=True)
-        off._switch_off("a test reason")
+        off.fallbacks.switch_off("a test reason")
     finally:
         logger.remove(sink)
     assert sum("image placeholder in a candidate" in m for m in seen) == 1
