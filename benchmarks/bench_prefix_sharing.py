@@ -5,8 +5,9 @@
 (b) the authors' style: one left-padded batch of the K sequences (prompt and images repeated K times); here with
     `logits_to_keep` (only the candidate positions reach the LM head), i.e. a stronger baseline than the scripts,
     which compute every position's logits;
-(c) ours (`prefix_sharing`): images and prompt once (prefill with cache), the K candidates on top of K copies of the
-    cache in one forward; (c, B=4) the same with 4 questions per prefill batch.
+(c) ours (`prefix_sharing`): images and prompt once (prefill with cache), the K candidates in one forward on top of
+    the cache (layout `packed` under sdpa, `prefix_sharing.layouts`); (c, B=4) the same with 4 questions per prefill
+    batch.
 
 Default model (`--config small`): a random-weight Qwen2-VL of realistic proportions, built offline in seconds:
 language model 256 wide, 4 layers (GQA 8/2 heads, MLP 1024), vision tower 128 wide, 4 layers; 448x448 images give 256
@@ -185,7 +186,7 @@ def method_b(model, processor, questions, device, dtype):
         lengths = enc["attention_mask"].sum(1) - n_prompt  # scored tokens per row (the tail of each row)
         keep = int(lengths.max()) + 1
         model.model.rope_deltas = None
-        logits = model(**likelihood._to_device(enc, device, dtype), use_cache=False, logits_to_keep=keep).logits
+        logits = model(**likelihood.to_device(enc, device, dtype), use_cache=False, logits_to_keep=keep).logits
         labels = enc["input_ids"][:, -keep + 1 :].clone()
         for r, n in enumerate(lengths.tolist()):
             labels[r, : keep - 1 - n] = -100

@@ -84,8 +84,8 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
     model, processor = tiny_loaded(arch)
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=batch_size)
-    assert scorer.layout == "packed"  # sdpa: one row per question with a 4D mask; `rows` is the flash-attention one
-    scorer.layout = layout
+    assert scorer.forward.layout == "packed"  # sdpa: one row per question with a 4D mask; `rows`: flash-attention
+    scorer.forward.layout = layout
     done = []
     got = scorer.score(qs, progress=done.append)
     assert_same(references(arch), got)
@@ -93,7 +93,7 @@ def test_matches_per_candidate_fp32(arch, batch_size, layout, tiny_loaded, tiny_
     # the shared path really ran (no silent fallback), batched when asked to
     assert scorer.stats["shared"] == len(qs) and scorer.stats["per_candidate"] == 0
     assert scorer.stats["prefill_batches"] == (len(qs) if batch_size == 1 else 3)  # 2 text-only + 5 image questions
-    assert {images for images, _ in scorer.checked_tokens} == {True, False} and scorer.derived_tokens
+    assert {images for images, _ in scorer.preparer.checked_tokens} == {True, False} and scorer.preparer.derived_tokens
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -138,7 +138,7 @@ def test_eager_attention(arch, tiny_checkpoint, tiny_images, references):
     processor = AutoProcessor.from_pretrained(tiny_checkpoint(arch))
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=3)
-    assert scorer.layout == "packed"
+    assert scorer.forward.layout == "packed"
     assert_same(reference(model, processor, qs), scorer.score(qs))
     assert scorer.stats["per_candidate"] == 0
 
@@ -148,7 +148,7 @@ def test_mrope_deltas_matter(tiny_loaded, tiny_images):
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)[:1]
     scorer = SharedPrefixScorer(model, processor, verify=False)
-    scorer.positions = "1d"  # what a wrapper that ignores M-RoPE would do
+    scorer.forward.positions = "1d"  # what a wrapper that ignores M-RoPE would do
     wrong = scorer.score(qs)[0]
     ref = reference(model, processor, qs)[0]
     assert max(abs(a.nll - b.nll) for a, b in zip(ref, wrong) if a.n_tokens > 1) > 1e-4  # 100x the parity gap
@@ -159,12 +159,12 @@ def test_first_batch_check_switches_sharing_off(tiny_loaded, tiny_images, refere
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
-    scorer.positions, scorer.verify_tolerance = "1d", 1e-5
+    scorer.forward.positions, scorer.fallbacks.verify_tolerance = "1d", 1e-5
     assert_same(references("qwen2_vl"), scorer.score(qs))
     assert not scorer.share_prefix and "differ" in scorer.reason
 
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
-    monkeypatch.setattr(scorer, "_forward_batch", lambda batch, inputs: 1 / 0)
+    monkeypatch.setattr(scorer.forward, "run", lambda batch, inputs: 1 / 0)
     assert_same(references("qwen2_vl"), scorer.score(qs))
     assert not scorer.share_prefix and "ZeroDivisionError" in scorer.reason
 
@@ -228,7 +228,7 @@ def test_text_dependent_image_tokens_are_detected(tiny_loaded, tiny_images):
     scorer = SharedPrefixScorer(model, processor, batch_size=2)
     got = scorer.score(qs)
     ref = [score_continuations(model, proxy, q.context, q.images, q.continuations) for q in qs]
-    assert not scorer.derived_tokens  # the self-check caught the derived ids, exact tokenisation from then on
+    assert not scorer.preparer.derived_tokens  # the self-check caught the derived ids, exact tokenisation from then on
     assert scorer.stats["per_candidate"] == 1 and scorer.stats["shared"] == 1  # the zebra question: unsafe
     assert_same(ref, got)
 
@@ -248,16 +248,16 @@ def test_out_of_memory_splits_the_batch(tiny_loaded, tiny_images, references, mo
     model, processor = tiny_loaded("qwen2_vl")
     qs = questions(tiny_images)
     scorer = SharedPrefixScorer(model, processor, batch_size="auto")
-    real = scorer._forward_batch
+    real = scorer.forward.run
 
     def flaky(batch, inputs):
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(batch, inputs)
 
-    monkeypatch.setattr(scorer, "_forward_batch", flaky)
+    monkeypatch.setattr(scorer.forward, "run", flaky)
     assert_same(references("qwen2_vl"), scorer.score(qs))
-    assert scorer.max_batch_size is not None and scorer.max_batch_size <= 2
+    assert scorer.batching.max_batch_size is not None and scorer.batching.max_batch_size <= 2
 
 
 def test_batch_size_parsing():
@@ -325,7 +325,7 @@ def test_fallbacks_are_warnings_in_the_lmms_eval_log_and_counted(tiny_loaded, ti
         ]  # empty text-only prompt
         scorer.score(qs)
         off = SharedPrefixScorer(model, processor, device="cpu", share_prefix=True)
-        off._switch_off("a test reason")
+        off.fallbacks.switch_off("a test reason")
     finally:
         logger.remove(sink)
     assert sum("image placeholder in a candidate" in m for m in seen) == 1
@@ -335,3 +335,76 @@ def test_fallbacks_are_warnings_in_the_lmms_eval_log_and_counted(tiny_loaded, ti
     assert outcome["question_fallbacks"] == {"image placeholder in a candidate": 2, "empty prompt": 1}
     assert outcome["per_candidate"] == 3 and outcome["shared"] == 0 and outcome["run_fallback"] is None
     assert off.outcome()["run_fallback"] == "a test reason"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The parts on their own, without a model: expected tensors and batches written out by hand
+# ---------------------------------------------------------------------------------------------------------------------
+def test_layouts_packed_and_rows():
+    from radar_tasks.models.prefix_sharing import layouts
+
+    ids = torch.tensor
+    # question 0: prefix 3, candidates feeding [5, 6] and [7]; question 1: prefix 2 (padded to 3), feeding [8]
+    fed = [[ids([5, 6]), ids([7])], [ids([8])]]
+    prefixes, prefix_mask, deltas = ids([3, 2]), ids([[1, 1, 1], [1, 1, 0]]), ids([10, 20])
+
+    packed = layouts.packed(fed, prefixes, prefix_mask, deltas, pad_id=0, scheme="1d")
+    assert packed.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert packed.keep.tolist() == [[True, True, True], [True, False, False]]
+    assert packed.position_ids.tolist() == [[3, 4, 3], [2, 2, 2]]  # restarting at P per candidate
+    assert packed.cache_rows is None
+    assert packed.attention_mask.shape == (2, 1, 3, 6)
+    assert packed.attention_mask[0, 0].int().tolist() == [
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0, 1],  # the second candidate sees the prefix and itself, not the first candidate
+    ]
+    assert packed.attention_mask[1, 0].int().tolist() == [[1, 1, 0, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]]
+    additive = layouts.packed(fed, prefixes, prefix_mask, deltas, pad_id=0, scheme="1d", additive_dtype=torch.float32)
+    low = torch.finfo(torch.float32).min  # eager attention: the mask as 0 (seen) / the dtype's minimum (not seen)
+    assert additive.attention_mask[0, 0, 0].tolist() == [0, 0, 0, 0, low, low]
+
+    rows = layouts.rows(fed, prefixes, prefix_mask, deltas, pad_id=0, scheme="mrope")
+    assert rows.input_ids.tolist() == [[5, 6], [7, 0], [8, 0]]
+    assert rows.cache_rows.tolist() == [0, 0, 1]
+    assert rows.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 0, 1, 0]]
+    # M-RoPE: text positions + the question's rope delta, three equal rows
+    assert rows.position_ids.tolist() == [[[13, 14], [13, 14], [22, 23]]] * 3
+
+
+def test_batching_by_size_and_token_budget(monkeypatch):
+    from radar_tasks.models.prefix_sharing import PreparedQuestion, batching
+
+    def question(name, has_images, prefix=3):
+        # one candidate feeding 1 token beyond the prefix (a cache row), one single-token candidate (none)
+        full = [torch.arange(prefix + 2), torch.arange(prefix + 1)]
+        q = PreparedQuestion(prefix, full, prefix=prefix, has_images=has_images)
+        q.name = name
+        return q
+
+    qs = [question("i1", True), question("t1", False), question("i2", True), question("t2", False)]
+    qs.append(question("t3", False, prefix=2))
+    assert batching.Batcher.cost(qs[:1]) == 3 + 1 * (3 + 1)  # prefill 3 + one row of prefix 3 and 1 fed token
+    assert batching.Batcher.cost(qs[:2]) == 2 * 3 + 2 * (3 + 1)
+
+    def batches(batch_size, max_batch_size=None, one_per_prefill=False):
+        batcher = batching.Batcher(
+            None,
+            batch_size=batch_size,
+            max_batch_size=max_batch_size,
+            one_per_prefill=one_per_prefill,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            pad_id=0,
+            pad_dim1=(),
+        )
+        return [[q.name for q in batch] for batch in batcher.batches(qs)]
+
+    # without images first, shortest prefix first; images never share a batch with text-only prompts
+    assert batches(2) == [["t3", "t1"], ["t2"], ["i1", "i2"]]
+    assert batches(4, max_batch_size=1) == batches(4, one_per_prefill=True) == [["t3"], ["t1"], ["t2"], ["i1"], ["i2"]]
+    # `auto`: as many as fit the token budget (cost of 2 questions: 14 tokens, of 3: 21)
+    monkeypatch.setattr(batching, "CPU_AUTO_TOKENS", 19)
+    assert batches("auto") == [["t3", "t1"], ["t2"], ["i1", "i2"]]
+    monkeypatch.setattr(batching, "CPU_AUTO_TOKENS", 1000)
+    assert batches("auto") == [["t3", "t1", "t2"], ["i1", "i2"]]
