@@ -38,9 +38,14 @@ class ResultsError(ValueError):
 
 
 def number(value: Any) -> int | float | None:
-    """A score or count of a results JSON as written (ints stay ints); None for lmms-eval's "N/A" (a stderr it
-    did not compute), an absent key or anything else that is no number."""
-    return value if isinstance(value, (int, float)) else None
+    """A score or count of a results JSON as a plain int or float; None for lmms-eval's "N/A" (a stderr it did not
+    compute), an absent key or anything else that is no number. Plain: in memory (`simple_evaluate`) a leaf's score
+    is a `metrics.items.Score`, a float that carries its subsets and does not unpickle (a broadcast between ranks)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return float(value) if isinstance(value, float) else None
 
 
 def ability_split(metric: str) -> str:

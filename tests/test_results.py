@@ -95,6 +95,19 @@ def test_scores_of_every_task_as_evaluate_returns_them():
     assert isinstance(scores["radar_mmm"]["items"], int)
 
 
+def test_numbers_are_plain_ints_and_floats():
+    class Score(float):  # a float subclass, as metrics.items.Score: what simple_evaluate returns in memory
+        pass
+
+    class Count(int):
+        pass
+
+    entry = Results({"results": {"t": {"sds,none": Score(0.25), "items,none": Count(3), "x,none": "0.5"}}}).entries["t"]
+    assert type(entry.value("sds")) is float and entry.value("sds") == 0.25
+    assert type(entry.value("items")) is int and entry.value("items") == 3
+    assert entry.value("x") is None
+
+
 def test_run_facts_and_the_radar_tasks_entry():
     results = Results(DATA)
     assert results.is_group("radar_mmm") and not results.is_group("radar_wiki_animal")
