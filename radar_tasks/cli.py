@@ -140,9 +140,36 @@ def _demo(args) -> int:
 
 
 def _sweep(args) -> int:
-    from radar_tasks.sweep import run_cli
+    """Exit 0 when every checkpoint (of this shard) has results, 1 otherwise, 2 on bad input."""
+    from radar_tasks.checkpoints import CheckpointError
+    from radar_tasks.errors import M3BenchError
+    from radar_tasks.sweep import SweepError, sweep
 
-    return run_cli(args)
+    try:
+        result = sweep(
+            args.checkpoints,
+            args.tasks,
+            args.out,
+            model_args=args.model_args or "",
+            batch_size=args.batch_size,
+            limit=args.limit,
+            log_samples=args.log_samples,
+            shard=args.shard,
+            watch=args.watch,
+            manifest=args.manifest,
+            data_dir=args.data,
+            poll=args.poll,
+        )
+    except (SweepError, CheckpointError, M3BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = {s: sum(o.status == s for o in result.outcomes) for s in ("evaluated", "skipped", "failed", "incomplete")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no checkpoint in this shard")
+    if result.report:
+        print(f"report: {result.report}")
+    for o in result.failed:
+        print(f"error: {o.checkpoint.path}: {o.message}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 SWEEP_EPILOG = """\

@@ -23,6 +23,7 @@ import random
 from collections.abc import Sequence
 
 from radar_tasks.models.radar_hf import RadarHF
+from radar_tasks.results import Results
 
 
 def _distributed():
@@ -145,30 +146,15 @@ def _preserved(module):
             torch.cuda.set_rng_state_all(states[3])
 
 
-def _plain(value):
-    """A results-JSON number as a float (lmms-eval's 'N/A' stderr: None); other values unchanged."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value) if not isinstance(value, int) else int(value)
-    return None if value == "N/A" else value
-
-
 def scores_of(results: dict) -> dict[str, dict]:
-    """`{task: {metric: value}}` of every leaf and group of an lmms-eval results dict (`"sds,none"` -> `"sds"`),
-    with the per-item records under `samples` when the results carry them."""
-    out: dict[str, dict] = {}
-    for section in ("groups", "results"):
-        for task, entry in (results.get(section) or {}).items():
-            row = out.setdefault(task, {})
-            for key, value in entry.items():
-                metric, sep, _filter = key.partition(",")
-                if sep:
-                    row[metric] = _plain(value)
-    for task, samples in (results.get("samples") or {}).items():
-        if task in out:
-            out[task]["samples"] = [s["sds"] for s in samples if isinstance(s.get("sds"), dict)]
-    return out
+    """`{task: {metric: value}}` of every leaf and group of an lmms-eval results dict (`"sds,none"` -> `"sds"`,
+    lmms-eval's "N/A" -> None), with the per-item records under `samples` when the results carry them."""
+    read = Results(results)
+    scores = read.scores()
+    for task, records in read.samples().items():
+        if task in scores:
+            scores[task]["samples"] = records
+    return scores
 
 
 def evaluate(

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from radar_tasks.results import find_results
+
 
 class RunFailed(RuntimeError):
     """lmms-eval wrote no results (the message ends with the tail of its log)."""
@@ -46,12 +48,10 @@ def lmms_eval_env(data_dir: str | os.PathLike) -> dict[str, str]:
 
 def results_json(output_path: str | os.PathLike) -> Path:
     """Newest `*_results.json` under an lmms-eval --output_path (FileNotFoundError when the evaluation wrote none)."""
-    from radar_tasks.analysis.runs import RunError, find_results
-
-    try:
-        return find_results(output_path)[-1]
-    except RunError:
-        raise FileNotFoundError(f"no *_results.json under {output_path}: the evaluation failed (see its log)") from None
+    found = find_results(output_path)
+    if not found:
+        raise FileNotFoundError(f"no *_results.json under {output_path}: the evaluation failed (see its log)")
+    return found[-1]
 
 
 @contextlib.contextmanager

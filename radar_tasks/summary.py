@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from radar_tasks import taxonomy
+from radar_tasks.results import COUNT, Results
+
+# The score columns: (header, metric, whether the column shows its stderr). A new metric's column is one line here.
+COLUMNS = (("SDS", "sds", False), ("± stderr", "sds", True), ("acc", "acc", False))
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def summary_rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
-    """(row, sds, sds stderr, acc, items, skipped) for every subset, ability and the total present in `results`."""
-    res = results["results"]
+def summary_rows(results: dict) -> list[tuple[str, ...]]:
+    """(row, the COLUMNS, items, skipped) for every subset, ability and the total present in `results`."""
+    entries = Results(results).entries
     rows = []
 
-    def add(label, task, key=""):
-        entry = res.get(task)
-        if entry is None or f"sds{key},none" not in entry:
+    def add(label, task, split=""):
+        entry = entries.get(task)
+        if entry is None or not entry.has(f"sds{split}"):
             return
-        n = entry.get(f"items{key},none")
-        rows.append(
-            (
-                label,
-                _fmt(entry[f"sds{key},none"]),
-                _fmt(entry.get(f"sds{key}_stderr,none")),
-                _fmt(entry[f"acc{key},none"]),
-                str(n),
-                str(entry.get("skipped,none", "-") if not key else ""),
-            )
-        )
+        cells = [_fmt((entry.stderr if stderr else entry.value)(metric + split)) for _, metric, stderr in COLUMNS]
+        skipped = "" if split else "-" if entry.skipped is None else str(entry.skipped)
+        rows.append((label, *cells, str(entry.value(f"{COUNT}{split}")), skipped))
 
     for spec in taxonomy.SUBSETS:
         add(spec.name, taxonomy.task_name(spec.name))
@@ -43,7 +39,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
 
 
 def format_table(results: dict) -> str:
-    header = ("", "SDS", "± stderr", "acc", "items", "skipped")
+    header = ("", *(name for name, _, _ in COLUMNS), "items", "skipped")
     rows = [header, *summary_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -51,5 +47,6 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+def load(path: str | Path) -> Mapping:
+    """The results JSON at `path` (ResultsError when it is none)."""
+    return Results.read(path).data

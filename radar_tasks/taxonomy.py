@@ -1,6 +1,7 @@
 """M3-Bench's subsets, categories and perception/reasoning split: the one place this mapping lives.
 
-Everything else (the data reader, the YAML generator, the group YAMLs, the README table) is derived from here.
+Everything else (the data reader, the YAML generator, the group YAMLs, the README table) is derived from here, and
+task and group names resolve to their leaves and subsets here only (`leaf_of`, `leaves_of`, `subsets_of`).
 """
 
 from __future__ import annotations
@@ -195,17 +196,30 @@ def groups() -> dict[str, list[str]]:
     }
 
 
+def leaf_of(name: str) -> tuple[str, str] | None:
+    """(subset, category) of a leaf task name (its lite twin too); None for a group or a task that is not ours."""
+    from radar_tasks.data.lite import SUFFIX
+
+    return {task_name(s, c): (s, c) for s, c in leaf_tasks()}.get(name.removesuffix(SUFFIX))
+
+
 def leaves_of(name: str) -> list[tuple[str, str]] | None:
     """(subset, category) of every leaf task a task or group name covers (a lite task or group reads the same
     categories as its full one). None: not one of ours (a bare subset name such as `mmbench` is not: lmms-eval has
     tasks of that name)."""
     from radar_tasks.data.lite import SUFFIX
 
-    name = name.removesuffix(SUFFIX)
-    leaves = {task_name(s, c): (s, c) for s, c in leaf_tasks()}
-    if name in leaves:
-        return [leaves[name]]
-    members = groups().get(name)
+    leaf = leaf_of(name)
+    if leaf is not None:
+        return [leaf]
+    members = groups().get(name.removesuffix(SUFFIX))
     if members is None:
         return None
     return list(dict.fromkeys(leaf for member in members for leaf in leaves_of(member)))
+
+
+def subsets_of(names) -> list[str]:
+    """The subsets the task and group `names` read, in SUBSETS order (what a data fingerprint covers); names that
+    are not ours read none."""
+    found = {subset for name in names for subset, _ in leaves_of(name) or ()}
+    return sorted(found, key=subset_order)

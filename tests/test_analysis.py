@@ -25,8 +25,9 @@ from radar_tasks import taxonomy
 from radar_tasks.analysis import figures as F
 from radar_tasks.analysis.compare import compare_runs
 from radar_tasks.analysis.report import analyse, draw_figures, write_report
-from radar_tasks.analysis.runs import RunError, find_results, load_runs
+from radar_tasks.analysis.runs import RunError, load_runs
 from radar_tasks.cli import main as radar_main
+from radar_tasks.results import find_results
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""radar_tasks.sweep: checkpoint order, weights completeness, shards, resume (interrupted and killed), the report.
+"""radar_tasks.sweep (with radar_tasks.checkpoints and radar_tasks.resume): checkpoint order, weights completeness,
+shards, resume (interrupted and killed), the report.
 
 Fast tests drive `sweep()` with a small evaluator that writes a results JSON the way lmms-eval lays it out (the
 sweep's own logic: order, skip, atomic folders, shards, watch); the slow ones run lmms-eval itself: a
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from radar_tasks import sweep as S
+from radar_tasks import checkpoints, resume, sweep
 
 TASKS = "radar_wiki_animal,radar_spatial"
 
@@ -42,7 +43,7 @@ TASKS = "radar_wiki_animal,radar_spatial"
     ],
 )
 def test_parse_step(name, step):
-    assert S.parse_step(name) == step
+    assert checkpoints.parse_step(name) == step
 
 
 def _ckpt(folder: Path, trainer_tokens: int | None = None) -> Path:
@@ -68,7 +69,7 @@ def test_checkpoints_are_ordered_by_step_with_tokens_from_trainer_state_or_manif
         _ckpt(run / f"checkpoint-{step}", trainer_tokens=step * 10 if step != 200 else None)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"- run: {run / 'checkpoint-200'}\n  tokens: 5k\n  series: mine\n")
-    found = S.list_checkpoints([str(run / "checkpoint-*")], manifest)
+    found = checkpoints.list_checkpoints([str(run / "checkpoint-*")], manifest)
     assert [c.step for c in found] == [30, 200, 1000]
     assert [c.labels.get("tokens") for c in found] == [300, "5k", 10000]
     assert [c.labels["series"] for c in found] == ["run", "mine", "run"]
@@ -77,66 +78,54 @@ def test_checkpoints_are_ordered_by_step_with_tokens_from_trainer_state_or_manif
 def test_steps_known_for_some_checkpoints_only_is_an_error(tmp_path):
     _ckpt(tmp_path / "step_5")
     _ckpt(tmp_path / "final")
-    with pytest.raises(S.SweepError, match="no training step in the folder name of final"):
-        S.list_checkpoints([str(tmp_path / "*")])
+    with pytest.raises(checkpoints.CheckpointError, match="no training step in the folder name of final"):
+        checkpoints.list_checkpoints([str(tmp_path / "*")])
 
 
 def test_two_checkpoints_of_one_name_are_refused(tmp_path):
     _ckpt(tmp_path / "a" / "step_5")
     _ckpt(tmp_path / "b" / "step_5")
-    with pytest.raises(S.SweepError, match="two checkpoints named step_5"):
-        S.list_checkpoints([str(tmp_path / "a" / "step_5"), str(tmp_path / "b" / "step_5")])
+    with pytest.raises(checkpoints.CheckpointError, match="two checkpoints named step_5"):
+        checkpoints.list_checkpoints([str(tmp_path / "a" / "step_5"), str(tmp_path / "b" / "step_5")])
 
 
 def test_weights_problem_sees_a_truncated_or_missing_shard(tmp_path):
     ok = _ckpt(tmp_path / "ok")
-    assert S.weights_problem(ok) is None
+    assert checkpoints.weights_problem(ok) is None
     cut = _ckpt(tmp_path / "cut")
     _safetensors(cut / "model.safetensors", 64, truncate=10)
-    assert "of" in S.weights_problem(cut) and "bytes" in S.weights_problem(cut)
+    assert "of" in checkpoints.weights_problem(cut) and "bytes" in checkpoints.weights_problem(cut)
     sharded = _ckpt(tmp_path / "sharded")
     (sharded / "model.safetensors").unlink()
     _safetensors(sharded / "model-00001-of-00002.safetensors", 8)
-    assert "model-00002-of-00002.safetensors not written yet" in S.weights_problem(sharded)
+    assert "model-00002-of-00002.safetensors not written yet" in checkpoints.weights_problem(sharded)
     _safetensors(sharded / "model-00002-of-00002.safetensors", 8)
-    assert S.weights_problem(sharded) is None
-    assert S.weights_problem(tmp_path / "ok" / "..") == "no config.json"
+    assert checkpoints.weights_problem(sharded) is None
+    assert checkpoints.weights_problem(tmp_path / "ok" / "..") == "no config.json"
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_shards_cover_every_checkpoint_once_and_keep_their_share_as_the_run_grows(n):
-    series = [S.Checkpoint(Path(f"/r/step_{k}"), k) for k in range(0, 1100, 100)]
-    shares = [S.share(series, (i, n)) for i in range(1, n + 1)]
+    series = [checkpoints.Checkpoint(Path(f"/r/step_{k}"), k) for k in range(0, 1100, 100)]
+    shares = [sweep.share(series, (i, n)) for i in range(1, n + 1)]
     names = [c.name for s in shares for c in s]
     assert sorted(names) == sorted(c.name for c in series) and len(names) == len(set(names))
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
-    grown = series + [S.Checkpoint(Path("/r/step_1100"), 1100)]
+    grown = series + [checkpoints.Checkpoint(Path("/r/step_1100"), 1100)]
     for i, before in enumerate(shares, 1):
-        assert set(c.name for c in before) <= set(c.name for c in S.share(grown, (i, n)))
+        assert set(c.name for c in before) <= set(c.name for c in sweep.share(grown, (i, n)))
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
 def test_bad_shard_is_one_line(text):
-    with pytest.raises(S.SweepError, match="expected I/N"):
-        S.parse_shard(text)
+    with pytest.raises(sweep.SweepError, match="expected I/N"):
+        sweep.parse_shard(text)
 
 
 def test_model_args_are_normalized_and_pretrained_refused():
-    assert S.normalize_model_args("dtype=float32, device=cpu") == "device=cpu,dtype=float32"
-    with pytest.raises(S.SweepError, match="leave out pretrained"):
-        S.normalize_model_args("pretrained=x,device=cpu")
-
-
-def test_task_subsets_follow_groups_and_lite_tasks():
-    assert S.task_subsets(["radar_wiki_animal", "radar_spatial"]) == ["spatial", "wiki_animal"]
-    assert S.task_subsets(["radar_perception_lite"]) == [
-        "mmbench",
-        "wiki_animal",
-        "wiki_plant",
-        "wiki_attraction",
-        "wiki_celebrity",
-    ]
-    assert len(S.task_subsets(["radar_mmm"])) == 9 and S.task_subsets(["someone_elses_task"]) == []
+    assert sweep.normalize_model_args("dtype=float32, device=cpu") == "device=cpu,dtype=float32"
+    with pytest.raises(sweep.SweepError, match="leave out pretrained"):
+        sweep.normalize_model_args("pretrained=x,device=cpu")
 
 
 # --------------------------------------------------------------------------------- resume with a small evaluator
@@ -155,7 +144,7 @@ class Recorder:
         folder.mkdir(parents=True)
         if Path(checkpoint).name in self.fail:
             raise KeyboardInterrupt if "interrupt" in self.fail else RuntimeError("lmms-eval wrote no results")
-        step = S.parse_step(Path(checkpoint).name) or 0
+        step = checkpoints.parse_step(Path(checkpoint).name) or 0
         results = {
             "results": {t: {"sds,none": step / 1000, "acc,none": 0.5, "items,none": 4} for t in tasks.split(",")},
             "configs": {},
@@ -175,7 +164,7 @@ def fake_run(tmp_path, fixture_root):
 
 def _sweep(run, root, out, recorder, **kw):
     lines = []
-    result = S.sweep(
+    result = sweep.sweep(
         [str(run / "step_*")], TASKS, out, data_dir=root, evaluate_fn=recorder, print_fn=lines.append, **kw
     )
     return result, lines
@@ -188,7 +177,7 @@ def test_a_finished_checkpoint_is_skipped_and_an_interrupted_one_redone(fake_run
     rec.fail = {"step_200", "interrupt"}
     with pytest.raises(KeyboardInterrupt):  # the process dies in the middle of step_200
         _sweep(run, root, out, rec)
-    assert (out / "runs" / "step_100" / S.SWEEP_FILE).exists() and not (out / "runs" / "step_200").exists()
+    assert (out / "runs" / "step_100" / resume.SWEEP_FILE).exists() and not (out / "runs" / "step_200").exists()
     partials = list((out / "runs").glob(".step_200.partial-*"))
     assert len(partials) == 1
     # as if its process had died (this test's process lives on)
@@ -246,7 +235,7 @@ def test_watch_evaluates_a_checkpoint_once_its_weights_are_written(fake_run, tmp
     writer.start()
     rec = Recorder()
     lines = []
-    S.sweep(
+    sweep.sweep(
         [str(run / "step_100")],
         TASKS,
         tmp_path / "out",
@@ -286,7 +275,7 @@ def test_three_checkpoints_give_three_results_and_a_report_by_step(tiny_sweep, t
     assert [r.split(",")[2] for r in rows[1:]] == ["100", "200", "300"]
     # the same command again: nothing evaluated, much faster (no lmms-eval import, no report rewrite)
     t0 = time.monotonic()
-    again = S.sweep(
+    again = sweep.sweep(
         [str(tiny_series / "step_*")],
         TASKS,
         out,
@@ -320,7 +309,9 @@ def test_a_sweep_killed_mid_checkpoint_resumes_without_counting_twice(tiny_serie
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill it (SIGKILL: no clean-up of any kind) while it evaluates step_200
         deadline = time.monotonic() + 300
-        while not ((out / "runs" / "step_100" / S.SWEEP_FILE).exists() and list((out / "runs").glob(".step_200.*"))):
+        while not (
+            (out / "runs" / "step_100" / resume.SWEEP_FILE).exists() and list((out / "runs").glob(".step_200.*"))
+        ):
             assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
@@ -328,12 +319,12 @@ def test_a_sweep_killed_mid_checkpoint_resumes_without_counting_twice(tiny_serie
     finally:
         if proc.poll() is None:
             proc.kill()
-    first = (out / "runs" / "step_100" / S.SWEEP_FILE).stat().st_mtime_ns
+    first = (out / "runs" / "step_100" / resume.SWEEP_FILE).stat().st_mtime_ns
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert "step_100: skipped" in lines[0] and "step_200: evaluated" in lines[1] and "step_300: evaluated" in lines[2]
-    assert (out / "runs" / "step_100" / S.SWEEP_FILE).stat().st_mtime_ns == first
+    assert (out / "runs" / "step_100" / resume.SWEEP_FILE).stat().st_mtime_ns == first
     assert not list((out / "runs").glob(".*"))
     for step in (100, 200, 300):
         assert len(list((out / "runs" / f"step_{step}").glob("*/*_results.json"))) == 1

@@ -183,6 +183,27 @@ def test_leaves_of_covers_groups_subsets_and_lite_names():
     assert taxonomy.leaves_of("mmlu") is None and taxonomy.leaves_of("lite_radar_mmm") is None
 
 
+def test_leaf_of_names_leaf_tasks_only():
+    assert taxonomy.leaf_of("radar_mmbench_ocr") == ("mmbench", "ocr") == taxonomy.leaf_of("radar_mmbench_ocr_lite")
+    assert taxonomy.leaf_of("radar_mmmu_pro_art_theory") == ("mmmu_pro", "Art_Theory")
+    assert taxonomy.leaf_of("radar_seephys") == ("seephys", "seephys")
+    for not_a_leaf in ("radar_mmbench", "radar_mmm_lite", "mmbench", "radar_mmbench_ocr_lite_lite", "mmlu"):
+        assert taxonomy.leaf_of(not_a_leaf) is None, not_a_leaf
+
+
+def test_subsets_of_follow_groups_and_lite_tasks():
+    # what a sweep's data fingerprint covers
+    assert taxonomy.subsets_of(["radar_wiki_animal", "radar_spatial"]) == ["spatial", "wiki_animal"]
+    assert taxonomy.subsets_of(["radar_perception_lite"]) == [
+        "mmbench",
+        "wiki_animal",
+        "wiki_plant",
+        "wiki_attraction",
+        "wiki_celebrity",
+    ]
+    assert len(taxonomy.subsets_of(["radar_mmm"])) == 9 and taxonomy.subsets_of(["someone_elses_task"]) == []
+
+
 def test_the_preflight_leaves_lmms_evals_own_tasks_alone():
     from radar_tasks.tasks import preflight
 

@@ -1,7 +1,6 @@
-"""Reading lmms-eval runs: results JSONs, their per-item logs, and the labels of each run.
+"""The runs of an analysis: results JSONs with their per-item logs (read by `radar_tasks.results`), and the labels of
+each run.
 
-lmms-eval 0.7.3 writes, per run, under `--output_path O`: `O/<model_name_sanitized>/<date_id>_results.json` and,
-with `--log_samples`, `O/<model_name_sanitized>/<date_id>_samples_<task>.jsonl` (`date_id` = `YYYYmmdd_HHMMSS`).
 A RUN argument is a results JSON or a folder searched recursively for `*_results.json`; a folder holding several
 is several runs, ordered by the timestamp in the file name (then modification time).
 
@@ -13,24 +12,24 @@ model name of the results JSON and the run order.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from radar_tasks.results import RESULTS_SUFFIX, Results, ResultsError, find_results, read_item_log
+
 LABEL_FIELDS = ("label", "model", "step", "tokens", "size", "strategy", "series")
 NUMERIC_FIELDS = ("step", "tokens", "size")
-RESULTS_SUFFIX = "_results.json"
-_STAMP = re.compile(r"(\d{8}_\d{6})")
 _SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 
 class RunError(ValueError):
-    """A run, a manifest or a label cannot be read (one-line message naming the file)."""
+    """A run, a manifest or a label cannot be read (one-line message naming the file; the reader's
+    `ResultsError` becomes one)."""
 
 
 def parse_number(value: Any) -> float | None:
@@ -71,7 +70,6 @@ class Run:
     order: int = 0
     labels: dict = field(default_factory=dict)
     sample_files: dict[str, Path] = field(default_factory=dict)
-    _items: list[dict] | None = field(default=None, repr=False)
 
     # -- identity and labels ------------------------------------------------------------------------------------
     @property
@@ -80,7 +78,7 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str(self.labels.get("model") or default_model_name(self.data, self.results_path))
+        return str(self.labels.get("model") or self.results.model_name)
 
     @property
     def label(self) -> str:
@@ -128,20 +126,12 @@ class Run:
             "logs": len(self.sample_files),
         }
 
-    # -- results JSON -------------------------------------------------------------------------------------------
-    @property
-    def entries(self) -> dict[str, dict]:
-        """Every task and group entry of the results JSON (`results`, plus `groups` entries not in `results`)."""
-        out = dict(self.data.get("results") or {})
-        for name, entry in (self.data.get("groups") or {}).items():
-            out.setdefault(name, entry)
-        return out
+    # -- results JSON and per-item logs -------------------------------------------------------------------------
+    @cached_property
+    def results(self) -> Results:
+        """The results JSON, read: scores, stderrs and counts of every task and group (`Results.entries`)."""
+        return Results(self.data, self.results_path)
 
-    @property
-    def configs(self) -> dict[str, dict]:
-        return self.data.get("configs") or {}
-
-    # -- per-item logs ------------------------------------------------------------------------------------------
     @property
     def has_logs(self) -> bool:
         return bool(self.sample_files)
@@ -149,86 +139,19 @@ class Run:
     def items(self) -> list[dict]:
         """Item records of the per-item logs (the `sds` dict of each line), each with its `task` added.
 
-        Lines without an `sds` dict (tasks that are not M3-Bench) are ignored. Cached.
+        Lines without an `sds` dict (tasks that are not M3-Bench) are ignored. Read once.
         """
-        if self._items is None:
-            items = []
-            for task, path in sorted(self.sample_files.items()):
-                items.extend(read_item_log(path, task))
-            self._items = items
         return self._items
 
-
-def default_model_name(data: Mapping, results_path: Path) -> str:
-    """The model name lmms-eval recorded (`model_name_sanitized`, else `model_name`, else from model_args)."""
-    for key in ("model_name_sanitized", "model_name"):
-        if data.get(key):
-            return str(data[key])
-    model_args = str((data.get("config") or {}).get("model_args") or "")
-    m = re.search(r"(?:^|,)\s*(?:pretrained|model|model_name|path)=([^,]+)", model_args)
-    if m:
-        return "/".join(m.group(1).rstrip("/").split("/")[-2:])
-    return results_path.parent.name
-
-
-def read_item_log(path: Path, task: str) -> list[dict]:
-    items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    @cached_property
+    def _items(self) -> list[dict]:
+        items = []
+        for task, path in sorted(self.sample_files.items()):
             try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RunError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from None
-            record = sample.get("sds") if isinstance(sample, dict) else None
-            if not isinstance(record, dict) or "id" not in record:
-                continue
-            record = dict(record)
-            record["task"] = task
-            if record.get("n_candidates") is None and record.get("scores"):
-                record["n_candidates"] = len(record["scores"])
-            items.append(record)
-    return items
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Discovery
-
-
-def _stamp_key(path: Path) -> tuple:
-    m = _STAMP.search(path.name)
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        mtime = 0.0
-    return (m.group(1) if m else "", mtime, str(path))
-
-
-def find_results(target: str | os.PathLike) -> list[Path]:
-    """Results JSONs of one RUN argument: the file itself, or every `*_results.json` under a folder, in time order."""
-    path = Path(target)
-    if path.is_file():
-        return [path.resolve()]
-    if path.is_dir():
-        found = [p.resolve() for p in path.rglob(f"*{RESULTS_SUFFIX}") if p.is_file()]
-        if not found:
-            raise RunError(f"{path}: no *{RESULTS_SUFFIX} under this folder (did the lmms-eval run fail?)")
-        return sorted(found, key=_stamp_key)
-    raise RunError(f"{path}: no such file or folder")
-
-
-def sample_files_of(results_path: Path) -> dict[str, Path]:
-    """The per-item logs written with one results JSON: task name -> `<date_id>_samples_<task>.jsonl`."""
-    prefix = results_path.name[: -len(RESULTS_SUFFIX)] + "_samples_"
-    out = {}
-    for p in sorted(results_path.parent.glob(f"{glob_escape(prefix)}*.jsonl")):
-        out[p.name[len(prefix) : -len(".jsonl")]] = p
-    return out
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
+                items.extend(read_item_log(path, task))
+            except ResultsError as exc:
+                raise RunError(str(exc)) from None
+        return items
 
 
 def load_run(results_path: str | os.PathLike, order: int = 0) -> Run:
@@ -236,12 +159,10 @@ def load_run(results_path: str | os.PathLike, order: int = 0) -> Run:
     if not path.name.endswith(RESULTS_SUFFIX):
         raise RunError(f"{path}: not an lmms-eval results file (*{RESULTS_SUFFIX})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: cannot read results JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise RunError(f"{path}: no 'results' object: not an lmms-eval results JSON")
-    return Run(results_path=path, data=data, order=order, sample_files=sample_files_of(path))
+        results = Results.read(path)
+    except ResultsError as exc:
+        raise RunError(str(exc)) from None
+    return Run(results_path=path, data=results.data, order=order, sample_files=results.sample_files)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,7 +337,14 @@ def load_runs(
             given.append(t)
             paths.append(t.results_path)
             continue
-        for p in find_results(t):
+        found = find_results(t)
+        if not found:
+            raise RunError(
+                f"{Path(t)}: no *{RESULTS_SUFFIX} under this folder (did the lmms-eval run fail?)"
+                if Path(t).is_dir()
+                else f"{Path(t)}: no such file or folder"
+            )
+        for p in found:
             if p not in paths:
                 paths.append(p)
     by_path = {r.results_path: r for r in given}

@@ -15,27 +15,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radar_tasks import taxonomy
-from radar_tasks.analysis import stats as St
+from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, progress, series_of
+from radar_tasks.results import ability_split
 
 METRICS = ("sds", "acc")
-LEVELS = ("category", "subset", "ability", "overall")
-LEAF_INDEX: dict[str, tuple[str, str]] = {taxonomy.task_name(s, c): (s, c) for s, c in taxonomy.leaf_tasks()}
-SIGNAL_Z = St.Z95  # "above chance": more than 1.96 standard errors above
+SIGNAL_Z = stats.Z95  # "above chance": more than 1.96 standard errors above
 SIGNAL_MIN_SNR = 1.0  # "noisy": the spread across the series is smaller than the noise
 MONOTONIC_MIN_RUNS = 3  # Kendall tau is judged from 3 runs on
 
 
-def _num(value) -> float:
-    """A results-JSON number (lmms-eval writes 'N/A' for missing stderrs); NaN otherwise."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _float(value: float | None) -> float:
+    """A number of the results JSON as a float; NaN for none (absent, or lmms-eval's 'N/A' stderr)."""
+    return math.nan if value is None else float(value)
 
 
 @dataclass
@@ -59,8 +51,9 @@ class Leaf:
 
 def leaf_info(task: str, config: dict | None = None) -> tuple[str, str, str] | None:
     """(subset, category, ability) of a leaf task: from the taxonomy, else from the task config's metadata."""
-    if task in LEAF_INDEX:
-        s, c = LEAF_INDEX[task]
+    leaf = taxonomy.leaf_of(task)
+    if leaf is not None:
+        s, c = leaf
         return s, c, taxonomy.ability_of(s, c)
     meta = (config or {}).get("metadata") or {}
     if meta.get("subset") and meta.get("category") and meta.get("ability") in taxonomy.ABILITIES:
@@ -71,15 +64,15 @@ def leaf_info(task: str, config: dict | None = None) -> tuple[str, str, str] | N
 def leaves(run: Run) -> dict[str, Leaf]:
     """The M3-Bench category leaves of a run (results JSON), with their item records when logs exist."""
     out: dict[str, Leaf] = {}
-    for task, entry in run.entries.items():
-        info = leaf_info(task, run.configs.get(task))
-        if info is None or "sds,none" not in entry:
+    for task, entry in run.results.entries.items():
+        info = leaf_info(task, run.results.configs.get(task))
+        if info is None or not entry.has("sds"):
             continue
         s, c, a = info
-        leaf = Leaf(task, s, c, a, samples=_count(entry), skipped=entry.get("skipped,none"))
+        leaf = Leaf(task, s, c, a, samples=entry.count(), skipped=entry.skipped)
         for m in METRICS:
-            leaf.values[m] = _num(entry.get(f"{m},none"))
-            leaf.stderrs[m] = _num(entry.get(f"{m}_stderr,none"))
+            leaf.values[m] = _float(entry.value(m))
+            leaf.stderrs[m] = _float(entry.stderr(m))
         out[task] = leaf
     if run.has_logs:
         for rec in run.items():
@@ -92,50 +85,23 @@ def leaves(run: Run) -> dict[str, Leaf]:
 # Tidy results JSON
 
 
-def _count(entry: dict, filt: str = "none") -> int | None:
-    """Items of a task or group entry: `items` (newer task YAMLs), else `samples`, else the ability counts."""
-    for value in (entry.get(f"items,{filt}"), entry.get("samples")):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return int(value)
-    by_ability = [entry.get(f"items_{a},{filt}") for a in taxonomy.ABILITIES]
-    return sum(int(v) for v in by_ability if isinstance(v, (int, float))) or None
-
-
 def tidy_results(run: Run) -> list[dict]:
-    """One row per (task or group) x metric of the results JSON, with its stderr and n.
+    """One row per (task or group) x score of the results JSON (any metric: `results.Entry.scores`), with its
+    stderr and n.
 
     n: the item count (`items`, else `samples`) for whole-task metrics (sds counts scored items: minus `skipped`),
-    `items_<ability>` for the ability-split metrics. Item counts are the n of the rows, not rows of their own.
+    `items_<ability>` for the ability-split metrics (`results.Entry.n`). Item counts are the n of the rows, not
+    rows of their own.
     """
     rows = []
-    for task, entry in sorted(run.entries.items()):
-        info = leaf_info(task, run.configs.get(task))
-        kind = (
-            "leaf"
-            if info
-            else (
-                "group"
-                if task in (run.data.get("group_subtasks") or {}) and (run.data.get("group_subtasks") or {}).get(task)
-                else "task"
-            )
-        )
-        skipped = entry.get("skipped,none")
-        for key, value in entry.items():
-            if "," not in key:
+    for task, entry in sorted(run.results.entries.items()):
+        info = leaf_info(task, run.results.configs.get(task))
+        kind = "leaf" if info else "group" if run.results.is_group(task) else "task"
+        for metric, filt in entry.scores():
+            value = entry.value(metric, filt)
+            if value is None:
                 continue
-            metric, filt = key.split(",", 1)
-            if "_stderr" in metric or metric == "items" or metric.startswith("items_"):
-                continue  # item counts: they are the n of the other rows
-            val = _num(value)
-            if math.isnan(val) and not isinstance(value, (int, float)):
-                continue
-            ability = next((a for a in taxonomy.ABILITIES if metric.endswith(f"_{a}")), "")
-            if ability:
-                n = entry.get(f"items_{ability},{filt}")
-            else:
-                n = _count(entry, filt)
-                if metric == "sds" and n is not None and isinstance(skipped, (int, float)):
-                    n -= int(skipped)
+            ability = ability_split(metric)
             rows.append(
                 {
                     "run": run.label,
@@ -146,9 +112,9 @@ def tidy_results(run: Run) -> list[dict]:
                     "ability": ability or (info[2] if info else ""),
                     "metric": metric,
                     "filter": filt,
-                    "value": val,
-                    "stderr": _num(entry.get(f"{metric}_stderr,{filt}")),
-                    "n": n,
+                    "value": float(value),
+                    "stderr": _float(entry.stderr(metric, filt)),
+                    "n": entry.n(metric, filt),
                 }
             )
     return rows
@@ -217,8 +183,8 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
 
             chance["sds"][k] = float(np.mean([inv_k(r) for r in scored])) if scored else math.nan
             chance["acc"][k] = float(np.mean([0.0 if r.get("p") is None else inv_k(r) for r in leaf.items]))
-            reps["sds"][k] = St.bootstrap_means(p, iters, rng)
-            reps["acc"][k] = St.bootstrap_means(acc, iters, rng)
+            reps["sds"][k] = stats.bootstrap_means(p, iters, rng)
+            reps["acc"][k] = stats.bootstrap_means(acc, iters, rng)
             counts["sds"][k], counts["acc"][k] = int(p.size), int(acc.size)
             for m, x in (("sds", p), ("acc", acc)):
                 own = float(x.mean()) if x.size else math.nan
@@ -237,15 +203,15 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
     for level, name, display in levels_of(keys, ability_of):
         sel = select_keys(keys, level, name, ability_of)
         for m in METRICS:
-            value = St.balanced({k: by_key[k].values[m] for k in sel})
+            value = stats.balanced({k: by_key[k].values[m] for k in sel})
             if use_logs:
-                r = St.balanced({k: reps[m][k] for k in sel})
-                se = St.replicate_se(r)
-                lo, hi = St.percentile_ci(r, level_ci)
-                ch = St.balanced({k: chance[m][k] for k in sel})
+                r = stats.balanced({k: reps[m][k] for k in sel})
+                se = stats.replicate_se(r)
+                lo, hi = stats.percentile_ci(r, level_ci)
+                ch = stats.balanced({k: chance[m][k] for k in sel})
             else:
-                se = St.balanced_stderr({k: by_key[k].stderrs[m] for k in sel})
-                lo, hi = (value - St.Z95 * se, value + St.Z95 * se) if math.isfinite(se) else (math.nan, math.nan)
+                se = stats.balanced_stderr({k: by_key[k].stderrs[m] for k in sel})
+                lo, hi = (value - stats.Z95 * se, value + stats.Z95 * se) if math.isfinite(se) else (math.nan, math.nan)
                 ch = math.nan
             ns = [counts[m][k] for k in sel]
             rows.append(
@@ -282,13 +248,13 @@ GROUP_LEVELS = {
 def check_groups(run: Run, rows: list[dict]) -> list[str]:
     """Notes where a group score of the results JSON differs from the same level recomputed from its leaves."""
     notes = []
-    entries = run.entries
+    entries = run.results.entries
     for (group, suffix), (level, name) in GROUP_LEVELS.items():
         entry = entries.get(group)
-        if not entry:
+        if entry is None:
             continue
         for m in METRICS:
-            value = _num(entry.get(f"{m}{suffix},none"))
+            value = _float(entry.value(m + suffix))
             cell = lookup(rows, run.label, level, name, m)
             if math.isnan(value) or cell is None:
                 continue
@@ -330,10 +296,10 @@ def coverage_notes(runs: list[Run], summary: list[dict]) -> list[str]:
 
 def coverage(run: Run, summary: list[dict]) -> dict:
     """How much of M3-Bench a run scored: lmms-eval's `--limit` (None: every item) and the subsets it lacks."""
-    limit = (run.data.get("config") or {}).get("limit")
+    limit = run.results.limit
     present = {r["name"] for r in summary if r["run"] == run.label and r["level"] == "subset"}
     missing = [s.name for s in taxonomy.SUBSETS if s.name not in present]
-    return {"limit": limit if limit not in (None, -1) else None, "missing": missing, "present": len(present)}
+    return {"limit": limit, "missing": missing, "present": len(present)}
 
 
 def coverage_label(cov: dict) -> str:
@@ -415,7 +381,7 @@ def asymmetry(runs: list[Run], summary: list[dict], metric: str = "sds") -> tupl
             "chance_reasoning": q["chance"] if q else math.nan,
         }
         vals["gap_raw"] = vals["perception"] - vals["reasoning"]
-        vals["gap"] = St.asymmetry_gap(
+        vals["gap"] = stats.asymmetry_gap(
             vals["perception"], vals["chance_perception"], vals["reasoning"], vals["chance_reasoning"]
         )
         per_run.append(vals)
@@ -425,7 +391,7 @@ def asymmetry(runs: list[Run], summary: list[dict], metric: str = "sds") -> tupl
         xs, field_name, _ = progress(members)
         for (x0, a), (x1, b) in zip(zip(xs, members), list(zip(xs, members))[1:]):
             va, vb = by_label[a.label], by_label[b.label]
-            rt = St.rates((x0, va["perception"], va["reasoning"]), (x1, vb["perception"], vb["reasoning"]))
+            rt = stats.rates((x0, va["perception"], va["reasoning"]), (x1, vb["perception"], vb["reasoning"]))
             steps.append(
                 {
                     "series": series,
@@ -480,11 +446,11 @@ def signal_checks(
                 vals = [c["value"] if c else math.nan for c in cells]
                 ses = [c["stderr"] if c else math.nan for c in cells]
                 chs = [c["chance"] if c else math.nan for c in cells]
-                zs = [St.z_above(v, ch, se) for v, ch, se in zip(vals, chs, ses)]
+                zs = [stats.z_above(v, ch, se) for v, ch, se in zip(vals, chs, ses)]
                 known = [z for z in zs if not math.isnan(z)]
-                tau = St.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
-                p_tau = St.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
-                snr = St.signal_to_noise(vals, ses)
+                tau = stats.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
+                p_tau = stats.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
+                snr = stats.signal_to_noise(vals, ses)
                 flags = []
                 if known and not any(z > SIGNAL_Z for z in known):
                     flags.append("below chance" if min(known) < -SIGNAL_Z else "at chance")
