@@ -178,7 +178,7 @@ def test_resolve_gold_forms():
         with pytest.raises(ValueError, match="cannot read a gold choice index"):
             L.resolve_gold({"gold": bad}, 3)
     with pytest.raises(
-        ValueError, match=re.escape("use make_process_results.gold_field=.... or process_results_first")
+        ValueError, match=re.escape("use make_process_results(gold_field=...) or process_results_first")
     ):
         L.resolve_gold({"label": 0}, 2)
 
