@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from radar_tasks import taxonomy
-from radar_tasks.metrics import sds as S
+from radar_tasks.metrics import sds
 
 SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
@@ -22,7 +22,7 @@ SKIP_NON_FINITE = "non-finite model score"
 MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
 
 
-class Scored(tuple):
+class CandidateResult(tuple):
     """One candidate's result as `radar_hf` returns it: lmms-eval's `(loss, is_greedy)` tuple (it unpacks as one),
     carrying what the item record shows besides: `candidate` (the text scored, without the joiner), `prompt` (the
     text given to the model, image markers kept; on the first candidate of an item) and `skipped` (why the item
@@ -43,7 +43,7 @@ class Scored(tuple):
         return obj
 
     def __reduce__(self):
-        return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
+        return (CandidateResult, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
 
 
 def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
@@ -52,7 +52,7 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
     `candidates` are the candidate strings as scored, aligned with `scores`; `prompt` the model's input text.
     """
-    unwrapped = [S.unwrap(r) for r in results]
+    unwrapped = [sds.unwrap(r) for r in results]
     given = [getattr(r, "candidate", None) for r in unwrapped]
     choices = list(doc["choices"]) if doc.get("choices") is not None else None
     record = {
@@ -80,13 +80,13 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     record["skipped"] = next((r.skipped for r in unwrapped if getattr(r, "skipped", None)), None)
     if record["skipped"]:
         return record
-    scores = S.to_scores(unwrapped, convention)
+    scores = sds.to_scores(unwrapped, convention)
     record["scores"] = scores
     if not all(math.isfinite(s) for s in scores):
         record["skipped"] = SKIP_NON_FINITE
         return record
-    record["p"] = S.item_sds(scores, gold)
-    record["correct"] = S.item_correct(scores, gold)
+    record["p"] = sds.item_sds(scores, gold)
+    record["correct"] = sds.item_correct(scores, gold)
     return record
 
 
@@ -130,7 +130,7 @@ def acc_values(records: Sequence[dict]) -> list[float]:
     return [float(bool(r["correct"])) for r in records]
 
 
-class Score(float):
+class LeafScore(float):
     """A leaf task's score that remembers which (subset, category) it measures.
 
     lmms-eval hands a group's aggregation only the leaf values (not their task names), so the value carries
@@ -145,24 +145,24 @@ class Score(float):
         return obj
 
 
-def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> Score:
+def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> LeafScore:
     parts = sorted({(r.get("subset") or "", r.get("category") or "") for r in records})
-    return Score(statistic(values), parts)
+    return LeafScore(statistic(values), parts)
 
 
-def leaf_mean(records: Sequence[dict], values_of) -> Score:
+def leaf_mean(records: Sequence[dict], values_of) -> LeafScore:
     """A leaf task's score: the mean of `values_of(records)`, tagged with its (subset, category)."""
-    return leaf_score(records, values_of(records), S.mean)
+    return leaf_score(records, values_of(records), sds.mean)
 
 
-def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> Score:
+def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> LeafScore:
     """Seeded bootstrap standard error of a leaf's mean of `values_of(records)`, tagged like its score.
 
     Item order differs between 1 and N processes (lmms-eval gathers rank by rank): the records are sorted first, so
     the estimate is the same however the run was sharded.
     """
     records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
-    return leaf_score(records, values_of(records), lambda v: S.bootstrap_stderr(v, iters=iters, seed=0))
+    return leaf_score(records, values_of(records), lambda v: sds.bootstrap_stderr(v, iters=iters, seed=0))
 
 
 def _by_part(values: Sequence[float]) -> dict[tuple[str, int], float] | None:
@@ -197,10 +197,10 @@ def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bo
     if parts is None:
         weights = sizes if weight_by_size else [1] * len(values)
         return sum(float(v) * w for v, w in zip(values, weights)) / sum(weights)
-    return S.balanced(parts)
+    return sds.balanced(parts)
 
 
 def group_stderr(stderrs: Sequence[float]) -> float | None:
     """Standard error of `group_mean` from the leaves' standard errors; None when they carry no tags."""
     parts = _by_part(stderrs)
-    return None if parts is None else S.balanced_stderr(parts)
+    return None if parts is None else sds.balanced_stderr(parts)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from radar_tasks.metrics import items as I
+from radar_tasks.metrics import items
 
-MAX_BOOTSTRAP_ITERS = I.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
+MAX_BOOTSTRAP_ITERS = items.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
 
 
 def _warn_non_finite(doc: dict, record: dict) -> None:
-    message = I.non_finite_warning(doc, record)
+    message = items.non_finite_warning(doc, record)
     if message:
         from loguru import logger
 
@@ -28,9 +28,9 @@ def _warn_non_finite(doc: dict, record: dict) -> None:
 
 def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
-    record = I.score_item(doc, results, convention)
+    record = items.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
-    return I.metric_values(doc, record)
+    return items.metric_values(doc, record)
 
 
 def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
@@ -38,15 +38,15 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
 
     Returns `sds` and `acc` item records, for the `radar_sds` and `radar_acc` aggregations.
     """
-    record = I.score_item(doc, results, "loss", gold=int(doc["gold"]))
+    record = items.score_item(doc, results, "loss", gold=int(doc["gold"]))
     _warn_non_finite(doc, record)
-    return {"sds": record, "acc": I.compact(record, "acc")}
+    return {"sds": record, "acc": items.compact(record, "acc")}
 
 
 def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
     """The seeded bootstrap stderr of `items.leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
     with at most MAX_BOOTSTRAP_ITERS resamples."""
-    return I.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
+    return items.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
 
 
 def _bootstrappable(values_of):
@@ -54,7 +54,7 @@ def _bootstrappable(values_of):
     (lmms-eval computes stderrs only for its built-in aggregations: radar_tasks.tasks.plugin hooks this in)."""
 
     def aggregate(records: Sequence[dict]) -> float:
-        return I.leaf_mean(records, values_of)
+        return items.leaf_mean(records, values_of)
 
     def stderr(records: Sequence[dict], iters: int) -> float:
         return leaf_stderr(values_of, records, iters)
@@ -63,19 +63,19 @@ def _bootstrappable(values_of):
     return aggregate
 
 
-sds_aggregate = _bootstrappable(I.sds_values)
+sds_aggregate = _bootstrappable(items.sds_values)
 sds_aggregate.__name__ = "sds_aggregate"
-acc_aggregate = _bootstrappable(I.acc_values)
+acc_aggregate = _bootstrappable(items.acc_values)
 acc_aggregate.__name__ = "acc_aggregate"
 
 
 def group_mean(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
     """Group aggregation (`aggregate_metric_list`): unweighted mean over M3-Bench subsets."""
-    return I.group_mean(metrics, sizes, weight_by_size)
+    return items.group_mean(metrics, sizes, weight_by_size)
 
 
-count_aggregate = I.count_aggregate  # the `radar_count` aggregation
-group_sum = I.group_sum
+count_aggregate = items.count_aggregate  # the `radar_count` aggregation
+group_sum = items.group_sum
 
 
 AGGREGATIONS = {"radar_sds": sds_aggregate, "radar_acc": acc_aggregate, "radar_count": count_aggregate}

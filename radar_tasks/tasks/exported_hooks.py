@@ -12,7 +12,7 @@ lmms-eval's own extension points:
   "N/A"), so every metric `m` that aggregates item records also has a metric `m` + SE_SUFFIX whose aggregation is
   the bootstrap standard error of `m` (`sds_se`, `acc_se`, `sds_perception_se`, ...);
 - group scores and their stderrs: a group aggregation sees only its leaves' values, so each leaf value carries its
-  (subset, category) (`items.Score`); groups average subsets unweighted (`items.group_mean`) and combine the
+  (subset, category) (`items.LeafScore`); groups average subsets unweighted (`items.group_mean`) and combine the
   leaves' `*_se` values into the standard error of that mean (`group_se`). Group `*_stderr` keys stay "N/A".
 """
 
@@ -27,7 +27,7 @@ from loguru import logger
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
 from radar_tasks.data import lite
-from radar_tasks.metrics import items as I
+from radar_tasks.metrics import items
 
 SE_SUFFIX = "_se"
 # The bootstrap standard error of each aggregation over item records (the export adds a `*_se` metric for every
@@ -97,33 +97,33 @@ def process_results(doc: dict, results) -> dict:
     """The package's metric values of the item, plus the same item under every `*_se` metric."""
     if doc.get("absent"):  # stand-in for a missing category file: no metric at all, so no score anywhere
         return {}
-    record = I.score_item(doc, results, "loss")
-    message = I.non_finite_warning(doc, record)
+    record = items.score_item(doc, results, "loss")
+    message = items.non_finite_warning(doc, record)
     if message:
         logger.warning(message)
-    values = I.metric_values(doc, record)
+    values = items.metric_values(doc, record)
     se = {key + SE_SUFFIX: {f: v[f] for f in SE_FIELDS if f in v} for key, v in values.items() if isinstance(v, dict)}
     return {**values, **se}
 
 
 # ------------------------------------------------------------------------------------------------ aggregations
 def sds_aggregate(records) -> float:
-    return I.leaf_mean(records, I.sds_values)
+    return items.leaf_mean(records, items.sds_values)
 
 
 def acc_aggregate(records) -> float:
-    return I.leaf_mean(records, I.acc_values)
+    return items.leaf_mean(records, items.acc_values)
 
 
 def sds_se_aggregate(records) -> float:
-    return I.leaf_stderr(records, I.sds_values, I.MAX_BOOTSTRAP_ITERS)
+    return items.leaf_stderr(records, items.sds_values, items.MAX_BOOTSTRAP_ITERS)
 
 
 def acc_se_aggregate(records) -> float:
-    return I.leaf_stderr(records, I.acc_values, I.MAX_BOOTSTRAP_ITERS)
+    return items.leaf_stderr(records, items.acc_values, items.MAX_BOOTSTRAP_ITERS)
 
 
 def group_se(stderrs, sizes, weight_by_size: bool = False) -> float:
     """A group's `*_se`: the standard error of its unweighted mean over subsets, from the leaves' `*_se`."""
-    se = I.group_stderr(stderrs)
+    se = items.group_stderr(stderrs)
     return math.nan if se is None else se
