@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from radar_tasks import taxonomy
-from radar_tasks.metrics import sds
+from radar_tasks.metrics import catalogue, sds
 
 SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
 # lmms-eval asks for 100000 bootstrap resamples by default: far more than a stderr needs, and slow on 60 tasks.
 MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
+# What every per-item value of a mean metric holds besides its field: the item's place (lmms-eval drops the doc
+# from the logs, and groups need the subset and category).
+PLACE = ("id", "subset", "category")
 
 
 class CandidateResult(tuple):
@@ -91,24 +94,23 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
 
 
 def compact(record: dict, metric: str) -> dict:
-    """What the aggregation of `metric` (`sds` or `acc`) needs of a record: the item's place and its value
-    (the per-item log shows the full record once, under `sds`)."""
-    value = {"sds": "p", "acc": "correct"}[metric]
-    return {k: record[k] for k in ("id", "subset", "category", value)}
+    """What the aggregation of a mean `metric` (`sds`, `acc`, ...) needs of a record: the item's place and the
+    field the metric averages (the per-item log shows the full record once, under `catalogue.RECORD_METRIC`)."""
+    return {k: record[k] for k in (*PLACE, catalogue.by_name(metric).value)}
+
+
+def item_value(metric: catalogue.Metric, record: dict):
+    """`metric`'s per-item value: what its leaf aggregation reads of the record (a mean), or the item's count."""
+    return compact(record, metric.name) if metric.aggregation is catalogue.MEAN else metric.value(record)
 
 
 def metric_values(doc: dict, record: dict) -> dict:
-    """The per-doc values of every M3-Bench metric (what `process_results` returns): the item record under `sds`,
-    what each aggregation needs of it under the other record metrics (`compact`), counts under the others."""
-    acc = compact(record, "acc")
+    """The per-doc values of every catalogue metric (what `process_results` returns): the item record under
+    `catalogue.RECORD_METRIC`, what each other metric's aggregation needs of it under the other keys, the split of
+    the doc's ability included."""
     return {
-        "sds": record,
-        "acc": acc,
-        "skipped": int(record["skipped"] is not None),
-        "items": 1,
-        f"sds_{doc['ability']}": compact(record, "sds"),
-        f"acc_{doc['ability']}": acc,
-        f"items_{doc['ability']}": 1,
+        key: record if key == catalogue.RECORD_METRIC else item_value(metric, record)
+        for key, metric in catalogue.leaf_metrics([doc["ability"]])
     }
 
 
@@ -122,12 +124,10 @@ def non_finite_warning(doc: dict, record: dict) -> str | None:
     )
 
 
-def sds_values(records: Sequence[dict]) -> list[float]:
-    return [r["p"] for r in records if r["p"] is not None]
-
-
-def acc_values(records: Sequence[dict]) -> list[float]:
-    return [float(bool(r["correct"])) for r in records]
+def mean_values(records: Sequence[dict], field: str) -> list[float]:
+    """The values a leaf's mean is over: each record's `field`, where it has one (`p` is None for an item not
+    scored, which SDS leaves out; `correct` is False for it: acc counts it wrong)."""
+    return [float(r[field]) for r in records if r[field] is not None]
 
 
 class LeafScore(float):

@@ -3,19 +3,22 @@
 Any wrapper that follows lmms-eval's loglikelihood convention (per choice `(mean NLL, is_greedy)`, stringified or
 not) works: `process_results` turns the per-choice losses into an item record, SDS = softmax over -loss.
 
-Names registered with lmms-eval's aggregation registry (see `register`): `radar_sds`, `radar_acc`, `radar_count`.
-A task YAML of anyone's can use them with `process_results: !function radar_tasks.metrics.lmms.process_results`.
+The aggregations are the metric catalogue's (`radar_tasks.metrics.catalogue`): one leaf aggregation per mean metric
+(`sds_aggregate`, `acc_aggregate`, ...) and `count_aggregate` for the counts, attributes of this module under those
+names (the template's `metric_list` names them), and the group aggregations `group_mean` and `group_sum`. Each leaf
+aggregation is also registered with lmms-eval's aggregation registry (see `register`) under its catalogue name
+(`radar_sds`, `radar_acc`, `radar_count`): a task YAML of anyone's can use them with
+`process_results: !function radar_tasks.metrics.lmms.process_results`.
 Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.tasks.plugin`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from radar_tasks.metrics import items
-
-MAX_BOOTSTRAP_ITERS = items.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
+from radar_tasks.metrics import catalogue, items
 
 
 def _warn_non_finite(doc: dict, record: dict) -> None:
@@ -45,8 +48,8 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
 
 def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
     """The seeded bootstrap stderr of `items.leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
-    with at most MAX_BOOTSTRAP_ITERS resamples."""
-    return items.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
+    with at most `items.MAX_BOOTSTRAP_ITERS` resamples ($RADAR_BOOTSTRAP_ITERS, else 1000)."""
+    return items.leaf_stderr(records, values_of, min(iters, items.MAX_BOOTSTRAP_ITERS))
 
 
 def _bootstrappable(values_of):
@@ -63,22 +66,23 @@ def _bootstrappable(values_of):
     return aggregate
 
 
-sds_aggregate = _bootstrappable(items.sds_values)
-sds_aggregate.__name__ = "sds_aggregate"
-acc_aggregate = _bootstrappable(items.acc_values)
-acc_aggregate.__name__ = "acc_aggregate"
+def _leaf_aggregation(metric: catalogue.Metric):
+    if metric.aggregation is catalogue.COUNT:
+        return items.count_aggregate
+    aggregate = _bootstrappable(functools.partial(items.mean_values, field=metric.value))
+    aggregate.__name__ = metric.leaf_aggregation
+    return aggregate
 
 
-def group_mean(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
-    """Group aggregation (`aggregate_metric_list`): unweighted mean over M3-Bench subsets."""
-    return items.group_mean(metrics, sizes, weight_by_size)
+# leaf aggregation name -> function, one per catalogue entry (the split metrics share their metric's)
+LEAF_AGGREGATIONS = {m.leaf_aggregation: _leaf_aggregation(m) for m in catalogue.METRICS}
+globals().update(LEAF_AGGREGATIONS)  # `sds_aggregate`, `acc_aggregate`, `count_aggregate`: the names YAMLs use
 
+group_mean = items.group_mean  # a group's score: unweighted mean over M3-Bench subsets
+group_sum = items.group_sum  # a group's count
 
-count_aggregate = items.count_aggregate  # the `radar_count` aggregation
-group_sum = items.group_sum
-
-
-AGGREGATIONS = {"radar_sds": sds_aggregate, "radar_acc": acc_aggregate, "radar_count": count_aggregate}
+# lmms-eval registry name -> leaf aggregation
+AGGREGATIONS = {m.registered_aggregation: LEAF_AGGREGATIONS[m.leaf_aggregation] for m in catalogue.METRICS}
 
 
 def register() -> None:

@@ -5,6 +5,7 @@ that the rest of the suite let through (tools/mutation_check.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -156,8 +157,8 @@ def test_leaf_stderr_is_the_seed_0_bootstrap_of_the_sorted_values():
     in_id_order = [0.4, 0.2, 0.7, 0.9, 0.6]
     assert lmms.sds_aggregate.radar_stderr(recs, 200) == sds.bootstrap_stderr(in_id_order, iters=200, seed=0)
     # lmms-eval asks for 100000 resamples by default: capped
-    assert lmms.leaf_stderr(items.sds_values, recs, 100_000) == sds.bootstrap_stderr(
-        in_id_order, iters=lmms.MAX_BOOTSTRAP_ITERS, seed=0
+    assert lmms.leaf_stderr(functools.partial(items.mean_values, field="p"), recs, 100_000) == sds.bootstrap_stderr(
+        in_id_order, iters=items.MAX_BOOTSTRAP_ITERS, seed=0
     )
 
 

@@ -581,8 +581,7 @@ def render_tasks(dataset_path: str) -> dict[str, str]:
     ours = generate_tasks.render_all()
     ctx = _Rewrite(dataset_path, utils_namespace(utils), json.loads(ours[generate_tasks.INDEX_FILE]))
     files = {UTILS: utils}
-    template_text = (Path(generate_tasks.__file__).parent / TEMPLATE).read_text(encoding="utf-8")
-    template = _rewrite_template(_load(template_text), ctx, hooks)
+    template = _rewrite_template(_load(ours[generate_tasks.TEMPLATE]), ctx, hooks)
     files[TEMPLATE] = _dump(HEADER + "# Shared by every M3-Bench task (the per-category YAMLs include it).\n", template)
     groups, leaves = {}, []
     for name, text in ours.items():
