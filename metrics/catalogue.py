@@ -89,7 +89,7 @@ METRICS = (
         "acc",
         MEAN,
         value="correct",
-        per_item="`correct`: 1 when the correct candidate has the best score (ties count), else 0 (also when not scored)",
+        per_item="`correct`: 1 when the correct candidate scores best (ties count), else 0 (also when not scored)",
         higher_is_better=True,
         by_ability=True,
     ),
