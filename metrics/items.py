@@ -14,15 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from radar_tasks import taxonomy
-from radar_tasks.metrics import sds as S
+from radar_tasks.metrics import catalogue, sds
 
 SKIP_TOO_MANY_IMAGES = f"more than {taxonomy.MAX_IMAGES} images"
 SKIP_NON_FINITE = "non-finite model score"
 # lmms-eval asks for 100000 bootstrap resamples by default: far more than a stderr needs, and slow on 60 tasks.
 MAX_BOOTSTRAP_ITERS = int(os.environ.get("RADAR_BOOTSTRAP_ITERS", "1000"))
+# What every per-item value of a mean metric holds besides its field: the item's place (lmms-eval drops the doc
+# from the logs, and groups need the subset and category).
+PLACE = ("id", "subset", "category")
 
 
-class Scored(tuple):
+class CandidateResult(tuple):
     """One candidate's result as `radar_hf` returns it: lmms-eval's `(loss, is_greedy)` tuple (it unpacks as one),
     carrying what the item record shows besides: `candidate` (the text scored, without the joiner), `prompt` (the
     text given to the model, image markers kept; on the first candidate of an item) and `skipped` (why the item
@@ -43,7 +46,7 @@ class Scored(tuple):
         return obj
 
     def __reduce__(self):
-        return (Scored, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
+        return (CandidateResult, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
 
 
 def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
@@ -52,7 +55,7 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
     `candidates` are the candidate strings as scored, aligned with `scores`; `prompt` the model's input text.
     """
-    unwrapped = [S.unwrap(r) for r in results]
+    unwrapped = [sds.unwrap(r) for r in results]
     given = [getattr(r, "candidate", None) for r in unwrapped]
     choices = list(doc["choices"]) if doc.get("choices") is not None else None
     record = {
@@ -80,35 +83,34 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
     record["skipped"] = next((r.skipped for r in unwrapped if getattr(r, "skipped", None)), None)
     if record["skipped"]:
         return record
-    scores = S.to_scores(unwrapped, convention)
+    scores = sds.to_scores(unwrapped, convention)
     record["scores"] = scores
     if not all(math.isfinite(s) for s in scores):
         record["skipped"] = SKIP_NON_FINITE
         return record
-    record["p"] = S.item_sds(scores, gold)
-    record["correct"] = S.item_correct(scores, gold)
+    record["p"] = sds.item_sds(scores, gold)
+    record["correct"] = sds.item_correct(scores, gold)
     return record
 
 
 def compact(record: dict, metric: str) -> dict:
-    """What the aggregation of `metric` (`sds` or `acc`) needs of a record: the item's place and its value
-    (the per-item log shows the full record once, under `sds`)."""
-    value = {"sds": "p", "acc": "correct"}[metric]
-    return {k: record[k] for k in ("id", "subset", "category", value)}
+    """What the aggregation of a mean `metric` (`sds`, `acc`, ...) needs of a record: the item's place and the
+    field the metric averages (the per-item log shows the full record once, under `catalogue.RECORD_METRIC`)."""
+    return {k: record[k] for k in (*PLACE, catalogue.by_name(metric).value)}
+
+
+def item_value(metric: catalogue.Metric, record: dict):
+    """`metric`'s per-item value: what its leaf aggregation reads of the record (a mean), or the item's count."""
+    return compact(record, metric.name) if metric.aggregation is catalogue.MEAN else metric.value(record)
 
 
 def metric_values(doc: dict, record: dict) -> dict:
-    """The per-doc values of every M3-Bench metric (what `process_results` returns): the item record under `sds`,
-    what each aggregation needs of it under the other record metrics (`compact`), counts under the others."""
-    acc = compact(record, "acc")
+    """The per-doc values of every catalogue metric (what `process_results` returns): the item record under
+    `catalogue.RECORD_METRIC`, what each other metric's aggregation needs of it under the other keys, the split of
+    the doc's ability included."""
     return {
-        "sds": record,
-        "acc": acc,
-        "skipped": int(record["skipped"] is not None),
-        "items": 1,
-        f"sds_{doc['ability']}": compact(record, "sds"),
-        f"acc_{doc['ability']}": acc,
-        f"items_{doc['ability']}": 1,
+        key: record if key == catalogue.RECORD_METRIC else item_value(metric, record)
+        for key, metric in catalogue.leaf_metrics([doc["ability"]])
     }
 
 
@@ -122,15 +124,13 @@ def non_finite_warning(doc: dict, record: dict) -> str | None:
     )
 
 
-def sds_values(records: Sequence[dict]) -> list[float]:
-    return [r["p"] for r in records if r["p"] is not None]
+def mean_values(records: Sequence[dict], field: str) -> list[float]:
+    """The values a leaf's mean is over: each record's `field`, where it has one (`p` is None for an item not
+    scored, which SDS leaves out; `correct` is False for it: acc counts it wrong)."""
+    return [float(r[field]) for r in records if r[field] is not None]
 
 
-def acc_values(records: Sequence[dict]) -> list[float]:
-    return [float(bool(r["correct"])) for r in records]
-
-
-class Score(float):
+class LeafScore(float):
     """A leaf task's score that remembers which (subset, category) it measures.
 
     lmms-eval hands a group's aggregation only the leaf values (not their task names), so the value carries
@@ -145,24 +145,24 @@ class Score(float):
         return obj
 
 
-def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> Score:
+def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> LeafScore:
     parts = sorted({(r.get("subset") or "", r.get("category") or "") for r in records})
-    return Score(statistic(values), parts)
+    return LeafScore(statistic(values), parts)
 
 
-def leaf_mean(records: Sequence[dict], values_of) -> Score:
+def leaf_mean(records: Sequence[dict], values_of) -> LeafScore:
     """A leaf task's score: the mean of `values_of(records)`, tagged with its (subset, category)."""
-    return leaf_score(records, values_of(records), S.mean)
+    return leaf_score(records, values_of(records), sds.mean)
 
 
-def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> Score:
+def leaf_stderr(records: Sequence[dict], values_of, iters: int) -> LeafScore:
     """Seeded bootstrap standard error of a leaf's mean of `values_of(records)`, tagged like its score.
 
     Item order differs between 1 and N processes (lmms-eval gathers rank by rank): the records are sorted first, so
     the estimate is the same however the run was sharded.
     """
     records = sorted(records, key=lambda r: (str(r.get("subset")), str(r.get("category")), str(r.get("id"))))
-    return leaf_score(records, values_of(records), lambda v: S.bootstrap_stderr(v, iters=iters, seed=0))
+    return leaf_score(records, values_of(records), lambda v: sds.bootstrap_stderr(v, iters=iters, seed=0))
 
 
 def _by_part(values: Sequence[float]) -> dict[tuple[str, int], float] | None:
@@ -197,10 +197,10 @@ def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bo
     if parts is None:
         weights = sizes if weight_by_size else [1] * len(values)
         return sum(float(v) * w for v, w in zip(values, weights)) / sum(weights)
-    return S.balanced(parts)
+    return sds.balanced(parts)
 
 
 def group_stderr(stderrs: Sequence[float]) -> float | None:
     """Standard error of `group_mean` from the leaves' standard errors; None when they carry no tags."""
     parts = _by_part(stderrs)
-    return None if parts is None else S.balanced_stderr(parts)
+    return None if parts is None else sds.balanced_stderr(parts)

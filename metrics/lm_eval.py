@@ -36,7 +36,7 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from radar_tasks.metrics import sds as S
+from radar_tasks.metrics import sds
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ def _plain_mean(values: Sequence[float]) -> float:
 #: Aggregation for `aggregation: !function radar_tasks.metrics.lm_eval.sds_mean`. It *is* lm-eval's `mean`, so
 #: lm-eval reports `sds_stderr` = sample std / sqrt(n); any other function object would get stderr "N/A".
 sds_mean: Callable[[Sequence[float]], float] = _lm_eval_mean or _plain_mean
-acc_mean = sds_mean
 
 
 def resolve_gold(doc: dict, n_choices: int, gold_field: str = "gold", choices_field: str | None = "choices") -> int:
@@ -94,11 +93,11 @@ def resolve_gold(doc: dict, n_choices: int, gold_field: str = "gold", choices_fi
 
 def score(results: Sequence[Any], gold: int) -> dict[str, float]:
     """`{"sds": p_gold, "acc": 0/1}` from the per-choice lm-eval results; no `sds` when a score is not finite."""
-    scores = S.to_scores(results, CONVENTION)
+    scores = sds.to_scores(results, CONVENTION)
     if not all(math.isfinite(s) for s in scores):
         logger.warning(f"non-finite log-likelihood among {scores}: item counted wrong in acc, left out of sds")
         return {"acc": 0.0}
-    return {"sds": float(S.item_sds(scores, gold)), "acc": float(S.item_correct(scores, gold))}
+    return {"sds": float(sds.item_sds(scores, gold)), "acc": float(sds.item_correct(scores, gold))}
 
 
 def score_doc(doc: dict, results: Sequence[Any], gold_field: str | None, choices_field: str | None) -> dict[str, float]:

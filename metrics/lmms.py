@@ -3,23 +3,26 @@
 Any wrapper that follows lmms-eval's loglikelihood convention (per choice `(mean NLL, is_greedy)`, stringified or
 not) works: `process_results` turns the per-choice losses into an item record, SDS = softmax over -loss.
 
-Names registered with lmms-eval's aggregation registry (see `register`): `radar_sds`, `radar_acc`, `radar_count`.
-A task YAML of anyone's can use them with `process_results: !function radar_tasks.metrics.lmms.process_results`.
+The aggregations are the metric catalogue's (`radar_tasks.metrics.catalogue`): one leaf aggregation per mean metric
+(`sds_aggregate`, `acc_aggregate`, ...) and `count_aggregate` for the counts, attributes of this module under those
+names (the template's `metric_list` names them), and the group aggregations `group_mean` and `group_sum`. Each leaf
+aggregation is also registered with lmms-eval's aggregation registry (see `register`) under its catalogue name
+(`radar_sds`, `radar_acc`, `radar_count`): a task YAML of anyone's can use them with
+`process_results: !function radar_tasks.metrics.lmms.process_results`.
 Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.tasks.plugin`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from radar_tasks.metrics import items as I
-
-MAX_BOOTSTRAP_ITERS = I.MAX_BOOTSTRAP_ITERS  # $RADAR_BOOTSTRAP_ITERS, else 1000 (items.py)
+from radar_tasks.metrics import catalogue, items
 
 
 def _warn_non_finite(doc: dict, record: dict) -> None:
-    message = I.non_finite_warning(doc, record)
+    message = items.non_finite_warning(doc, record)
     if message:
         from loguru import logger
 
@@ -28,9 +31,9 @@ def _warn_non_finite(doc: dict, record: dict) -> None:
 
 def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
-    record = I.score_item(doc, results, convention)
+    record = items.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
-    return I.metric_values(doc, record)
+    return items.metric_values(doc, record)
 
 
 def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
@@ -38,15 +41,15 @@ def process_results_gold(doc: dict, results: Sequence[Any]) -> dict:
 
     Returns `sds` and `acc` item records, for the `radar_sds` and `radar_acc` aggregations.
     """
-    record = I.score_item(doc, results, "loss", gold=int(doc["gold"]))
+    record = items.score_item(doc, results, "loss", gold=int(doc["gold"]))
     _warn_non_finite(doc, record)
-    return {"sds": record, "acc": I.compact(record, "acc")}
+    return {"sds": record, "acc": items.compact(record, "acc")}
 
 
 def leaf_stderr(values_of, records: Sequence[dict], iters: int) -> float:
     """The seeded bootstrap stderr of `items.leaf_mean`, the same for any order of `records` (`items.leaf_stderr`),
-    with at most MAX_BOOTSTRAP_ITERS resamples."""
-    return I.leaf_stderr(records, values_of, min(iters, MAX_BOOTSTRAP_ITERS))
+    with at most `items.MAX_BOOTSTRAP_ITERS` resamples ($RADAR_BOOTSTRAP_ITERS, else 1000)."""
+    return items.leaf_stderr(records, values_of, min(iters, items.MAX_BOOTSTRAP_ITERS))
 
 
 def _bootstrappable(values_of):
@@ -54,7 +57,7 @@ def _bootstrappable(values_of):
     (lmms-eval computes stderrs only for its built-in aggregations: radar_tasks.tasks.plugin hooks this in)."""
 
     def aggregate(records: Sequence[dict]) -> float:
-        return I.leaf_mean(records, values_of)
+        return items.leaf_mean(records, values_of)
 
     def stderr(records: Sequence[dict], iters: int) -> float:
         return leaf_stderr(values_of, records, iters)
@@ -63,22 +66,23 @@ def _bootstrappable(values_of):
     return aggregate
 
 
-sds_aggregate = _bootstrappable(I.sds_values)
-sds_aggregate.__name__ = "sds_aggregate"
-acc_aggregate = _bootstrappable(I.acc_values)
-acc_aggregate.__name__ = "acc_aggregate"
+def _leaf_aggregation(metric: catalogue.Metric):
+    if metric.aggregation is catalogue.COUNT:
+        return items.count_aggregate
+    aggregate = _bootstrappable(functools.partial(items.mean_values, field=metric.value))
+    aggregate.__name__ = metric.leaf_aggregation
+    return aggregate
 
 
-def group_mean(metrics: Sequence[float], sizes: Sequence[int], weight_by_size: bool = False) -> float:
-    """Group aggregation (`aggregate_metric_list`): unweighted mean over M3-Bench subsets."""
-    return I.group_mean(metrics, sizes, weight_by_size)
+# leaf aggregation name -> function, one per catalogue entry (the split metrics share their metric's)
+LEAF_AGGREGATIONS = {m.leaf_aggregation: _leaf_aggregation(m) for m in catalogue.METRICS}
+globals().update(LEAF_AGGREGATIONS)  # `sds_aggregate`, `acc_aggregate`, `count_aggregate`: the names YAMLs use
 
+group_mean = items.group_mean  # a group's score: unweighted mean over M3-Bench subsets
+group_sum = items.group_sum  # a group's count
 
-count_aggregate = I.count_aggregate  # the `radar_count` aggregation
-group_sum = I.group_sum
-
-
-AGGREGATIONS = {"radar_sds": sds_aggregate, "radar_acc": acc_aggregate, "radar_count": count_aggregate}
+# lmms-eval registry name -> leaf aggregation
+AGGREGATIONS = {m.registered_aggregation: LEAF_AGGREGATIONS[m.leaf_aggregation] for m in catalogue.METRICS}
 
 
 def register() -> None:

@@ -12,9 +12,7 @@ import random
 
 import pytest
 
-from radar_tasks.metrics import items as I
-from radar_tasks.metrics import lmms as M
-from radar_tasks.metrics import sds as S
+from radar_tasks.metrics import items, lmms, sds
 
 LN3, LN9 = math.log(3), math.log(9)
 # Two candidates, losses (correct, distractor) -> p of the correct one: softmax(-losses)[0].
@@ -57,14 +55,14 @@ def leaf_results():
     values, sizes = {}, []
     for (subset, category, ability), losses in LEAVES.items():
         per_doc = [
-            M.process_results(doc(subset, category, ability, f"{category}-{k}"), [(a, False), (b, False)])
+            lmms.process_results(doc(subset, category, ability, f"{category}-{k}"), [(a, False), (b, False)])
             for k, (a, b) in enumerate(losses)
         ]
         leaf = {
-            "sds": M.sds_aggregate([d["sds"] for d in per_doc]),
-            "acc": M.acc_aggregate([d["acc"] for d in per_doc]),
-            f"sds_{ability}": M.sds_aggregate([d[f"sds_{ability}"] for d in per_doc]),
-            f"acc_{ability}": M.acc_aggregate([d[f"acc_{ability}"] for d in per_doc]),
+            "sds": lmms.sds_aggregate([d["sds"] for d in per_doc]),
+            "acc": lmms.acc_aggregate([d["acc"] for d in per_doc]),
+            f"sds_{ability}": lmms.sds_aggregate([d[f"sds_{ability}"] for d in per_doc]),
+            f"acc_{ability}": lmms.acc_aggregate([d[f"acc_{ability}"] for d in per_doc]),
         }
         values[(subset, category)] = leaf
         sizes.append(len(per_doc))
@@ -86,17 +84,17 @@ def test_group_means_with_unequal_category_sizes_by_hand(metric):
     values, sizes = leaf_results()
     present = [(v[metric], n) for v, n in zip(values.values(), sizes) if metric in v]
     leaf_values, leaf_sizes = [v for v, _ in present], [n for _, n in present]
-    assert M.group_mean(leaf_values, leaf_sizes, weight_by_size=False) == pytest.approx(EXPECTED[metric], abs=1e-12)
+    assert lmms.group_mean(leaf_values, leaf_sizes, weight_by_size=False) == pytest.approx(EXPECTED[metric], abs=1e-12)
     # lmms-eval passes the YAML's weight_by_size; M3-Bench groups stay unweighted either way
-    assert M.group_mean(leaf_values, leaf_sizes, weight_by_size=True) == pytest.approx(EXPECTED[metric], abs=1e-12)
+    assert lmms.group_mean(leaf_values, leaf_sizes, weight_by_size=True) == pytest.approx(EXPECTED[metric], abs=1e-12)
 
 
 def test_the_sizes_matter_here():
     """Guard of this file's data: a size-weighted or a leaf mean would give other numbers."""
     values, sizes = leaf_results()
-    sds = [v["sds"] for v in values.values()]
-    by_items = sum(float(v) * n for v, n in zip(sds, sizes)) / sum(sizes)
-    by_leaf = sum(map(float, sds)) / len(sds)
+    leaf_sds = [v["sds"] for v in values.values()]
+    by_items = sum(float(v) * n for v, n in zip(leaf_sds, sizes)) / sum(sizes)
+    by_leaf = sum(map(float, leaf_sds)) / len(leaf_sds)
     mmbench_by_items = (3 * 0.9 + 0.25 + 2 * 0.375) / 6
     for wrong in (by_items, by_leaf, (mmbench_by_items + 0.5 + 0.6) / 3):
         assert abs(wrong - EXPECTED["sds"]) > 0.01
@@ -105,19 +103,19 @@ def test_the_sizes_matter_here():
 def test_subset_mean_is_unweighted_within_a_subset():
     values, sizes = leaf_results()
     mmbench = [(v["sds"], n) for (s, _), v, n in zip(values, values.values(), sizes) if s == "mmbench"]
-    assert M.group_mean([v for v, _ in mmbench], [n for _, n in mmbench]) == pytest.approx(MMBENCH_SDS, abs=1e-12)
+    assert lmms.group_mean([v for v, _ in mmbench], [n for _, n in mmbench]) == pytest.approx(MMBENCH_SDS, abs=1e-12)
 
 
 def test_group_stderr_by_hand_with_unequal_category_counts():
     ses = [
-        I.Score(0.1, [("mmbench", "ocr")]),
-        I.Score(0.2, [("mmbench", "image_style")]),
-        I.Score(0.3, [("mmbench", "future_prediction")]),
-        I.Score(0.4, [("wiki_animal", "wiki_animal")]),
+        items.LeafScore(0.1, [("mmbench", "ocr")]),
+        items.LeafScore(0.2, [("mmbench", "image_style")]),
+        items.LeafScore(0.3, [("mmbench", "future_prediction")]),
+        items.LeafScore(0.4, [("wiki_animal", "wiki_animal")]),
     ]
     mmbench = math.sqrt(0.01 + 0.04 + 0.09) / 3
-    assert M.group_mean(ses, [3, 1, 2, 2]) == pytest.approx(((0.1 + 0.2 + 0.3) / 3 + 0.4) / 2, abs=1e-12)
-    assert I.group_stderr(ses) == pytest.approx(math.sqrt(mmbench**2 + 0.16) / 2, abs=1e-12)
+    assert lmms.group_mean(ses, [3, 1, 2, 2]) == pytest.approx(((0.1 + 0.2 + 0.3) / 3 + 0.4) / 2, abs=1e-12)
+    assert items.group_stderr(ses) == pytest.approx(math.sqrt(mmbench**2 + 0.16) / 2, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -144,7 +142,7 @@ def orders(recs):
     return [recs[::-1], shuffled, two_ranks]
 
 
-@pytest.mark.parametrize("aggregate", [M.sds_aggregate, M.acc_aggregate], ids=["sds", "acc"])
+@pytest.mark.parametrize("aggregate", [lmms.sds_aggregate, lmms.acc_aggregate], ids=["sds", "acc"])
 def test_bootstrap_stderr_is_the_same_for_any_record_order(aggregate):
     recs = records()
     se = aggregate.radar_stderr(recs, 1000)
@@ -159,7 +157,7 @@ def test_record_order_would_matter_to_a_plain_bootstrap():
     recs = records()
     values = [r["p"] for r in recs]
     assert all(
-        S.bootstrap_stderr([r["p"] for r in other], 1000, 0) != S.bootstrap_stderr(values, 1000, 0)
+        sds.bootstrap_stderr([r["p"] for r in other], 1000, 0) != sds.bootstrap_stderr(values, 1000, 0)
         for other in orders(recs)
     )
 
@@ -169,4 +167,4 @@ def test_bootstrap_stderr_close_to_the_analytic_one():
     p = [r["p"] for r in recs]
     mean = sum(p) / len(p)
     analytic = math.sqrt(sum((x - mean) ** 2 for x in p) / (len(p) - 1) / len(p))
-    assert M.sds_aggregate.radar_stderr(recs, 1000) == pytest.approx(analytic, rel=0.1)
+    assert lmms.sds_aggregate.radar_stderr(recs, 1000) == pytest.approx(analytic, rel=0.1)

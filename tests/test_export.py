@@ -19,8 +19,7 @@ from radar_tasks import prompts, taxonomy
 from radar_tasks.data import export as dexport
 from radar_tasks.data import images, m3bench
 from radar_tasks.errors import M3BenchError
-from radar_tasks.metrics import items as I
-from radar_tasks.metrics import lmms
+from radar_tasks.metrics import items, lmms
 from radar_tasks.task_yamls import generate_tasks
 from radar_tasks.tasks import export, hooks
 
@@ -341,9 +340,13 @@ def test_process_results_and_aggregations_match_the_package(exported, utils, all
 
 
 def test_group_aggregations_average_subsets_and_combine_stderrs(utils):
-    values = [I.Score(0.2, [("a", "x")]), I.Score(0.4, [("a", "y")]), I.Score(0.9, [("b", "b")])]
+    values = [
+        items.LeafScore(0.2, [("a", "x")]),
+        items.LeafScore(0.4, [("a", "y")]),
+        items.LeafScore(0.9, [("b", "b")]),
+    ]
     assert utils.group_mean(values, [1, 10, 5]) == pytest.approx((0.3 + 0.9) / 2)
-    ses = [I.Score(0.1, [("a", "x")]), I.Score(0.3, [("a", "y")]), I.Score(0.2, [("b", "b")])]
+    ses = [items.LeafScore(0.1, [("a", "x")]), items.LeafScore(0.3, [("a", "y")]), items.LeafScore(0.2, [("b", "b")])]
     assert utils.group_se(ses, [1, 1, 1]) == pytest.approx(np.sqrt((np.sqrt(0.01 + 0.09) / 2) ** 2 + 0.04) / 2)
     assert np.isnan(utils.group_se([0.1, 0.2], [1, 1]))  # untagged: not an M3-Bench group
     assert utils.group_sum([2, 3], [2, 3]) == 5 and utils.count_aggregate([1, 1, 0]) == 2
@@ -398,7 +401,7 @@ def test_a_hook_without_an_exported_counterpart_is_refused(exported):
 def test_prompts_marker_text_reaches_utils(utils):
     # the same constants, not copies that could drift
     assert utils.IMAGE_MARKER == prompts.IMAGE_MARKER and utils.SELECT_PROMPT == prompts.SELECT_PROMPT
-    assert utils.MAX_BOOTSTRAP_ITERS == I.MAX_BOOTSTRAP_ITERS
+    assert utils.MAX_BOOTSTRAP_ITERS == items.MAX_BOOTSTRAP_ITERS
     assert [s.name for s in utils.SUBSETS] == [s.name for s in taxonomy.SUBSETS]
     image = images.to_rgb(__import__("PIL.Image").Image.new("RGBA", (2, 2)))
     assert np.array_equal(

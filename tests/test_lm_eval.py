@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from radar_tasks.metrics import lm_eval as L
+from radar_tasks.metrics import lm_eval
 
 TASK_DIR = Path(__file__).parent / "data" / "lm_eval_task"
 TASK = "radar_sds_tiny"
@@ -36,7 +36,7 @@ def test_process_results_reads_gold_from_doc():
     lls = [-4.0, -2.5, -3.0]
     results = [(ll, False) for ll in lls]
     for gold in range(3):
-        out = L.process_results({"choices": ["a", "b", "c"], "gold": gold}, results)
+        out = lm_eval.process_results({"choices": ["a", "b", "c"], "gold": gold}, results)
         assert out["sds"] == pytest.approx(_softmax(lls)[gold], abs=1e-12)
         assert out["acc"] == (1.0 if gold == 1 else 0.0)
         assert all(type(v) is float for v in out.values())
@@ -45,40 +45,42 @@ def test_process_results_reads_gold_from_doc():
 def test_process_results_first_and_factory():
     lls = [-1.0, -2.0]
     results = [(ll, True) for ll in lls]
-    assert L.process_results_first({}, results)["sds"] == pytest.approx(_softmax(lls)[0])
-    by_label = L.make_process_results(gold_field="label")
+    assert lm_eval.process_results_first({}, results)["sds"] == pytest.approx(_softmax(lls)[0])
+    by_label = lm_eval.make_process_results(gold_field="label")
     assert by_label({"label": 1}, results)["sds"] == pytest.approx(_softmax(lls)[1])
     assert by_label({"label": "1"}, results)["sds"] == pytest.approx(_softmax(lls)[1])
-    by_key = L.make_process_results(gold_field="answerKey", choices_field=None)
+    by_key = lm_eval.make_process_results(gold_field="answerKey", choices_field=None)
     assert by_key({"answerKey": "B"}, results)["acc"] == 0.0
-    by_text = L.make_process_results(gold_field="answer")
+    by_text = lm_eval.make_process_results(gold_field="answer")
     assert by_text({"answer": "yes", "choices": ["no", "yes"]}, results)["sds"] == pytest.approx(_softmax(lls)[1])
     # stringified results (as some wrappers hand them) parse too
-    assert L.process_results({"gold": 0}, ["(-1.0, True)", "(-2.0, False)"])["sds"] == pytest.approx(_softmax(lls)[0])
+    assert lm_eval.process_results({"gold": 0}, ["(-1.0, True)", "(-2.0, False)"])["sds"] == pytest.approx(
+        _softmax(lls)[0]
+    )
 
 
 def test_process_results_rejects_bad_gold():
     results = [(-1.0, False), (-2.0, False)]
     with pytest.raises(ValueError, match="no gold field"):
-        L.process_results({"label": 0}, results)
+        lm_eval.process_results({"label": 0}, results)
     with pytest.raises(ValueError, match="out of range"):
-        L.process_results({"gold": 2}, results)
+        lm_eval.process_results({"gold": 2}, results)
     with pytest.raises(ValueError, match="cannot read"):
-        L.process_results({"gold": True}, results)
+        lm_eval.process_results({"gold": True}, results)
     with pytest.raises(ValueError, match="3 choices"):
-        L.process_results({"gold": 0, "choices": ["a", "b", "c"]}, results)
+        lm_eval.process_results({"gold": 0, "choices": ["a", "b", "c"]}, results)
 
 
 def test_non_finite_loglik_is_wrong_and_left_out_of_sds():
-    assert L.process_results({"gold": 0}, [(float("-inf"), False), (-2.0, False)]) == {"acc": 0.0}
+    assert lm_eval.process_results({"gold": 0}, [(float("-inf"), False), (-2.0, False)]) == {"acc": 0.0}
 
 
 def test_aggregation_is_lm_evals_mean_so_stderr_is_reported():
     from lm_eval.api.metrics import mean, mean_stderr, stderr_for_metric
 
-    assert L.sds_mean is mean
-    assert stderr_for_metric(L.sds_mean, bootstrap_iters=100) is mean_stderr
-    assert L.sds_mean([0.25, 0.75]) == 0.5
+    assert lm_eval.sds_mean is mean
+    assert stderr_for_metric(lm_eval.sds_mean, bootstrap_iters=100) is mean_stderr
+    assert lm_eval.sds_mean([0.25, 0.75]) == 0.5
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from radar_tasks.data import m3bench
-from radar_tasks.metrics import lmms as M
+from radar_tasks.metrics import lmms
 from radar_tasks.tasks import hooks
 
 WIKI = "Wiki_animal_identification"
@@ -57,9 +57,9 @@ def test_process_results_names_file_and_item(bench, wiki_items, loguru_messages,
     [warning] = non_finite_warnings(loguru_messages)
     assert warning.startswith(f"{rel}: item {bad_id!r}: model returned a non-finite score")
     assert "\n" not in warning
-    assert M.sds_aggregate([d["sds"] for d in per_doc]) == pytest.approx(np.mean(finite_p), abs=1e-12)
-    assert M.acc_aggregate([d["acc"] for d in per_doc]) == pytest.approx((len(items) - 1) / len(items), abs=1e-12)
-    assert M.count_aggregate([d["skipped"] for d in per_doc]) == 1
+    assert lmms.sds_aggregate([d["sds"] for d in per_doc]) == pytest.approx(np.mean(finite_p), abs=1e-12)
+    assert lmms.acc_aggregate([d["acc"] for d in per_doc]) == pytest.approx((len(items) - 1) / len(items), abs=1e-12)
+    assert lmms.count_aggregate([d["skipped"] for d in per_doc]) == 1
     bad = next(d["sds"] for d in per_doc if d["sds"]["id"] == bad_id)
     assert bad["p"] is None and bad["correct"] is False and bad["skipped"] == "non-finite model score"
 

@@ -287,7 +287,7 @@ def test_5c_a_group_aggregation_sees_neither_task_names_nor_stderrs(toy_run):
     assert calls and all(c == {"n_args": 3, "named": []} for c in calls), fixed(
         5,
         "group aggregations get more than (metrics, sizes, weight_by_size)",
-        "the (subset, category) tags of metrics/items.Score",
+        "the (subset, category) tags of metrics/items.LeafScore",
     )
 
 
@@ -295,7 +295,7 @@ def test_5d_a_parent_group_averages_all_its_leaves_not_its_subgroups(toy_run):
     results, _ = toy_run
     assert results["toy_child"]["custom,none"] == 0.0 and results["toy_leaf2"]["custom,none"] == 1.0
     assert results["toy_parent"]["custom,none"] == pytest.approx(1 / 3), fixed(
-        5, "a parent group aggregates its subgroups' scores", "the (subset, category) tags of metrics/items.Score"
+        5, "a parent group aggregates its subgroups' scores", "the (subset, category) tags of metrics/items.LeafScore"
     )
 
 

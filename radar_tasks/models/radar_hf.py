@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from radar_tasks import prompts
 from radar_tasks.data import images as images_io
-from radar_tasks.metrics.items import Scored
+from radar_tasks.metrics.items import CandidateResult
 from radar_tasks.models import likelihood, prefix_sharing
 from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
 from radar_tasks.models.args import as_bool, check_model_args, parse_batch_size
@@ -430,7 +430,7 @@ class RadarHF(lmms):
                     # tuple carries what the per-item record shows (metrics/items.py)
                     candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
                     results[index] = GenerationResult(
-                        text=Scored(answer, candidate, prompt or context, skipped, dropped=not keep)
+                        text=CandidateResult(answer, candidate, prompt or context, skipped, dropped=not keep)
                     )
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value

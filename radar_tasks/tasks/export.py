@@ -270,7 +270,7 @@ def _merged_imports(statements: list[str]) -> list[str]:
 
 def _mention(match: re.Match) -> str:
     """A mention of the package in a comment or docstring, as the file of the package it names (`prompts.py`,
-    `tasks/export.py`, `metrics/items.py:Score`): the inlined text reads the same, naming no import."""
+    `tasks/export.py`, `metrics/items.py:LeafScore`): the inlined text reads the same, naming no import."""
     dotted = match.group(1).lstrip(".")
     if not dotted:
         return "RADAR"
@@ -291,8 +291,8 @@ def compose_utils() -> str:
 
     Each module becomes a section, dependencies first, in one shared namespace: its imports of package modules
     are removed, its other imports are hoisted to the top, and the names it imported package modules under
-    (`taxonomy`, `S`, `I`, ...) are bound to a small proxy that resolves attributes in this namespace, so the
-    source text stays as written (`S.softmax`, `taxonomy.SUBSETS`). That is exact because no top-level name means
+    (`taxonomy`, `sds`, `items`, ...) are bound to a small proxy that resolves attributes in this namespace, so the
+    source text stays as written (`sds.softmax`, `taxonomy.SUBSETS`). That is exact because no top-level name means
     two things across the modules (`ExportError` otherwise, naming it). Mentions of the package in comments and
     docstrings become the file they name (`prompts.py`).
 
@@ -322,7 +322,7 @@ def compose_utils() -> str:
         "",
         "",
         "class _Section:",
-        '    """`S.softmax`, `taxonomy.SUBSETS`, ...: a name of this file (all sections share its namespace)."""',
+        '    """`sds.softmax`, `taxonomy.SUBSETS`, ...: a name of this file (all sections share its namespace)."""',
         "",
         "    def __getattr__(self, name):",
         "        try:",
@@ -581,8 +581,7 @@ def render_tasks(dataset_path: str) -> dict[str, str]:
     ours = generate_tasks.render_all()
     ctx = _Rewrite(dataset_path, utils_namespace(utils), json.loads(ours[generate_tasks.INDEX_FILE]))
     files = {UTILS: utils}
-    template_text = (Path(generate_tasks.__file__).parent / TEMPLATE).read_text(encoding="utf-8")
-    template = _rewrite_template(_load(template_text), ctx, hooks)
+    template = _rewrite_template(_load(ours[generate_tasks.TEMPLATE]), ctx, hooks)
     files[TEMPLATE] = _dump(HEADER + "# Shared by every M3-Bench task (the per-category YAMLs include it).\n", template)
     groups, leaves = {}, []
     for name, text in ours.items():

@@ -9,10 +9,11 @@ normalized records, the images' file bytes embedded.
 Two things the package does by patching lmms-eval 0.7.3 (`radar_tasks.tasks.plugin`) are done here with
 lmms-eval's own extension points:
 - bootstrap standard errors: lmms-eval computes stderrs only for its built-in aggregations (a custom one gets
-  "N/A"), so every metric `m` that aggregates item records also has a metric `m` + SE_SUFFIX whose aggregation is
-  the bootstrap standard error of `m` (`sds_se`, `acc_se`, `sds_perception_se`, ...);
+  "N/A"), so every metric `m` that aggregates item records (a mean of the metric catalogue) also has a metric
+  `m` + SE_SUFFIX whose aggregation is the bootstrap standard error of `m` (`sds_se`, `acc_se`,
+  `sds_perception_se`, ...);
 - group scores and their stderrs: a group aggregation sees only its leaves' values, so each leaf value carries its
-  (subset, category) (`items.Score`); groups average subsets unweighted (`items.group_mean`) and combine the
+  (subset, category) (`items.LeafScore`); groups average subsets unweighted (`items.group_mean`) and combine the
   leaves' `*_se` values into the standard error of that mean (`group_se`). Group `*_stderr` keys stay "N/A".
 """
 
@@ -27,18 +28,16 @@ from loguru import logger
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import images as images_io
 from radar_tasks.data import lite
-from radar_tasks.metrics import items as I
+from radar_tasks.metrics import catalogue, items
 
 SE_SUFFIX = "_se"
-# The bootstrap standard error of each aggregation over item records (the export adds a `*_se` metric for every
-# metric aggregated by a key of this table), and the group aggregation of the `*_se` metrics.
-SE_AGGREGATIONS = {"sds_aggregate": "sds_se_aggregate", "acc_aggregate": "acc_se_aggregate"}
-GROUP_SE = "group_se"
+GROUP_SE = "group_se"  # the group aggregation of the `*_se` metrics
 # A record's images in the exported dataset: `images` holds the embedded files (datasets.Image), images.IMAGE_FILES
 # their paths under the release root. process_docs moves the files to images.IMAGE_DATA and the paths to `images`:
 # lmms-eval drops Image columns from the docs it builds prompts from (and logs), and the prompt needs the image count.
-# What the `*_se` aggregations read of an item record (items.leaf_stderr, items.sds_values, items.acc_values)
-SE_FIELDS = ("id", "subset", "category", "p", "correct")
+_MEANS = [m for m in catalogue.METRICS if m.aggregation is catalogue.MEAN]
+# What the `*_se` aggregations read of an item record: its place and the field of every mean (`items.mean_values`)
+SE_FIELDS = items.PLACE + tuple(m.value for m in _MEANS)
 
 
 # ---------------------------------------------------------------------------------------------- per-doc hooks
@@ -97,33 +96,53 @@ def process_results(doc: dict, results) -> dict:
     """The package's metric values of the item, plus the same item under every `*_se` metric."""
     if doc.get("absent"):  # stand-in for a missing category file: no metric at all, so no score anywhere
         return {}
-    record = I.score_item(doc, results, "loss")
-    message = I.non_finite_warning(doc, record)
+    record = items.score_item(doc, results, "loss")
+    message = items.non_finite_warning(doc, record)
     if message:
         logger.warning(message)
-    values = I.metric_values(doc, record)
+    values = items.metric_values(doc, record)
     se = {key + SE_SUFFIX: {f: v[f] for f in SE_FIELDS if f in v} for key, v in values.items() if isinstance(v, dict)}
     return {**values, **se}
 
 
 # ------------------------------------------------------------------------------------------------ aggregations
-def sds_aggregate(records) -> float:
-    return I.leaf_mean(records, I.sds_values)
+def mean_aggregation(field: str):
+    """The leaf aggregation of a mean of the catalogue: the mean of `field` over the items, tagged with the leaf's
+    (subset, category) (`items.leaf_mean`)."""
+
+    def aggregate(records) -> float:
+        return items.leaf_mean(records, functools.partial(items.mean_values, field=field))
+
+    return aggregate
 
 
-def acc_aggregate(records) -> float:
-    return I.leaf_mean(records, I.acc_values)
+def se_aggregation(field: str):
+    """The bootstrap standard error of `mean_aggregation(field)`, tagged like it (`items.leaf_stderr`)."""
+
+    def aggregate(records) -> float:
+        return items.leaf_stderr(records, functools.partial(items.mean_values, field=field), items.MAX_BOOTSTRAP_ITERS)
+
+    return aggregate
 
 
-def sds_se_aggregate(records) -> float:
-    return I.leaf_stderr(records, I.sds_values, I.MAX_BOOTSTRAP_ITERS)
+def se_aggregation_name(metric) -> str:
+    """`sds` -> `sds_se_aggregate`: the name of the aggregation of `metric`'s `*_se` metric."""
+    return catalogue.MEAN.leaf.format(metric=metric.name + SE_SUFFIX)
 
 
-def acc_se_aggregate(records) -> float:
-    return I.leaf_stderr(records, I.acc_values, I.MAX_BOOTSTRAP_ITERS)
+# A mean's leaf aggregation -> that of its standard error (the export adds a `*_se` metric for every metric
+# aggregated by a key of this table)
+SE_AGGREGATIONS = {m.leaf_aggregation: se_aggregation_name(m) for m in _MEANS}
+# The means' aggregations and their standard errors under the names the exported YAMLs give them (`sds_aggregate`,
+# `sds_se_aggregate`, ...), as this file's functions; the counts' are `items.count_aggregate`, `items.group_sum`.
+LEAF_AGGREGATIONS = {
+    **{m.leaf_aggregation: mean_aggregation(m.value) for m in _MEANS},
+    **{se_aggregation_name(m): se_aggregation(m.value) for m in _MEANS},
+}
+globals().update(LEAF_AGGREGATIONS)
 
 
 def group_se(stderrs, sizes, weight_by_size: bool = False) -> float:
     """A group's `*_se`: the standard error of its unweighted mean over subsets, from the leaves' `*_se`."""
-    se = I.group_stderr(stderrs)
+    se = items.group_stderr(stderrs)
     return math.nan if se is None else se
