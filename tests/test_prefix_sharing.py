@@ -3,7 +3,7 @@
 Every architecture radar_hf claims, single-image, multi-image, interleaved, images-first and text-only prompts, a BPE
 merge across the prompt/candidate boundary, candidates of one and of several tokens, batch sizes 1 and 3 (questions
 of different lengths, with and without images, in one call). fp32: equal within 1e-5 (measured: <= 1e-6).
-bf16: within 1.1e-3, the README's number (nll and mean logit, all six tiny models, nll ~ 6; measured on the 2-core
+bf16: within 1.1e-3, docs/speed.md's number (nll and mean logit, all six tiny models, nll ~ 6; measured on the 2-core
 CPU, torch 2.14: at most 9.8e-4, llava; 2.8e-4 to 4.9e-4 on the others).
 """
 
@@ -112,7 +112,7 @@ def test_is_greedy_forced_true(arch, tiny_biased_to_the, tiny_images):
     assert_same(reference(model, processor, qs), [got])
 
 
-BF16_TOLERANCE = 1.1e-3  # README: "within 1.1e-3 in bfloat16 (tiny models)"
+BF16_TOLERANCE = 1.1e-3  # docs/speed.md: "within 1.1e-3 in bfloat16 (all six tiny models)"
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

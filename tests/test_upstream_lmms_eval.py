@@ -1,5 +1,5 @@
-"""lmms-eval 0.7.3 behaviour this package works around: one minimal reproduction each (docs/UPSTREAM.md and the
-README, same numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it:
+"""lmms-eval 0.7.3 behaviour this package works around: one minimal reproduction each (docs/UPSTREAM.md,
+same numbering). Every test asserts the *current* upstream behaviour, so it fails when upstream changes it:
 then drop the workaround the failure message names, and this test.
 
 In process where possible: one small evaluation of a toy task folder with a stub model (`toy_run`) shows several
