@@ -182,6 +182,7 @@ def test_the_docs_table_is_generated_from_the_declaration():
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "model-args.md").read_text(encoding="utf-8")
     assert args_doc.between_markers(page) == args_doc.table(), "run: python -m radar_tasks.models.args_doc"
+    assert args_doc.main(["--check"]) == 0  # the page's own command
     rows = [line for line in args_doc.table().splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == list(A.MODEL_ARGS)
     image_conversion = next(row for row in rows if row.startswith("| `image_conversion`"))
