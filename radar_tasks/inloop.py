@@ -107,9 +107,9 @@ class InLoopRadarHF(RadarHF):
     forwards_padded = 0
 
     def loglikelihood(self, requests):
-        counter = _ForwardCounter(self._model)
+        counter = _ForwardCounter(self.model)
         try:
-            with _unsharded(self._model):
+            with _unsharded(self.model):
                 results = super().loglikelihood(requests)
                 dist = _distributed()
                 if dist is not None:

@@ -120,3 +120,74 @@ def test_radar_hf_from_an_arg_string_refuses_before_loading(ckpt):
         RadarHF.create_from_arg_string(f"pretrained={ckpt},share_prefix=flase", {"batch_size": 1})
     with pytest.raises(ArgumentError, match="expected key=value pairs"):
         RadarHF.create_from_arg_string(f"pretrained={ckpt},oops", {})
+
+
+def test_keyword_arguments_go_through_the_same_parsers(ckpt):
+    args = A.ModelArgs.of(
+        {"pretrained": ckpt, "share_prefix": "no", "batch_size": "3", "num_workers": "0", "score": None}
+    )
+    assert (args.share_prefix, args.batch_size, args.num_workers) == (False, 3, 0)
+    assert (args.score, args.prompt_style, args.image_conversion, args.processor_kwargs) == (
+        "logprob",
+        "raw",
+        "white",
+        {},
+    )
+    assert args.given == {"pretrained", "share_prefix", "batch_size", "num_workers"}  # None: not given
+    with pytest.raises(ArgumentError) as err:
+        A.ModelArgs.of({"pretrained": ckpt, "dtype": "fp64"})
+    assert "model arg dtype='fp64': expected one of auto, float32, bfloat16, float16" in str(err.value)
+    with pytest.raises(TypeError, match="unknown model arg 'shared_prefix'"):
+        A.ModelArgs.of({"pretrained": ckpt, "shared_prefix": True})
+    with pytest.raises(TypeError, match="pretrained"):
+        A.ModelArgs.of({"device": "cpu"})
+    # values known good are taken as they are: a model in memory's name is a label, not a folder
+    assert A.ModelArgs.of({}, pretrained="not/a folder").pretrained == "not/a folder"
+
+
+def test_the_protocol_switches_are_the_declared_ones():
+    from radar_tasks.models import protocol
+
+    assert protocol.SWITCH_DEFAULTS == {
+        "qwen_vl_utils_resize": False,
+        "image_conversion": "white",
+        "llava_mmmu_one_distractor": False,
+        "internvl_reverse_images": False,
+        "mmmu_two_letters": False,
+    }
+
+
+def test_resolve_settings_only_applies_the_preset():
+    from radar_tasks.models import protocol
+
+    given = A.ModelArgs.of(
+        {"protocol": "paper", "dtype": "float32", "processor_kwargs": "size.longest_edge:50176"}, pretrained="ckpt"
+    )
+    paper = protocol.resolve_settings(given, model_type=lambda: "qwen2_vl")
+    assert (paper.dtype, paper.score, paper.prompt_style, paper.image_conversion) == (
+        "float32",  # given: wins over the preset's bfloat16
+        "logit",
+        "auto",  # resolved once the model is loaded
+        "qwen_vl_utils",
+    )
+    assert paper.processor_kwargs == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 50176}}
+    plain = A.ModelArgs.of({"score": "logit"}, pretrained="ckpt")
+    assert protocol.resolve_settings(plain, model_type=lambda: pytest.fail("no preset: no config read")) == plain
+
+
+def test_the_docs_table_is_generated_from_the_declaration():
+    from pathlib import Path
+
+    from radar_tasks.models import args_doc
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "model-args.md").read_text(encoding="utf-8")
+    assert args_doc.between_markers(page) == args_doc.table(), "run: python -m radar_tasks.models.args_doc"
+    assert args_doc.main(["--check"]) == 0  # the page's own command
+    rows = [line for line in args_doc.table().splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(A.MODEL_ARGS)
+    image_conversion = next(row for row in rows if row.startswith("| `image_conversion`"))
+    assert (
+        "| `white`; `protocol=paper`: `qwen_vl_utils` (qwen2vl_base), `pil_convert` (internvl, llava_ov_plain) |"
+        in (image_conversion)
+    )
+    assert "| `logprob`; `protocol=paper`: `logit` |" in next(row for row in rows if row.startswith("| `score`"))

@@ -20,6 +20,7 @@ from lmms_eval.api.instance import Instance
 from radar_tasks import prompts, taxonomy
 from radar_tasks.data import m3bench
 from radar_tasks.errors import M3BenchError
+from radar_tasks.models import args as model_args
 from radar_tasks.models import pipeline
 from radar_tasks.models.pipeline import OrderedMap, resolve_num_workers
 from radar_tasks.models.radar_hf import RadarHF
@@ -117,10 +118,11 @@ def test_num_workers_arg(tiny_checkpoint, task_dict, monkeypatch):
     cpus = pipeline.available_cpus()
     assert resolve_num_workers("auto") == max(1, min(pipeline.AUTO_MAX_WORKERS, cpus - 1))  # one CPU for the model
     assert resolve_num_workers("auto", processes=cpus * 2) == 1  # data parallel: the CPUs are shared, at least one
-    assert resolve_num_workers("0") == 0 and resolve_num_workers(3) == 3
+    # the model arg is checked once, by its parser (models.args); resolve_num_workers counts what that lets through
+    assert resolve_num_workers(model_args.workers("0")) == 0 and resolve_num_workers(3) == 3
     for bad in ("-1", "many", 1.5):
         with pytest.raises(ValueError, match="num_workers"):
-            resolve_num_workers(bad)
+            model_args.check_model_args({"pretrained": str(tiny_checkpoint("qwen2_vl")), "num_workers": bad})
     assert 1 <= cpus <= len(os.sched_getaffinity(0))
     monkeypatch.setattr(pipeline, "_cgroup_cpu_quota", lambda: 1.5)  # a container allowed one and a half CPUs
     assert pipeline.available_cpus() == 1 and resolve_num_workers("auto") == 1

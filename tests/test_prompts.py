@@ -246,23 +246,28 @@ def test_paper_presets():
     assert R.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
 
 
+def settings_of(family, **given):
+    """The settings in effect for the model args `given` on a checkpoint of `family` (no checkpoint is read)."""
+    return R.resolve_settings(A.ModelArgs.of(given, pretrained="ckpt"), model_type=lambda: family)
+
+
 @pytest.mark.parametrize(
     "family, style", [("qwen2_vl", "qwen2vl_base"), ("internvl", "internvl"), ("llava_onevision", "llava_ov_plain")]
 )
 def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
-    paper = R.resolve_settings(model_type=lambda: family, protocol="paper")
+    paper = settings_of(family, protocol="paper")
     preset = R.paper_preset(style)
     for name in R.SWITCH_DEFAULTS:
         assert getattr(paper, name) == preset[name], name
-    default = R.resolve_settings(model_type=lambda: family)
+    default = settings_of(family)
     assert all(getattr(default, n) == v for n, v in R.SWITCH_DEFAULTS.items())
     for name in R.SWITCH_DEFAULTS:  # explicit args win over the preset, one at a time
         flipped = "white" if name == "image_conversion" else str(not preset[name]).lower()
-        off = R.resolve_settings(model_type=lambda: family, protocol="paper", **{name: flipped})
+        off = settings_of(family, protocol="paper", **{name: flipped})
         assert getattr(off, name) == (flipped if name == "image_conversion" else not preset[name]), name
         assert all(getattr(off, n) == getattr(paper, n) for n in R.SWITCH_DEFAULTS if n != name)
     with pytest.raises(ValueError, match="image_conversion"):
-        R.resolve_settings(model_type=lambda: family, image_conversion="black")
+        settings_of(family, image_conversion="black")
 
 
 def test_option_block_and_letters_as_the_scripts_write_them():

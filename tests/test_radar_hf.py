@@ -148,3 +148,52 @@ def test_run_metadata_says_how_it_scored(wrapper):
         "device": "cpu",
     }
     assert set(meta["prefix_sharing"]) == {"shared", "per_candidate", "run_fallback", "question_fallbacks"}
+
+
+def test_settings_are_the_declared_model_args(wrapper):
+    from radar_tasks.models.args import ModelArgs
+
+    assert isinstance(wrapper.settings, ModelArgs)
+    assert (wrapper.settings.batch_size, wrapper.settings.share_prefix, wrapper.settings.prompt_style) == (
+        1,
+        True,
+        "raw",
+    )
+    assert wrapper.settings.given == {"pretrained", "device", "batch_size"}
+
+
+def test_from_model_wraps_the_model_in_memory(wrapper):
+    wrapped = RadarHF.from_model(wrapper.model, wrapper.processor, score="logit", num_workers=0)
+    assert wrapped.model is wrapper.model and wrapped.processor is wrapper.processor
+    assert (wrapped.settings.score, wrapped.settings.dtype, wrapped.num_workers) == ("logit", "float32", 0)
+    assert wrapped.settings.pretrained == wrapper.model.config._name_or_path
+    with pytest.raises(ValueError, match="pretrained come from the model in memory"):
+        RadarHF.from_model(wrapper.model, wrapper.processor, pretrained="x")
+    with pytest.raises(TypeError, match="not both"):
+        RadarHF(loaded=wrapped.loaded, score="logit")
+
+
+def test_outcomes_of_the_ranks_add_up():
+    from radar_tasks.models.run_metadata import summed
+
+    parts = [
+        {"shared": 2, "per_candidate": 1, "not_scored": 0, "run_fallback": None, "question_fallbacks": {"a": 1}},
+        {"shared": 3, "per_candidate": 0, "not_scored": 1, "run_fallback": "x", "question_fallbacks": {"a": 2, "b": 1}},
+    ]
+    assert summed(parts) == {
+        "shared": 5,
+        "per_candidate": 1,
+        "not_scored": 1,
+        "run_fallback": "x",
+        "question_fallbacks": {"a": 3, "b": 1},
+    }
+
+
+def test_control_tokens_of_the_processor(wrapper):
+    from radar_tasks.models import control_tokens
+
+    tokens = control_tokens.of_processor(wrapper.processor)
+    assert "<|vision_start|>" in tokens and all(len(t) > 1 for t in tokens)
+    # other tasks' contexts hold their own markers on purpose: only the candidates of a plain doc are screened
+    assert control_tokens.text_problem({"question": "<|vision_start|>"}, [" a"], tokens) is None
+    assert "'<|vision_start|>'" in control_tokens.text_problem(None, [" a <|vision_start|>"], tokens)

@@ -553,7 +553,7 @@ def test_internvl_reverse_images_reproduces_the_script_order(tiny_checkpoint, ti
     doc = m3_record("seephys", "How many dots in all diagrams?", ["7", "8", "9"], save_images(tmp_path, images))
     model, processor = load_reference(folder)
     wrapper = RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32")
-    assert wrapper.internvl_reverse_images  # on under protocol=paper, as the published numbers
+    assert wrapper.settings.internvl_reverse_images  # on under protocol=paper, as the published numbers
     p_rev = run_instances(wrapper, doc)
     assert p_rev == pytest.approx(softmax(reference_internvl(model, processor, probe_item(doc), images)), abs=1e-5)
     off = RadarHF(
@@ -636,9 +636,13 @@ def test_switches_turn_quirks_off_under_paper(tiny_checkpoint, tiny_images, tmp_
 def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
     # Qwen2-VL: 256..768 merged tokens per image (one per 28x28 px)
     qwen = RadarHF(pretrained=str(tiny_checkpoint("qwen2_vl")), device="cpu", protocol="paper", dtype="float32")
-    assert qwen.processor_kwargs == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}}
-    assert qwen.qwen_vl_utils_resize and qwen.score == "logit" and qwen.prompt_style == "qwen2vl_base"
-    assert qwen.image_conversion == "qwen_vl_utils" and qwen.mmmu_two_letters
+    assert qwen.settings.processor_kwargs == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}}
+    assert (
+        qwen.settings.qwen_vl_utils_resize
+        and qwen.settings.score == "logit"
+        and qwen.settings.prompt_style == "qwen2vl_base"
+    )
+    assert qwen.settings.image_conversion == "qwen_vl_utils" and qwen.settings.mmmu_two_letters
     for size, lo, hi in [((50, 50), 256, 256), ((2000, 1500), 700, 768), ((600, 500), 370, 390)]:
         grid = qwen.processor.image_processor(images=[Image.new("RGB", size)], return_tensors="pt")["image_grid_thw"]
         tokens = int(grid.prod()) // 4
@@ -656,12 +660,16 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
         grid = small.processor.image_processor(images=[Image.new("RGB", (50, 50))], return_tensors="pt")[
             "image_grid_thw"
         ]
-        assert int(grid.prod()) // 4 == 4 and small.score == "logprob" and small.prompt_style == "qwen2vl_base"
+        assert (
+            int(grid.prod()) // 4 == 4
+            and small.settings.score == "logprob"
+            and small.settings.prompt_style == "qwen2vl_base"
+        )
     # InternVL: 1..3 tiles by closest aspect ratio, a thumbnail when more than one
     intern = RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", protocol="paper", dtype="float32")
     ip = intern.processor.image_processor
     assert (ip.crop_to_patches, ip.min_patches, ip.max_patches) == (True, 1, 3)
-    assert intern.image_conversion == "pil_convert" and intern.internvl_reverse_images
+    assert intern.settings.image_conversion == "pil_convert" and intern.settings.internvl_reverse_images
     wide = Image.new("RGB", (128, 32))  # aspect 4: 3x1 tiles (4x1 is over the cap) + thumbnail
     assert int(intern.processor.image_processor(images=[wide], return_tensors="pt")["num_patches"][0]) == 4
     assert int(ip(images=[Image.new("RGB", (32, 32))], return_tensors="pt")["num_patches"][0]) == 1
@@ -670,11 +678,19 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
     # the checkpoint's own default differs (up to 4 tiles): the preset really changed it
     plain = RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", dtype="float32")
     assert int(plain.processor.image_processor(images=[wide], return_tensors="pt")["num_patches"][0]) == 5
-    assert plain.prompt_style == "raw" and plain.score == "logprob" and not plain.processor_kwargs
-    assert plain.image_conversion == "white" and not plain.mmmu_two_letters and not plain.internvl_reverse_images
+    assert (
+        plain.settings.prompt_style == "raw"
+        and plain.settings.score == "logprob"
+        and not plain.settings.processor_kwargs
+    )
+    assert (
+        plain.settings.image_conversion == "white"
+        and not plain.settings.mmmu_two_letters
+        and not plain.settings.internvl_reverse_images
+    )
     # dtype: the family's (bf16 for Qwen2-VL / InternVL, fp16 for LLaVA-OV) unless given
     llava_ov = RadarHF(pretrained=str(tiny_checkpoint("llava_onevision")), device="cpu", protocol="paper")
-    assert llava_ov.model.dtype == torch.float16 and llava_ov.llava_mmmu_one_distractor
+    assert llava_ov.model.dtype == torch.float16 and llava_ov.settings.llava_mmmu_one_distractor
     assert (
         RadarHF(pretrained=str(tiny_checkpoint("internvl")), device="cpu", protocol="paper").model.dtype
         == torch.bfloat16
@@ -684,10 +700,14 @@ def test_paper_processor_settings_take_effect(tiny_checkpoint, tiny_images):
     llava = RadarHF(
         pretrained=str(tiny_checkpoint("llava")), device="cpu", protocol="paper", prompt_style="llava_ov_plain"
     )
-    assert llava.model.dtype == torch.float16 and llava.prompt_style == "llava_ov_plain" and llava.score == "logit"
-    assert llava.llava_mmmu_one_distractor and llava.image_conversion == "pil_convert"
+    assert (
+        llava.model.dtype == torch.float16
+        and llava.settings.prompt_style == "llava_ov_plain"
+        and llava.settings.score == "logit"
+    )
+    assert llava.settings.llava_mmmu_one_distractor and llava.settings.image_conversion == "pil_convert"
     auto = RadarHF(pretrained=str(tiny_checkpoint("llava")), device="cpu", prompt_style="auto")
-    assert auto.prompt_style == "raw" and auto.score == "logprob"
+    assert auto.settings.prompt_style == "raw" and auto.settings.score == "logprob"
 
 
 def test_qwen_paper_pixels_one_item(tiny_checkpoint, tiny_images, tmp_path):
@@ -717,9 +737,9 @@ def _warnings_of(make) -> list[str]:
 def test_qwen_paper_warns_about_a_non_base_chat_template(tiny_checkpoint, tmp_path, monkeypatch):
     from transformers import AutoProcessor
 
-    from radar_tasks.models import radar_hf
+    from radar_tasks.models import protocol_checks
 
-    monkeypatch.setattr(radar_hf, "_TEMPLATE_WARNED", set())  # earlier tests loaded this checkpoint already
+    monkeypatch.setattr(protocol_checks, "_TEMPLATE_WARNED", set())  # earlier tests loaded this checkpoint already
     folder = tiny_checkpoint("qwen2_vl")  # its template is Instruct-like: roles, a system turn
     warned = _warnings_of(lambda: RadarHF(pretrained=str(folder), device="cpu", protocol="paper", dtype="float32"))
     assert any("not a Qwen2-VL base template" in m and "without the question" in m for m in warned), warned

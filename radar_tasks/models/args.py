@@ -1,23 +1,29 @@
-"""`radar_hf`'s model args: one table (`MODEL_ARGS`), one checker, and the value parsers.
+"""`radar_hf`'s model args: one declaration (`ModelArgs`), from which come their parsing and checking, the wrapper's
+typed settings, the protocol presets' switches (`protocol.SWITCH_DEFAULTS`) and the docs table (`args_doc`).
 
-lmms-eval hands every `--model_args` value over as a string, or as the int / float / bool its own parser made of
-it (`true` -> True, `4` -> 4). `check_model_args` runs every value through its parser before any model loads;
-an unknown name or a bad value is one line (`ArgumentError`) that lists the valid values. To add a model arg: one
-`Arg(...)` line below and the keyword in `RadarHF.__init__` (a test keeps the two in step).
+Each field of `ModelArgs` is one model arg: its name, type, default, parser (which says what is wrong with a value),
+valid values as the error line lists them, and a one-line doc. lmms-eval hands every `--model_args` value over as
+a string, or as the int / float / bool its own parser made of it (`true` -> True, `4` -> 4): `check_model_args`
+runs each through its parser before any model loads; `ModelArgs.of` does the same for Python keyword arguments
+(`RadarHF(...)`, `radar_tasks.evaluate(...)`). An unknown name or a bad value is one line (`ArgumentError`) that
+lists the valid values. To add a model arg: one `arg(...)` field below (then `python -m radar_tasks.models.args_doc`
+rewrites the docs table).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from radar_tasks import prompts
-from radar_tasks.data.images import CONVERSIONS
+from radar_tasks.data.images import CONVERSIONS, DEFAULT_CONVERSION
 from radar_tasks.errors import ArgumentError
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -70,6 +76,11 @@ def workers(value):
     if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)):
         raise ValueError(f"expected auto or an integer >= 0, got {value!r}")
     return int(value)
+
+
+def dtype_name(value) -> str:
+    """A dtype name (`torch.` prefix allowed: `str(model.dtype)`)."""
+    return choice(*DTYPE_NAMES)(str(value).strip().removeprefix("torch."))
 
 
 def choice(*values: str) -> Callable[[Any], str]:
@@ -184,47 +195,216 @@ def merge_kwargs(base: dict, override: dict) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------------------- the declaration
 @dataclass(frozen=True)
 class Arg:
-    name: str
+    """What one model arg is, beside its name, type and default (the `ModelArgs` field that holds it)."""
+
     parse: Callable[[Any], Any]  # raises ValueError saying what is wrong
-    valid: str  # the valid values, as the error line lists them
+    valid: str  # the valid values, as the error line (and the docs table) lists them
+    doc: str  # one line: what it does (the docs table)
+    shown_default: str | None = None  # the docs table's default, where the value alone does not say it
+    switch: bool = False  # a protocol preset's switch: a quirk the preset turns on, which the arg turns off or on
+    cli_flag: str | None = None  # lmms-eval's own flag that reaches it (`create_from_arg_string`'s additional config)
+    name: str = ""  # filled from the field
+    default: Any = None  # filled from the field
+    required: bool = False  # filled from the field
+
+
+def arg(parse, valid: str, doc: str, *, default: Any = dataclasses.MISSING, factory=dataclasses.MISSING, **more):
+    """A `ModelArgs` field: its `default` or default `factory` (neither: required), and what `Arg` holds."""
+    return field(default=default, default_factory=factory, metadata={"arg": Arg(parse, valid, doc, **more)})
 
 
 _BOOL = "true, false, 1, 0, yes, no"
-MODEL_ARGS: dict[str, Arg] = {
-    a.name: a
-    for a in (
-        Arg("pretrained", pretrained_path, "a checkpoint folder or a hub id"),
-        Arg("device", torch_device, "cpu, cuda, cuda:N, mps"),
-        Arg("dtype", lambda v: choice(*DTYPE_NAMES)(str(v).strip().removeprefix("torch.")), ", ".join(DTYPE_NAMES)),
-        Arg("batch_size", parse_batch_size, "an integer >= 1, or auto"),
-        Arg("max_batch_size", positive_int, "an integer >= 1"),
-        Arg("share_prefix", as_bool, _BOOL),
-        Arg("trust_remote_code", as_bool, _BOOL),
-        Arg("attn_implementation", attention, "eager, sdpa, flash_attention_2, ... (transformers' attention kernels)"),
-        Arg("protocol", choice(*PROTOCOLS), ", ".join(PROTOCOLS)),
-        Arg("prompt_style", choice(*STYLE_ARGS), ", ".join(STYLE_ARGS)),
-        Arg("score", choice(*SCORES), ", ".join(SCORES)),
-        Arg("processor_kwargs", parse_kwargs, "key:value;key:value, or a JSON object"),
-        Arg("qwen_vl_utils_resize", as_bool, _BOOL),
-        Arg("image_conversion", choice(*CONVERSIONS), ", ".join(CONVERSIONS)),
-        Arg("llava_mmmu_one_distractor", as_bool, _BOOL),
-        Arg("internvl_reverse_images", as_bool, _BOOL),
-        Arg("mmmu_two_letters", as_bool, _BOOL),
-        Arg("num_workers", workers, "auto, or an integer >= 0"),
-        Arg("image_processor", choice(*IMAGE_PROCESSORS), ", ".join(IMAGE_PROCESSORS)),
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelArgs:
+    """Every model arg of `radar_hf`, typed, in the order of the docs table and of the error line's valid names.
+
+    A value set by a protocol preset (`protocol.resolve_settings`) defaults here to its value without protocol; the
+    names given explicitly are in `given` (they win over the preset)."""
+
+    pretrained: str = arg(
+        pretrained_path,
+        "a checkpoint folder or a hub id",
+        "local folder or hub id of an `AutoModelForImageTextToText` checkpoint with its `AutoProcessor`",
+        shown_default="(required)",
     )
-}
-REQUIRED = ("pretrained",)
+    device: str | None = arg(
+        torch_device,
+        "cpu, cuda, cuda:N, mps",
+        "where the model scores; a data-parallel process uses its own device",
+        default=None,
+        shown_default="`cuda` if available, else `cpu`",
+        cli_flag="--device",
+    )
+    dtype: str = arg(
+        dtype_name,
+        ", ".join(DTYPE_NAMES),
+        "the weights' dtype; `auto`: bfloat16 on CUDA, float32 elsewhere",
+        default="auto",
+    )
+    batch_size: int | str = arg(
+        parse_batch_size,
+        "an integer >= 1, or auto",
+        "questions per batch, or `auto` (from a token budget); given as a model arg and as the flag, the model arg "
+        "wins over the flag's default, two different values are an error",
+        default=1,
+        cli_flag="--batch_size",
+    )
+    max_batch_size: int | None = arg(
+        positive_int,
+        "an integer >= 1",
+        "at most this many questions per batch",
+        default=None,
+        cli_flag="--max_batch_size",
+    )
+    share_prefix: bool = arg(
+        as_bool,
+        _BOOL,
+        "one prefill per question, all candidates on its KV cache; `false`: one forward per candidate (the reference)",
+        default=True,
+    )
+    trust_remote_code: bool = arg(
+        as_bool, _BOOL, "passed to `from_pretrained`: run the checkpoint's own code", default=False
+    )
+    attn_implementation: str | None = arg(
+        attention,
+        "eager, sdpa, flash_attention_2, ... (transformers' attention kernels)",
+        "the attention kernel, e.g. `sdpa`, `eager`",
+        default=None,
+        shown_default="transformers' default",
+    )
+    protocol: str | None = arg(
+        choice(*PROTOCOLS),
+        ", ".join(PROTOCOLS),
+        "`paper`: the family's reference script in everything deterministic: its prompt style, `score=logit`, "
+        "dtype, processor settings, the Qwen2-VL script's first resize, its image conversion, the two scored "
+        "letters and its quirks (what it sets: the default column; any explicit arg wins)",
+        default=None,
+    )
+    prompt_style: str = arg(
+        choice(*STYLE_ARGS),
+        ", ".join(STYLE_ARGS),
+        '`raw`: the task YAML\'s prompt + `" " + choice`; `auto`: by `config.model_type` (below); a family style '
+        "rebuilds the prompt from the M3-Bench record as the reference script does; `chat`: the processor's chat "
+        "template (instruct checkpoints); docs that are not M3-Bench records fall back to `raw`",
+        default="raw",
+    )
+    score: str = arg(
+        choice(*SCORES),
+        ", ".join(SCORES),
+        "`logprob`: mean token log-likelihood of the candidate; `logit`: its mean raw logit (the paper), returned "
+        "as the loss `-mean_logit`, so that the SDS (softmax over -loss) is the paper's softmax over mean logits",
+        default="logprob",
+    )
+    processor_kwargs: Mapping[str, Any] = arg(
+        parse_kwargs,
+        "key:value;key:value, or a JSON object",
+        "passed to `AutoProcessor.from_pretrained` (dotted keys nest), merged key by key over the preset's",
+        factory=dict,
+        shown_default="none",
+    )
+    qwen_vl_utils_resize: bool = arg(
+        as_bool,
+        _BOOL,
+        "the Qwen2-VL script's qwen-vl-utils resize before the processor's own",
+        default=False,
+        switch=True,
+    )
+    image_conversion: str = arg(
+        choice(*CONVERSIONS),
+        ", ".join(CONVERSIONS),
+        "how images become RGB: `white`: any transparency onto white; `qwen_vl_utils` (qwen-vl-utils `to_rgb`): "
+        'only mode RGBA is pasted onto white, every other mode `convert("RGB")`; `pil_convert`: '
+        '`convert("RGB")`, alpha dropped',
+        default=DEFAULT_CONVERSION,
+        switch=True,
+    )
+    llava_mmmu_one_distractor: bool = arg(
+        as_bool,
+        _BOOL,
+        "the LLaVA script's quirk: MMMU-Pro text-option items keep the answer and one distractor (seeded per item)",
+        default=False,
+        switch=True,
+    )
+    internvl_reverse_images: bool = arg(
+        as_bool,
+        _BOOL,
+        "the InternVL script's quirk: several images before the question get their `<img>` blocks in reverse order",
+        default=False,
+        switch=True,
+    )
+    mmmu_two_letters: bool = arg(
+        as_bool,
+        _BOOL,
+        "score exactly `A`/`B` of an MMMU-Pro options block, as the three scripts do (the other letters are dropped)",
+        default=False,
+        switch=True,
+    )
+    num_workers: int | str = arg(
+        workers,
+        "auto, or an integer >= 0",
+        "background processes that prepare the next questions (images, processor, candidate ids) while the model "
+        "scores; `auto`: the CPUs this process may use (affinity, cgroup quota), shared among the data-parallel "
+        "processes of the machine, less one for the process driving the model, at least 1 and at most 8 "
+        "(`pipeline.AUTO_MAX_WORKERS`); `0`: "
+        "everything in the main process, in turn (the reference, for debugging)",
+        default="auto",
+    )
+    image_processor: str = arg(
+        choice(*IMAGE_PROCESSORS),
+        ", ".join(IMAGE_PROCESSORS),
+        "`fast`: transformers' torchvision image processor, where the model has one; `pil`: its PIL backend",
+        default="fast",
+    )
+    # not a model arg: the names given explicitly (`of`), which win over a protocol preset
+    given: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @classmethod
+    def of(cls, given: Mapping[str, Any], **checked) -> ModelArgs:
+        """The model args of Python keyword arguments (`RadarHF(...)`): each value through its parser (the one-line
+        errors of `check_model_args`); None is not given (the default). An unknown name is a TypeError, as in any
+        call. `checked`: values taken as they are (already checked, or a model in memory's name)."""
+        values = {}
+        for name, value in given.items():
+            if name not in MODEL_ARGS:
+                raise TypeError(f"radar_hf: unknown model arg {name!r}; valid: {', '.join(MODEL_ARGS)}")
+            if value is not None:
+                values[name] = _parse(MODEL_ARGS[name], value, f"model arg {name}={value!r}")
+        values.update(checked)
+        return cls(**values, given=frozenset(values))
+
+
+def _declared(spec: dataclasses.Field) -> Arg:
+    required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+    default = None if required else spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+    return dataclasses.replace(spec.metadata["arg"], name=spec.name, default=default, required=required)
+
+
+MODEL_ARGS: dict[str, Arg] = {f.name: _declared(f) for f in dataclasses.fields(ModelArgs) if "arg" in f.metadata}
+REQUIRED = tuple(name for name, a in MODEL_ARGS.items() if a.required)
 # lmms-eval's own CLI flags that reach the model (`create_from_arg_string`'s additional config), by model arg
-CLI_FLAGS = {"batch_size": "--batch_size", "max_batch_size": "--max_batch_size", "device": "--device"}
+CLI_FLAGS = {name: a.cli_flag for name, a in MODEL_ARGS.items() if a.cli_flag}
 CLI_DEFAULTS = {"batch_size": 1}  # lmms-eval's default for --batch_size: a model arg overrides it
 
 
+def keyword_signature(*leading: inspect.Parameter) -> inspect.Signature:
+    """`leading` parameters, then every model arg as a keyword with its default (`RadarHF.__init__`'s signature)."""
+    keywords = [
+        inspect.Parameter(
+            a.name, inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty if a.required else a.default
+        )
+        for a in MODEL_ARGS.values()
+    ]
+    return inspect.Signature([*leading, *keywords])
+
+
 def check_model_args(raw: Mapping[str, Any], cli: Mapping[str, Any] | None = None) -> dict:
-    """Every model arg parsed (radar_hf's keyword arguments), from `--model_args` (`raw`) and lmms-eval's own flags
-    (`cli`: batch_size, max_batch_size, device; None values are absent). A model arg wins over a flag left at its
+    """The model args given, parsed (`RadarHF`'s keyword arguments), from `--model_args` (`raw`) and lmms-eval's own
+    flags (`cli`: batch_size, max_batch_size, device; None values are absent). A model arg wins over a flag left at its
     default; two different values are an error. Raises ArgumentError (one line)."""
     out = {}
     for name, value in raw.items():
@@ -247,9 +427,9 @@ def check_model_args(raw: Mapping[str, Any], cli: Mapping[str, Any] | None = Non
     return out
 
 
-def _parse(arg: Arg, value, what: str):
+def _parse(spec: Arg, value, what: str):
     try:
-        return arg.parse(value)
+        return spec.parse(value)
     except ValueError as exc:
-        valid = "" if arg.valid in str(exc) else f" (valid: {arg.valid})"
+        valid = "" if spec.valid in str(exc) else f" (valid: {spec.valid})"
         raise ArgumentError(f"radar_hf: {what}: {exc}{valid}") from None

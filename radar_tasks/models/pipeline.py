@@ -67,19 +67,14 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def resolve_num_workers(value, processes: int = 1) -> int:
-    """The `num_workers` model arg: `auto` = the CPUs this process may use, shared among the `processes` evaluation
-    processes of this machine (data parallel), less one for the process itself (it drives the model: launches,
-    collation, lmms-eval's bookkeeping), at least 1 and at most `AUTO_MAX_WORKERS`; else an integer >= 0."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+def resolve_num_workers(value: int | str, processes: int = 1) -> int:
+    """The `num_workers` model arg, as `models.args` checked it (`auto` or an integer >= 0), as a count: `auto` = the
+    CPUs this process may use, shared among the `processes` evaluation processes of this machine (data parallel),
+    less one for the process itself (it drives the model: launches, collation, lmms-eval's bookkeeping), at least 1
+    and at most `AUTO_MAX_WORKERS`."""
+    if value == "auto":
         return max(1, min(AUTO_MAX_WORKERS, available_cpus() // max(1, processes) - 1))
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {value!r}")
-    return number
+    return int(value)
 
 
 def can_fork() -> bool:

@@ -7,14 +7,13 @@ script does; the prompt text itself is `radar_tasks.prompts`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from radar_tasks import prompts
-from radar_tasks.data import images as images_io
-from radar_tasks.models.args import PROTOCOLS, SCORES, STYLE_ARGS, as_bool, merge_kwargs, parse_kwargs
+from radar_tasks.models.args import MODEL_ARGS, SCORES, STYLE_ARGS, ModelArgs, merge_kwargs
 
 # `prompt_style=auto`: the reference script's style for the checkpoint's `config.model_type`, else `raw`.
 MODEL_TYPE_STYLES = {
@@ -98,14 +97,10 @@ PAPER_PRESETS = {
 }
 # What every family script does alike: score=logit and the two letters A/B of MMMU-Pro options blocks.
 PAPER_COMMON = {"score": "logit", "mmmu_two_letters": True}
-# The switches a preset may set, with their value without protocol (the default path).
-SWITCH_DEFAULTS = {
-    "qwen_vl_utils_resize": False,
-    "image_conversion": images_io.DEFAULT_CONVERSION,
-    "llava_mmmu_one_distractor": False,
-    "internvl_reverse_images": False,
-    "mmmu_two_letters": False,
-}
+# `protocol=paper` without an explicit prompt_style: the checkpoint's family style (resolve_style)
+PAPER_STYLE = "auto"
+# The switches a preset may set (model args declared `switch=True`), with their value without protocol.
+SWITCH_DEFAULTS = {name: spec.default for name, spec in MODEL_ARGS.items() if spec.switch}
 
 
 def paper_preset(style: str) -> dict:
@@ -256,80 +251,27 @@ def qwen_template_problem(render: Callable[[list], str]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Settings:
-    """radar_hf's protocol settings once the preset and the explicit model args are resolved (explicit wins)."""
+def resolve_settings(args: ModelArgs, model_type: Callable[[], str | None]) -> ModelArgs:
+    """`args` (checked: models.args) with the protocol's preset applied: every model arg the preset sets and the
+    caller did not give takes the preset's value (explicit args win; processor_kwargs are merged key by key over the
+    preset's). `protocol=paper` = the reference script of the checkpoint's family (prompt_style auto ->
+    qwen2vl_base | llava_ov_plain | internvl, by `model_type()` or by an explicit family prompt_style),
+    score=logit, the family's dtype, processor settings, image conversion and quirks (PAPER_PRESETS).
+    `model_type` is called only when a preset needs it (it reads the checkpoint's config)."""
+    if args.protocol != "paper":
+        return args
+    style_arg = args.prompt_style if "prompt_style" in args.given else PAPER_STYLE
+    family = model_type()
+    style = resolve_style(style_arg, family)
+    preset = paper_preset(style)
+    if style not in prompts.FAMILY_STYLES:
+        from loguru import logger
 
-    protocol: str | None
-    style_arg: str  # as asked (may be `auto`); the concrete style needs the loaded model's type
-    score: str
-    dtype: str
-    processor_kwargs: dict
-    qwen_vl_utils_resize: bool
-    image_conversion: str  # data.images.CONVERSIONS
-    llava_mmmu_one_distractor: bool
-    internvl_reverse_images: bool
-    mmmu_two_letters: bool
-
-
-def _given(value) -> bool:
-    return value not in (None, "")
-
-
-def resolve_settings(
-    *,
-    model_type: Callable[[], str | None],
-    protocol=None,
-    prompt_style=None,
-    score=None,
-    dtype=None,
-    processor_kwargs=None,
-    qwen_vl_utils_resize=None,
-    image_conversion=None,
-    llava_mmmu_one_distractor=None,
-    internvl_reverse_images=None,
-    mmmu_two_letters=None,
-) -> Settings:
-    """`protocol=paper` = the reference script of the checkpoint's family (prompt_style auto -> qwen2vl_base |
-    llava_ov_plain | internvl, by `model_type()` or by an explicit family prompt_style), score=logit, the family's
-    dtype, processor settings, image conversion and quirks (PAPER_PRESETS). `model_type` is called only when a
-    preset needs it (it reads the checkpoint's config); a bad value fails here, before any model loads."""
-    protocol = str(protocol).strip().lower() if _given(protocol) else None
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
-    style_arg = prompt_style or ("auto" if protocol else "raw")
-    resolve_style(style_arg, None)  # an unknown style fails now
-    preset = dict(SWITCH_DEFAULTS)
-    if protocol == "paper":
-        family = model_type()
-        style = resolve_style(style_arg, family)
-        preset = paper_preset(style)
-        if style not in prompts.FAMILY_STYLES:
-            from loguru import logger
-
-            logger.warning(
-                f"radar_hf: protocol=paper: no reference script for model_type {family!r} "
-                f"(prompt_style {style}); only score=logit is set"
-            )
-    score = str(score or preset.get("score") or "logprob").strip().lower()
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
-    conversion = str(image_conversion).strip().lower() if _given(image_conversion) else preset["image_conversion"]
-    if conversion not in images_io.CONVERSIONS:
-        raise ValueError(f"image_conversion must be one of {', '.join(images_io.CONVERSIONS)}; got {conversion!r}")
-
-    def switch(name, value) -> bool:
-        return as_bool(value) if _given(value) else bool(preset[name])
-
-    return Settings(
-        protocol=protocol,
-        style_arg=style_arg,
-        score=score,
-        dtype=dtype or preset.get("dtype") or "auto",
-        processor_kwargs=merge_kwargs(preset.get("processor_kwargs", {}), parse_kwargs(processor_kwargs)),
-        qwen_vl_utils_resize=switch("qwen_vl_utils_resize", qwen_vl_utils_resize),
-        image_conversion=conversion,
-        llava_mmmu_one_distractor=switch("llava_mmmu_one_distractor", llava_mmmu_one_distractor),
-        internvl_reverse_images=switch("internvl_reverse_images", internvl_reverse_images),
-        mmmu_two_letters=switch("mmmu_two_letters", mmmu_two_letters),
-    )
+        logger.warning(
+            f"radar_hf: protocol=paper: no reference script for model_type {family!r} "
+            f"(prompt_style {style}); only score=logit is set"
+        )
+    preset["prompt_style"] = style_arg
+    applied = {name: value for name, value in preset.items() if name not in args.given}
+    applied["processor_kwargs"] = merge_kwargs(preset["processor_kwargs"], args.processor_kwargs)
+    return dataclasses.replace(args, **applied)

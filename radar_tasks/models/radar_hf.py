@@ -1,24 +1,23 @@
 """`radar_hf`: the lmms-eval wrapper that scores multiple-choice candidates by likelihood (likelihood only).
 
-Model args: pretrained, device, dtype (float32|bfloat16|float16|auto), batch_size (questions per batch, or auto),
-share_prefix (default true; false = one forward per candidate, the reference), trust_remote_code,
-attn_implementation; the reference protocol's: protocol (paper), prompt_style, score, processor_kwargs,
-qwen_vl_utils_resize, image_conversion, llava_mmmu_one_distractor, internvl_reverse_images, mmmu_two_letters
-(`protocol.resolve_settings`); the table that checks them is `radar_tasks.models.args.MODEL_ARGS`.
-This module only adapts lmms-eval's requests to the scorer (`prefix_sharing`, `likelihood`) and its results back
-(docs/ARCHITECTURE.md, "Prompt contract"); the prompt text is `radar_tasks.prompts`, the family rules `protocol`.
+This module is the lmms-eval glue only: how the wrapper is built from lmms-eval's model args, how it reads
+requests (grouped per question, the doc fetched from `task_dict`) and what it returns (docs/ARCHITECTURE.md,
+"Prompt contract"). Its model args are declared once, in `radar_tasks.models.args.ModelArgs`; what it scores with
+is `loading.LoadedModel` (the settings in effect: the protocol preset applied, `protocol.resolve_settings`); each
+question is made by `questions.QuestionMaker` and scored by `prefix_sharing` through `pipeline`; the results JSON
+entry is `run_metadata.results_entry`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
+import inspect
 import math
 import os
 import weakref
 from collections import OrderedDict
 
-import torch
 from accelerate import Accelerator
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
@@ -26,12 +25,13 @@ from loguru import logger
 from tqdm import tqdm
 
 from radar_tasks import prompts
-from radar_tasks.data import images as images_io
 from radar_tasks.metrics.items import CandidateResult
-from radar_tasks.models import likelihood, prefix_sharing
-from radar_tasks.models import protocol as _protocol  # `protocol` is also a model arg
-from radar_tasks.models.args import as_bool, check_model_args, parse_batch_size
+from radar_tasks.models import prefix_sharing, protocol
+from radar_tasks.models.args import ModelArgs, check_model_args, keyword_signature
+from radar_tasks.models.loading import LoadedModel
 from radar_tasks.models.pipeline import QuestionPipeline, resolve_num_workers
+from radar_tasks.models.questions import QuestionMaker
+from radar_tasks.models.run_metadata import gathered, results_entry
 
 _latest = None  # weak reference to the last RadarHF built (the results JSON metadata of its run)
 
@@ -39,34 +39,6 @@ _latest = None  # weak reference to the last RadarHF built (the results JSON met
 def latest_instance():
     """The last `RadarHF` built in this process, or None."""
     return _latest() if _latest is not None else None
-
-
-_TEMPLATE_WARNED: set[str] = set()  # checkpoints already warned about a non-base Qwen2-VL chat template
-
-
-def _get(obj, key):
-    value = getattr(obj, key, None)
-    if value is None and hasattr(obj, "get"):
-        value = obj.get(key)
-    return value
-
-
-def _kwarg_applied(key: str, value, holders) -> bool:
-    """Whether a processor kwarg shows on the processor or its image processor (unknown kwargs are dropped
-    silently by from_pretrained). Qwen2-VL turns min_pixels / max_pixels into size.shortest_edge / longest_edge."""
-    aliases = {"min_pixels": ("size", "shortest_edge"), "max_pixels": ("size", "longest_edge")}
-    for obj in holders:
-        if obj is None:
-            continue
-        held = _get(obj, key)
-        if isinstance(value, dict) and held is not None:
-            if all(_get(held, k) == v for k, v in value.items()):
-                return True
-        elif held == value:
-            return True
-        if key in aliases and _get(_get(obj, aliases[key][0]) or {}, aliases[key][1]) == value:
-            return True
-    return False
 
 
 class RadarHF(lmms):
@@ -96,92 +68,41 @@ class RadarHF(lmms):
         # lmms-eval passes --batch_size (default 1) beside the model args: checked and merged, not given twice
         return cls(**cls.kwargs_from(arg_string, additional_config))
 
-    def __init__(
-        self,
-        pretrained: str,
-        device: str | None = None,
-        dtype: str | None = None,  # None: the protocol preset's, else auto
-        batch_size=1,
-        trust_remote_code=False,
-        attn_implementation: str | None = None,
-        max_batch_size=None,  # passed by lmms-eval's evaluator with --max_batch_size: caps questions per batch
-        share_prefix=True,  # score all candidates of a question on one prefill (prefix_sharing); false: reference
-        protocol: str | None = None,  # paper: the family's preset (protocol.PAPER_PRESETS); explicit args win
-        prompt_style: str | None = None,  # raw | auto | qwen2vl_base | llava_ov_plain | internvl | chat
-        score: str | None = None,  # logprob (default) | logit (the paper)
-        processor_kwargs=None,  # "key:value;key:value", a JSON object or a dict -> AutoProcessor.from_pretrained
-        qwen_vl_utils_resize=None,
-        image_conversion: str | None = None,  # white (default) | qwen_vl_utils | pil_convert (data.images)
-        llava_mmmu_one_distractor=None,  # None: the protocol preset's (on for LLaVA under protocol=paper)
-        internvl_reverse_images=None,
-        mmmu_two_letters=None,
-        num_workers="auto",  # background processes preparing questions (pipeline); 0: in turn, in this process
-        image_processor="fast",  # fast (torchvision backend) | pil
-        loaded=None,  # (model, processor) already in memory: `from_model`
-    ) -> None:
+    def __init__(self, *, loaded: LoadedModel | None = None, **model_args) -> None:
+        """`model_args`: radar_hf's model args as keywords (`models.args.ModelArgs`, checked there); or `loaded`, a
+        model already in memory with its settings (`from_model`)."""
+        if loaded is not None and model_args:
+            raise TypeError("radar_hf: give the model args or a loaded model, not both")
         super().__init__()
         global _latest
         _latest = weakref.ref(self)
         self.accelerator = Accelerator()
+        device = None
         if self.accelerator.num_processes > 1:
             # data parallel: one full model per process; the evaluator gives each rank its own shard of docs
             device = str(self.accelerator.device)  # cuda:<local rank> (or cpu for `accelerate launch --cpu`)
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
-        device = device or likelihood.default_device()
-        if loaded is not None:  # a model in memory scores where it is
-            device = str(loaded[0].device)
-        self._device = torch.device(device)
-        settings = _protocol.resolve_settings(
-            model_type=lambda: (
-                getattr(loaded[0].config, "model_type", None)
-                if loaded is not None
-                else self._model_type_of(pretrained, as_bool(trust_remote_code))
-            ),
-            protocol=protocol,
-            prompt_style=prompt_style,
-            score=score,
-            dtype=dtype,
-            processor_kwargs=processor_kwargs,
-            qwen_vl_utils_resize=qwen_vl_utils_resize,
-            image_conversion=image_conversion,
-            llava_mmmu_one_distractor=llava_mmmu_one_distractor,
-            internvl_reverse_images=internvl_reverse_images,
-            mmmu_two_letters=mmmu_two_letters,
-        )
-        for field in dataclasses.fields(settings):  # self.protocol, self.score, self.processor_kwargs, ...
-            setattr(self, field.name, getattr(settings, field.name))
-        self._dtype = likelihood.resolve_dtype(settings.dtype, self._device)
-        self.batch_size_per_gpu = parse_batch_size(batch_size)  # lmms-eval hands it over as a string
-        self.max_batch_size = max_batch_size
-        self.share_prefix = as_bool(share_prefix)
+        self.loaded = LoadedModel.load(ModelArgs.of(model_args), device) if loaded is None else loaded
+        self.questions = QuestionMaker(self.loaded)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        self.num_workers = resolve_num_workers(num_workers, local_processes)
+        self.num_workers = resolve_num_workers(self.settings.num_workers, local_processes)
         self.pipeline_stats: dict = {}  # host preparation timings summed over loglikelihood calls (pipeline)
-        self._scorer = None
         self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
         self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
-        self.pretrained = pretrained
-        self._model, self.processor = (
-            loaded
-            if loaded is not None
-            else likelihood.load_model(
-                pretrained,
-                self._device,
-                self._dtype,
-                as_bool(trust_remote_code),
-                attn_implementation or None,
-                processor_kwargs=self.processor_kwargs,
-                image_processor=image_processor,
-            )
-        )
-        self._finish_protocol()
         if self.rank == 0:
             logger.info(
-                f"radar_hf: {pretrained} on {self._device} ({self._dtype}), world size {self.world_size}, "
-                f"prompt_style {self.prompt_style}, score {self.score}, num_workers {self.num_workers}, "
+                f"radar_hf: {self.settings.pretrained} on {self.device} ({self.loaded.dtype}), "
+                f"world size {self.world_size}, prompt_style {self.settings.prompt_style}, "
+                f"score {self.settings.score}, num_workers {self.num_workers}, "
                 f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}"
             )
+
+    # help() and inspect show the model args as keywords: the declaration's (models.args.ModelArgs)
+    __init__.__signature__ = keyword_signature(
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("loaded", inspect.Parameter.KEYWORD_ONLY, default=None),
+    )
 
     @classmethod
     def from_model(cls, model, processor, **model_args) -> RadarHF:
@@ -194,15 +115,26 @@ class RadarHF(lmms):
             raise ValueError(f"radar_hf.from_model: {', '.join(taken)} come from the model in memory")
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         dtype = str(model.dtype).removeprefix("torch.")
-        return cls(pretrained=name, dtype=dtype, loaded=(model, processor), **model_args)
+        # the model's name labels the run (no checkpoint to find); its dtype is given, so no preset changes it
+        given = ModelArgs.of({**model_args, "dtype": dtype}, pretrained=name)
+        return cls(loaded=LoadedModel.in_memory(model, processor, given))
+
+    @property
+    def settings(self) -> ModelArgs:
+        """The model args in effect: as given, the protocol preset applied, the prompt style resolved."""
+        return self.loaded.settings
 
     @property
     def model(self):
-        return self._model
+        return self.loaded.model
+
+    @property
+    def processor(self):
+        return self.loaded.processor
 
     @property
     def config(self):
-        return self._model.config
+        return self.loaded.model.config
 
     @property
     def tokenizer(self):
@@ -210,150 +142,24 @@ class RadarHF(lmms):
 
     @property
     def device(self):
-        return self._device
+        return self.loaded.device
 
     @property
     def batch_size(self):
-        return self.batch_size_per_gpu
+        return self.settings.batch_size
 
-    def _doc_and_images(self, doc_to_visual, doc_id, task, split):
-        if doc_to_visual is None:
-            return None, []
-        doc = self.task_dict[task][split][doc_id]
-        return doc, self._question_images(doc, doc_to_visual)
-
-    def _question_images(self, doc, doc_to_visual) -> list:
-        """The images of one question as the model gets them. The task's `doc_to_visual` gives RGB with
-        transparency composited onto white; under another `image_conversion` (protocol=paper: the family script's)
-        an M3-Bench record's files are read again (its paths, or an exported record's embedded files) and converted
-        that way. Then the Qwen script's first resize, when set. With `_prepare_question`, the whole per-question
-        preparation (no shared state)."""
-        if (
-            self.image_conversion != images_io.DEFAULT_CONVERSION
-            and prompts.is_m3bench_record(doc)
-            and not doc.get("skipped")
-        ):
-            images = [images_io.load_rgb(source, self.image_conversion) for source in images_io.sources(doc)]
-        else:
-            images = list(doc_to_visual(doc) or [])
-        if self.qwen_vl_utils_resize:
-            images = [_protocol.qwen_vl_utils_resize(im) for im in images]
-        return images
-
-    # ------------------------------------------------------------------------------------------- reference protocol
-    @staticmethod
-    def _model_type_of(pretrained: str, trust_remote_code: bool) -> str | None:
-        from transformers import AutoConfig
-
-        return getattr(AutoConfig.from_pretrained(pretrained, trust_remote_code=trust_remote_code), "model_type", None)
-
-    def _finish_protocol(self) -> None:
-        """After loading: the concrete prompt style, and a check that the processor took the kwargs."""
-        self.model_type = getattr(self._model.config, "model_type", None)
-        self.prompt_style = _protocol.resolve_style(self.style_arg, self.model_type)
-        if self.prompt_style == "chat" and not getattr(self.processor, "chat_template", None):
-            raise ValueError(f"prompt_style=chat: the processor of {self.pretrained} has no chat template")
-        if self.prompt_style == "raw" and (
-            self.llava_mmmu_one_distractor or self.internvl_reverse_images or self.mmmu_two_letters
-        ):
-            logger.warning(
-                "radar_hf: llava_mmmu_one_distractor / internvl_reverse_images / mmmu_two_letters act "
-                "only with a non-raw prompt_style; ignored"
-            )
-        self.system_message = _protocol.internvl_system_message(self._model.config)
-        if self.protocol == "paper" and self.prompt_style == "qwen2vl_base":
-            problem = _protocol.qwen_template_problem(
-                lambda messages: self.processor.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=False
-                )
-            )
-            if problem and self.pretrained not in _TEMPLATE_WARNED:  # once per checkpoint (in-loop: every eval)
-                _TEMPLATE_WARNED.add(self.pretrained)
-                logger.warning(
-                    f"radar_hf: protocol=paper: the chat template of {self.pretrained} is not a Qwen2-VL "
-                    f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
-                    "prompt_style qwen2vl_base scores images then the question, as with the base "
-                    "checkpoint"
-                )
-        if self.protocol == "paper" and self.model_type == "llava_onevision":
-            logger.warning(
-                "radar_hf: protocol=paper on a transformers LlavaOnevision model: its image tokens (anyres "
-                "tiles + newline embeddings) are not the reference's 729 flat tokens per image; convert "
-                "the projector checkpoint to LlavaForConditionalGeneration and use "
-                "prompt_style=llava_ov_plain for the exact layout"
-            )
-        image_processor = getattr(self.processor, "image_processor", None)
-        for key, value in self.processor_kwargs.items():
-            if not _kwarg_applied(key, value, (self.processor, image_processor)):
-                logger.warning(
-                    f"radar_hf: processor_kwargs {key}={value!r} does not show on the processor of "
-                    f"{self.pretrained} (it may have been ignored)"
-                )
-
-    def _prepare_question(self, doc, context: str, images: list, continuations: list):
-        """Per-question hook: `(scored, Question)`: which candidates of the request are scored, and the prompt,
-        images, scored strings and processor of the question in the prompt style.
-
-        `raw` (and any doc that is not an M3-Bench record, or a non-string continuation) keeps lmms-eval's context
-        and continuations; a family/chat style rebuilds both from the doc with `radar_tasks.prompts` (the candidate
-        = continuation minus lmms-eval's target_delimiter " ").
-        """
-        styled = None
-        if (
-            self.prompt_style != "raw"
-            and prompts.is_m3bench_record(doc)
-            and all(isinstance(c, str) for c in continuations)
-        ):
-            candidates, scored = _protocol.scored_candidates(
-                doc,
-                [prompts.strip_delimiter(c) for c in continuations],
-                two_letters=self.mmmu_two_letters,
-                one_distractor=self.llava_mmmu_one_distractor,
-            )
-            styled = prompts.build(
-                doc,
-                self.prompt_style,
-                candidates,
-                scored=scored,
-                chat_template=self._render_chat,
-                image_placeholder=self._chat_placeholder(),
-                system_message=self.system_message,
-                reverse_blocks=self.internvl_reverse_images,
-            )
-        elif self.prompt_style != "raw" and not getattr(self, "_warned_raw_fallback", False):
-            self._warned_raw_fallback = True
-            logger.warning(
-                f"radar_hf: prompt_style {self.prompt_style} needs M3-Bench records; this task's docs "
-                "are not: using its own prompt (raw)"
-            )
-        if styled is None:
-            return tuple(True for _ in continuations), prefix_sharing.Question(context, images, list(continuations))
-        processor = _protocol.ReversedBlocksProcessor(self.processor) if styled.reverse_blocks else None
-        kept = [c for c, keep in zip(styled.continuations, styled.scored) if keep]
-        return styled.scored, prefix_sharing.Question(styled.context, images, kept, processor)
-
-    def _render_chat(self, messages: list[dict]) -> str:
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def _chat_placeholder(self) -> str | None:
-        if self.prompt_style != "chat":
-            return None
-        return likelihood.image_placeholder(self.model_type, self.processor)
-
-    @property
+    @functools.cached_property
     def scorer(self) -> prefix_sharing.SharedPrefixScorer:
         """Scores batches of questions: shared prefix (default) or one forward per candidate (share_prefix=false)."""
-        if self._scorer is None:
-            self._scorer = prefix_sharing.SharedPrefixScorer(
-                self._model,
-                self.processor,
-                device=self._device,
-                dtype=self._dtype,
-                batch_size=self.batch_size,
-                share_prefix=self.share_prefix,
-                max_batch_size=self.max_batch_size,
-            )
-        return self._scorer
+        return prefix_sharing.SharedPrefixScorer(
+            self.model,
+            self.processor,
+            device=self.device,
+            dtype=self.loaded.dtype,
+            batch_size=self.batch_size,
+            share_prefix=self.settings.share_prefix,
+            max_batch_size=self.settings.max_batch_size,
+        )
 
     def _window(self) -> int:
         """Questions prepared (images loaded and encoded) at a time; the scorer orders and batches within it."""
@@ -364,21 +170,19 @@ class RadarHF(lmms):
         """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations,
         prompt, skipped, place))`; the Question is None for an item that is not scored at all (`skipped` says why).
 
-        All the per-question host work before the scorer (the doc, its images, the prompt style) is here, in one
-        function: background workers run it (`models.pipeline`). `continuations` may hold callables
-        (doc_to_target of loglikelihood tasks)."""
-        doc, images = self._doc_and_images(doc_to_visual, doc_id, task, split)
+        The function background workers run (`models.pipeline`): the doc from lmms-eval's `task_dict`, then the
+        question (`questions.QuestionMaker`). `continuations` may hold callables (doc_to_target of loglikelihood
+        tasks)."""
+        doc = None if doc_to_visual is None else self.task_dict[task][split][doc_id]
         continuations = [c if isinstance(c, str) else c(doc) for c in continuations]
         place = (
             f"{doc['source_file']}: item {doc.get('id')!r}"
             if isinstance(doc, dict) and doc.get("source_file")
             else None
         )
-        skipped = self._text_problem(doc, continuations)
-        if skipped:  # None: the pipeline does not score it
-            return None, (None, continuations, None, skipped, place)
-        scored, question = self._prepare_question(doc, context, images, continuations)
-        return question, (scored, continuations, question.context, None, place)
+        question, scored, skipped = self.questions.make(doc, context, doc_to_visual, continuations)
+        prompt = question.context if question is not None else None
+        return question, (scored, continuations, prompt, skipped, place)
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
@@ -403,7 +207,7 @@ class RadarHF(lmms):
             len(items),
             num_workers=self.num_workers,
             window=self._window(),
-            pin_memory=self._device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
         )
         # closing: an error here, in this loop, ends the workers at once too
         with (
@@ -419,7 +223,9 @@ class RadarHF(lmms):
                 if skipped:
                     self._log_not_scored(place or f"task {task} doc {doc_id}", skipped)
                 answers = (
-                    [(math.nan, False)] * len(members) if skipped else _protocol.answers(scored, scores, self.score)
+                    [(math.nan, False)] * len(members)
+                    if skipped
+                    else protocol.answers(scored, scores, self.settings.score)
                 )
                 # what is returned, under either score sign
                 non_finite += 0 if skipped else sum(not math.isfinite(loss) for loss, _ in answers)
@@ -434,7 +240,7 @@ class RadarHF(lmms):
                     )
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
-        self._sharing = self._gather_outcome()
+        self._sharing = gathered(self._outcome(), self.world_size)
         timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
         logger.info(
             f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
@@ -442,76 +248,20 @@ class RadarHF(lmms):
         )
         if non_finite:  # returned as is (the metric reports them), but say so once
             logger.warning(
-                f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.score} score"
+                f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.settings.score} score"
             )
         return results
 
-    # ------------------------------------------------------------------------------------------- not scored
-    @property
-    def control_tokens(self) -> tuple[str, ...]:
-        """The tokenizer's special tokens (and the processor's image / video tokens): text holding one would be
-        read as that token, not as text."""
-        if getattr(self, "_control_tokens", None) is None:
-            tok = self.tokenizer
-            found = set(getattr(tok, "all_special_tokens", None) or ())
-            found |= {
-                t.content
-                for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()
-                if getattr(t, "special", False)
-            }
-            found |= {getattr(self.processor, a, None) for a in ("image_token", "video_token")} - {None}
-            self._control_tokens = tuple(sorted(t for t in found if isinstance(t, str) and len(t) > 1))
-        return self._control_tokens
-
-    def _text_problem(self, doc, continuations: list) -> str | None:
-        """Why an item cannot be scored as the text it is: its question, options or candidates hold one of this
-        model's special tokens (M3-Bench records; other tasks' contexts hold their own markers on purpose)."""
-        texts = [c for c in continuations if isinstance(c, str)]
-        if prompts.is_m3bench_record(doc):
-            texts += [doc["question"], doc.get("options_text") or ""]
-        token = next((t for t in self.control_tokens for text in texts if t in text), None)
-        if token is None:
-            return None
-        return f"its text holds {token!r}, a special token of this model, which would not be read as text"
+    def _outcome(self) -> dict:
+        return {**self.scorer.outcome(), "not_scored": self.not_scored}
 
     def _log_not_scored(self, place: str, reason: str) -> None:
         self.not_scored += 1
         logger.warning(f"radar_hf: {place}: not scored, counted as skipped: {reason}")
 
-    # ------------------------------------------------------------------------------------------- run metadata
-    def _gather_outcome(self) -> dict:
-        """The prefix-sharing outcome summed over the ranks (a collective: every rank scores once per run)."""
-        outcome = {**self.scorer.outcome(), "not_scored": self.not_scored}
-        if self.world_size == 1:
-            return outcome
-        from accelerate.utils import gather_object
-
-        total = {"shared": 0, "per_candidate": 0, "not_scored": 0, "run_fallback": None, "question_fallbacks": {}}
-        for part in gather_object([outcome]):
-            for key in ("shared", "per_candidate", "not_scored"):
-                total[key] += part[key]
-            total["run_fallback"] = total["run_fallback"] or part["run_fallback"]
-            for reason, n in part["question_fallbacks"].items():
-                total["question_fallbacks"][reason] = total["question_fallbacks"].get(reason, 0) + n
-        return total
-
     def run_metadata(self) -> dict:
         """What the results JSON records of this wrapper's run (under `radar_tasks.model`)."""
-        sharing = dict(self._sharing or {**self.scorer.outcome(), "not_scored": self.not_scored})
-        return {
-            "pretrained": self.pretrained,
-            "model_type": self.model_type,
-            "prompt_style": self.prompt_style,
-            "score": self.score,
-            "protocol": self.protocol,
-            "dtype": str(self._dtype).removeprefix("torch."),
-            "device": str(self._device),
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-            "share_prefix": self.share_prefix,
-            "not_scored": sharing.pop("not_scored"),
-            "prefix_sharing": sharing,
-        }
+        return results_entry(self.loaded, world_size=self.world_size, sharing=self._sharing or self._outcome())
 
     def generate_until(self, requests):
         raise NotImplementedError(
