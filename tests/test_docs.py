@@ -246,7 +246,12 @@ def check_pip(argv: list[str], command: str, checkpoint: Path) -> None:
 
 
 def check_python(argv: list[str], command: str, checkpoint: Path, markers: set[str]) -> None:
-    """`python -m pytest` with -q / -x / -m <registered markers> / tests/ paths; `python <script>` of this repo."""
+    """`python -m pytest` with -q / -x / -m <registered markers> / tests/ paths; `python -m <a module of this
+    package>`; `python <script>` of this repo."""
+    if argv[1:2] == ["-m"] and argv[2:3] != ["pytest"]:
+        module = argv[2] if len(argv) > 2 else ""
+        assert module.startswith("radar_tasks.") and importlib.util.find_spec(module), f"`{command}`: no module"
+        return
     if argv[1:3] != ["-m", "pytest"]:
         assert len(argv) > 1 and (REPO / argv[1]).is_file(), f"`{command}`: no script {argv[1:2]} in the repository"
         return
