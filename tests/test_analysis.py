@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from radar_tasks import taxonomy
-from radar_tasks.analysis import figures as F
+from radar_tasks.analysis import figures
 from radar_tasks.analysis.compare import compare_runs
 from radar_tasks.analysis.report import analyse, draw_figures, write_report
 from radar_tasks.analysis.runs import RunError, load_runs
@@ -304,11 +304,11 @@ def test_run_without_logs_falls_back_to_stderr(real_runs, tmp_path):
 def test_figures_have_titles_and_axis_labels(real_runs):
     runs = load_runs([real_runs["a"], real_runs["b"]], flags={"label": "a,b", "tokens": "1M,2M"})
     data = analyse(runs, bootstrap_iters=200)
-    figs, skipped = draw_figures(runs, data["summary"], data["asymmetry"])
+    figs, skipped = draw_figures(runs, data)
     assert set(skipped) == {"scaling", "strategies"}  # no sizes, no strategies given
     assert set(figs) == {"radar_sds", "development", "sds_vs_acc", "heatmap_sds", "asymmetry"}
     for name, fig in figs.items():
-        described = F.describe(fig)
+        described = figures.describe(fig)
         assert described, name
         for ax in described:
             assert ax["title"] and ax["xlabel"] and ax["ylabel"], (name, ax)
@@ -330,11 +330,14 @@ def test_scaling_and_strategy_figures_with_labels(real_runs, tmp_path):
     assert "`development`: development curves need a series of at least 2 runs" in path.read_text()
     runs = load_runs([], manifest=tmp_path / "m.csv")
     data = analyse(runs, bootstrap_iters=200)
-    for fig in (F.scaling(runs, data["summary"]), F.strategy_comparison(runs, data["summary"], data["asymmetry"])):
-        for ax in F.describe(fig):
+    for fig in (
+        figures.scaling(runs, data["summary"]),
+        figures.strategy_comparison(runs, data["summary"], data["asymmetry"]),
+    ):
+        for ax in figures.describe(fig):
             assert ax["title"] and ax["xlabel"] and ax["ylabel"]
-    with pytest.raises(F.FigureSkipped):
-        F.development_curves(runs, data["summary"])
+    with pytest.raises(figures.FigureSkipped):
+        figures.development_curves(runs, data["summary"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from radar_tasks import prompts as P
-from radar_tasks.prompts import IMAGE_MARKER as M
+from radar_tasks import prompts
+from radar_tasks.prompts import IMAGE_MARKER
 
 
 def record(subset, question, choices, n_images=1, skipped=False):
@@ -33,45 +33,45 @@ SEEPHYS_TWO = record("seephys", "How many dots?", ["7", "8"], n_images=2)
 
 
 def test_task_text_has_no_markers_unless_asked():
-    assert P.task_text(SEEPHYS_TWO) == "How many dots?"
-    assert P.task_text(SEEPHYS_TWO, image_markers=True) == f"{M}{M} How many dots?"
-    assert P.task_text(EDGES) == "<image 1> or <image 2>"
+    assert prompts.task_text(SEEPHYS_TWO) == "How many dots?"
+    assert prompts.task_text(SEEPHYS_TWO, image_markers=True) == f"{IMAGE_MARKER}{IMAGE_MARKER} How many dots?"
+    assert prompts.task_text(EDGES) == "<image 1> or <image 2>"
 
 
 def test_chat_messages_without_empty_text_parts():
-    [msg] = P.chat_messages(EDGES)
+    [msg] = prompts.chat_messages(EDGES)
     assert msg["content"] == [{"type": "image"}, {"type": "text", "text": " or "}, {"type": "image"}]
-    [msg] = P.chat_messages(dict(EDGES, skipped=True))  # skipped: the text alone, its references removed
+    [msg] = prompts.chat_messages(dict(EDGES, skipped=True))  # skipped: the text alone, its references removed
     assert msg == {"role": "user", "content": [{"type": "text", "text": " or "}]}
 
 
 def test_internvl_reverses_two_image_blocks():
-    assert P.build(SEEPHYS_TWO, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
-    assert not P.build(record("seephys", "Q?", ["7", "8"]), "internvl", ["7"], reverse_blocks=True).reverse_blocks
+    assert prompts.build(SEEPHYS_TWO, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
+    assert not prompts.build(record("seephys", "Q?", ["7", "8"]), "internvl", ["7"], reverse_blocks=True).reverse_blocks
 
 
 def test_build_keeps_style_and_system_message():
-    prompt = P.build(SEEPHYS_TWO, "internvl", ["7", "8"], system_message="Be brief.")
+    prompt = prompts.build(SEEPHYS_TWO, "internvl", ["7", "8"], system_message="Be brief.")
     assert prompt.style == "internvl"
     assert prompt.context == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
-        f"{M} {M} How many dots?<|im_end|>\n<|im_start|>assistant\n"
+        f"{IMAGE_MARKER} {IMAGE_MARKER} How many dots?<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert P.build(SEEPHYS_TWO, "raw", ["7"]).style == "raw"
+    assert prompts.build(SEEPHYS_TWO, "raw", ["7"]).style == "raw"
 
 
 def test_error_messages():
     with pytest.raises(ValueError, match=r"prompt styles need an M3-Bench record \(columns subset, question, images"):
-        P.build({"question": "Q?"}, "raw", ["a"])
+        prompts.build({"question": "Q?"}, "raw", ["a"])
     with pytest.raises(ValueError, match="prompt_style=chat needs the processor's chat template and image placeholder"):
-        P.build(SEEPHYS_TWO, "chat", ["7"], chat_template=lambda messages: "")
+        prompts.build(SEEPHYS_TWO, "chat", ["7"], chat_template=lambda messages: "")
     with pytest.raises(ValueError, match=r"unknown prompt style 'plain' \(one of raw, qwen2vl_base, llava_ov_plain, "):
-        P.build(SEEPHYS_TWO, "plain", ["7"])
+        prompts.build(SEEPHYS_TWO, "plain", ["7"])
     with pytest.raises(
         ValueError,
         match=r"item 'q7': 2 image markers for 1 images \(does the question contain a "
         r"literal '<image>'\?\)",
     ):
-        P.build(record("wiki_animal", f"Is {M} a dog?", ["yes", "no"]), "raw", ["yes"])
+        prompts.build(record("wiki_animal", f"Is {IMAGE_MARKER} a dog?", ["yes", "no"]), "raw", ["yes"])
     with pytest.raises(ValueError, match="user_text: no layout for style 'chat'"):
-        P.user_text(SEEPHYS_TWO, "chat")
+        prompts.user_text(SEEPHYS_TWO, "chat")

@@ -15,11 +15,10 @@ import random
 import pytest
 from PIL import Image
 
-from radar_tasks.demo import fixture as F
-from radar_tasks.demo import series, synthetic, training
-from radar_tasks.prompts import IMAGE_MARKER as M
+from radar_tasks.demo import fixture, series, synthetic, training
+from radar_tasks.prompts import IMAGE_MARKER
 
-FIXTURE_SIZES = {F.SIZE, F.WIDE, F.TALL}
+FIXTURE_SIZES = {fixture.SIZE, fixture.WIDE, fixture.TALL}
 
 
 def _examples(kind: str, n: int = 40, seed: int = 0) -> list[synthetic.Example]:
@@ -34,7 +33,7 @@ def test_fixture_draws_only_its_three_canvas_sizes():
     """The guarantee that training images are new rests on this: the fixture never uses a training canvas."""
     sizes = set()
     for seed in (0, 1):
-        for rel, data in F.build_files(seed).items():
+        for rel, data in fixture.build_files(seed).items():
             if rel.endswith((".jpg", ".png")):
                 with Image.open(io.BytesIO(data)) as im:
                     sizes.add(im.size)
@@ -46,22 +45,22 @@ def test_fixture_draws_only_its_three_canvas_sizes():
 @pytest.mark.parametrize("kind", list(synthetic.EXAMPLE_KINDS))
 def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
     vocab = {
-        "color": set(F.COLORS),
-        "shape": set(F.SHAPES),
-        "position": set(F.POSITIONS),
-        "wiki": {n for names in F.WIKI_ENTITIES.values() for n in names} | set(F.COLORS),
-        "count": set(F.COUNTS),
+        "color": set(fixture.COLORS),
+        "shape": set(fixture.SHAPES),
+        "position": set(fixture.POSITIONS),
+        "wiki": {n for names in fixture.WIKI_ENTITIES.values() for n in names} | set(fixture.COLORS),
+        "count": set(fixture.COUNTS),
         "sum": {str(n) for n in range(2, 9)},
-        "relation": set(F.RELATIONS),
+        "relation": set(fixture.RELATIONS),
         "multi": {str(n) for n in range(2, 16)},
     }[kind]
     examples = _examples(kind)
     assert {e.kind for e in examples} == {kind}
     for e in examples:
         assert e.answer in vocab
-        assert e.prompt.count(M) == len(e.images) >= 1
-        assert e.prompt.startswith(M * len(e.images))
-        question = e.prompt[len(M) * len(e.images) :]
+        assert e.prompt.count(IMAGE_MARKER) == len(e.images) >= 1
+        assert e.prompt.startswith(IMAGE_MARKER * len(e.images))
+        question = e.prompt[len(IMAGE_MARKER) * len(e.images) :]
         assert question[0] in " \n" and question.strip().endswith("?")
         for im in e.images:
             assert im.size not in FIXTURE_SIZES
@@ -71,26 +70,28 @@ def test_examples_are_new_scenes_in_the_fixture_vocabulary(kind):
 
 def test_questions_are_the_fixture_questions():
     questions = {
-        e.prompt.split(M)[-1].strip() for kind in ("color", "shape", "position", "count") for e in _examples(kind, 20)
+        e.prompt.split(IMAGE_MARKER)[-1].strip()
+        for kind in ("color", "shape", "position", "count")
+        for e in _examples(kind, 20)
     }
-    assert {F.Q_COLOR, F.Q_SHAPE, F.Q_POSITION, F.Q_COUNT} <= questions
-    wiki = {e.prompt.split(M)[-1].strip() for e in _examples("wiki", 60)}
-    assert wiki <= {q.format(kind=k) for q in (F.Q_WIKI_NAME, F.Q_WIKI_COLOR) for k in F.WIKI_KINDS}
+    assert {fixture.Q_COLOR, fixture.Q_SHAPE, fixture.Q_POSITION, fixture.Q_COUNT} <= questions
+    wiki = {e.prompt.split(IMAGE_MARKER)[-1].strip() for e in _examples("wiki", 60)}
+    assert wiki <= {q.format(kind=k) for q in (fixture.Q_WIKI_NAME, fixture.Q_WIKI_COLOR) for k in fixture.WIKI_KINDS}
     for e in _examples("relation", 10):
-        assert e.prompt.startswith(M + " Where is the ") and e.prompt.endswith("?")
+        assert e.prompt.startswith(IMAGE_MARKER + " Where is the ") and e.prompt.endswith("?")
 
 
 def test_wiki_examples_draw_each_entity_in_its_signature():
     import numpy as np
 
     for e in _examples("wiki", 30, seed=3):
-        if e.answer in F.COLORS:
+        if e.answer in fixture.COLORS:
             continue
-        kind = next(k for k, names in F.WIKI_ENTITIES.items() if e.answer in names)
-        colour, _ = F.WIKI_ENTITIES[kind][e.answer]
+        kind = next(k for k, names in fixture.WIKI_ENTITIES.items() if e.answer in names)
+        colour, _ = fixture.WIKI_ENTITIES[kind][e.answer]
         pixels = np.asarray(e.images[0].convert("RGB")).reshape(-1, 3)
-        non_white = {tuple(p) for p in pixels if tuple(p) != F.BACKGROUND}
-        assert non_white == {F.COLORS[colour]}
+        non_white = {tuple(p) for p in pixels if tuple(p) != fixture.BACKGROUND}
+        assert non_white == {fixture.COLORS[colour]}
 
 
 def test_mixture_gives_both_abilities_the_same_weight():
@@ -143,10 +144,12 @@ def _colour_items(root) -> list[tuple[str, dict]]:
     from radar_tasks.data import m3bench
 
     items = []
-    for subset in ("mmbench", *(f"wiki_{k}" for k in F.WIKI_KINDS)):
+    for subset in ("mmbench", *(f"wiki_{k}" for k in fixture.WIKI_KINDS)):
         for category in taxonomy.categories(subset):
             files = json.dumps([str(f) for f in m3bench.category_files(root, subset, category)])
-            docs = [d for d in m3bench.iter_records(str(root), subset, category, files) if d["answer"] in F.COLORS]
+            docs = [
+                d for d in m3bench.iter_records(str(root), subset, category, files) if d["answer"] in fixture.COLORS
+            ]
             items += [(prompts.task_text(d, image_markers=True), d) for d in docs]
     return items
 
@@ -172,7 +175,7 @@ def _score_colour_items(checkpoint, root) -> tuple[float, float, int]:
 def test_a_short_training_run_lifts_the_colour_items_above_chance(init_checkpoint, tmp_path):
     """150 steps (~10 s) on colour scenes drawn on new canvases: the fixture's colour items (images never seen)
     go from about chance to far above it, scored as radar_hf scores them."""
-    root = F.make_fixture(tmp_path / "M3-Bench")
+    root = fixture.make_fixture(tmp_path / "M3-Bench")
     checkpoints = training.train(
         init_checkpoint, tmp_path / "ckpt", [0, 150], batch_size=16, lr=3e-3, weights={"color": 1}, log_every=0
     )

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from radar_tasks import taxonomy
-from radar_tasks.analysis import stats as St
+from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, RunError
 from radar_tasks.analysis.tables import levels_of, select_keys
 
@@ -87,24 +87,24 @@ def compare_runs(
     keys = sorted(ability_of, key=lambda k: (taxonomy.subset_order(k[0]), k))
     rows = []
     for m_i, m in enumerate(metrics):
-        reps = St.paired_bootstrap(diffs[m], iters=iters, seed=seed + m_i)
+        reps = stats.paired_bootstrap(diffs[m], iters=iters, seed=seed + m_i)
         for level, name, display in levels_of(keys, ability_of):
             sel = [k for k in select_keys(keys, level, name, ability_of) if k in diffs[m]]
             if not sel:
                 continue
-            r = St.balanced({k: reps[k] for k in sel})
-            lo, hi = St.percentile_ci(r, level_ci)
+            r = stats.balanced({k: reps[k] for k in sel})
+            lo, hi = stats.percentile_ci(r, level_ci)
             rows.append(
                 {
                     "level": level,
                     "name": display,
                     "metric": m,
-                    "a": St.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
-                    "b": St.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
-                    "diff": St.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
+                    "a": stats.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
+                    "b": stats.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
+                    "diff": stats.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
                     "ci_low": lo,
                     "ci_high": hi,
-                    "p_value": St.two_sided_p(r),
+                    "p_value": stats.two_sided_p(r),
                     "n_items": sum(len(diffs[m][k]) for k in sel),
                 }
             )

@@ -418,30 +418,33 @@ def asymmetry_curve(runs: Sequence[Run], asym_rows: list[dict]) -> Figure:
 
 class Entry(NamedTuple):
     caption: str  # the report's heading of the figure
-    draw: Callable[[Sequence[Run], list[dict], list[dict]], Figure]  # (runs, summary, asymmetry rows) -> Figure
+    # (runs, the report's tables: `report.analyse`'s results, summary, asymmetry, steps, signal, notes) -> Figure
+    draw: Callable[[Sequence[Run], dict], Figure]
 
 
-# Every figure of the report, in order; `figures/<name>.png`. A new figure is a function above and a line here.
+# Every figure of the report, in order; `figures/<name>.png`. A new figure is a function above and a line here:
+# the report draws, saves, captions and lists it from this entry alone.
 FIGURES: dict[str, Entry] = {
     "radar_sds": Entry(
         "Per-subset SDS of every run (dashed: chance 1/K)",
-        lambda runs, summary, asym: radar_chart(runs, summary, "sds"),
+        lambda runs, tables: radar_chart(runs, tables["summary"], "sds"),
     ),
     "development": Entry(
         "Development curves: perception vs reasoning, SDS and accuracy against training progress",
-        lambda runs, summary, asym: development_curves(runs, summary),
+        lambda runs, tables: development_curves(runs, tables["summary"]),
     ),
-    "scaling": Entry("Scaling with model size", lambda runs, summary, asym: scaling(runs, summary)),
+    "scaling": Entry("Scaling with model size", lambda runs, tables: scaling(runs, tables["summary"])),
     "strategies": Entry(
-        "Pretraining strategies compared", lambda runs, summary, asym: strategy_comparison(runs, summary, asym)
+        "Pretraining strategies compared",
+        lambda runs, tables: strategy_comparison(runs, tables["summary"], tables["asymmetry"]),
     ),
     "sds_vs_acc": Entry(
-        "SDS against accuracy, per subset and run", lambda runs, summary, asym: sds_vs_accuracy(runs, summary)
+        "SDS against accuracy, per subset and run", lambda runs, tables: sds_vs_accuracy(runs, tables["summary"])
     ),
     "heatmap_sds": Entry(
-        "SDS per category and run", lambda runs, summary, asym: category_heatmap(runs, summary, "sds")
+        "SDS per category and run", lambda runs, tables: category_heatmap(runs, tables["summary"], "sds")
     ),
-    "asymmetry": Entry("Asymmetry gap over training", lambda runs, summary, asym: asymmetry_curve(runs, asym)),
+    "asymmetry": Entry("Asymmetry gap over training", lambda runs, tables: asymmetry_curve(runs, tables["asymmetry"])),
 }
 
 

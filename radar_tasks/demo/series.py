@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from radar_tasks.demo import fixture as F
+from radar_tasks.demo import fixture
 from radar_tasks.demo.synthetic import EXAMPLE_KINDS
 from radar_tasks.demo.training import ARCH, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, init_model, train
 
@@ -83,7 +83,7 @@ def run_series(
 
     data = work / "M3-Bench"
     if not data.exists():
-        F.make_fixture(data)  # the benchmark: seed 0 whatever the training seed
+        fixture.make_fixture(data)  # the benchmark: seed 0 whatever the training seed
     ckpt_dir, results_dir = work / "checkpoints", work / "runs"
     checkpoints = _load_checkpoints(ckpt_dir, steps, batch_size=batch_size, lr=lr, seed=seed)
     t_train = 0.0

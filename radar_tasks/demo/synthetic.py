@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from radar_tasks import prompts
-from radar_tasks.demo import fixture as F
+from radar_tasks.demo import fixture
 
 # Canvas sides of training images: never the fixture's (64 and 96), but the same visual-token grid after the
 # Qwen2-VL processor's resize to multiples of 28 px (60..68 -> 56 px, 88..94 -> 84 px).
@@ -93,68 +93,68 @@ def _mode(rng: random.Random, colour_matters: bool) -> str:
 
 
 def _single(rng: random.Random, kind: str):
-    colour, shape = rng.choice(list(F.COLORS)), rng.choice(F.SHAPES)
+    colour, shape = rng.choice(list(fixture.COLORS)), rng.choice(fixture.SHAPES)
     size = _canvas(rng)
-    position = rng.choice(F.POSITIONS) if kind == "position" else None
+    position = rng.choice(fixture.POSITIONS) if kind == "position" else None
     box = _box(rng, size, *_CENTRES[position], rng.uniform(0.28, 0.4)) if position else _anywhere(rng, size)
-    img = F.draw_scene(size, [(shape, colour, box)], _mode(rng, kind == "color"))
+    img = fixture.draw_scene(size, [(shape, colour, box)], _mode(rng, kind == "color"))
     question, answer = {
-        "color": (F.Q_COLOR, colour),
-        "shape": (F.Q_SHAPE, shape),
-        "position": (F.Q_POSITION, position),
+        "color": (fixture.Q_COLOR, colour),
+        "shape": (fixture.Q_SHAPE, shape),
+        "position": (fixture.Q_POSITION, position),
     }[kind]
     return _prompt(_either_separator(rng), question), [img], answer
 
 
 def _wiki(rng: random.Random, _kind: str):
-    kind = rng.choice(F.WIKI_KINDS)
-    name = rng.choice(sorted(F.WIKI_ENTITIES[kind]))
-    colour, shape = F.WIKI_ENTITIES[kind][name]
+    kind = rng.choice(fixture.WIKI_KINDS)
+    name = rng.choice(sorted(fixture.WIKI_ENTITIES[kind]))
+    colour, shape = fixture.WIKI_ENTITIES[kind][name]
     size = _canvas(rng)
-    img = F.draw_scene(size, [(shape, colour, _anywhere(rng, size))])
+    img = fixture.draw_scene(size, [(shape, colour, _anywhere(rng, size))])
     if rng.random() < 0.75:
-        return _prompt(f"wiki_{kind}", F.Q_WIKI_NAME.format(kind=kind)), [img], name
-    return _prompt(f"wiki_{kind}", F.Q_WIKI_COLOR.format(kind=kind)), [img], colour
+        return _prompt(f"wiki_{kind}", fixture.Q_WIKI_NAME.format(kind=kind)), [img], name
+    return _prompt(f"wiki_{kind}", fixture.Q_WIKI_COLOR.format(kind=kind)), [img], colour
 
 
 def _count(rng: random.Random, _kind: str):
     n = rng.randint(1, 9)
     size = _canvas(rng)
-    img = F.draw_scene(size, _dots(rng, n, size, [rng.choice(list(F.COLORS))]), _mode(rng, False))
-    question = F.Q_COUNT if rng.random() < 0.7 else f"{F.Q_COUNT[:-1]} in the diagram?"
+    img = fixture.draw_scene(size, _dots(rng, n, size, [rng.choice(list(fixture.COLORS))]), _mode(rng, False))
+    question = fixture.Q_COUNT if rng.random() < 0.7 else f"{fixture.Q_COUNT[:-1]} in the diagram?"
     return _prompt(_either_separator(rng), question), [img], str(n)
 
 
 def _sum(rng: random.Random, _kind: str):
     n1, n2 = rng.randint(1, 4), rng.randint(1, 4)
-    c1, c2 = rng.sample([c for c in F.COLORS if c != "black"], 2)
+    c1, c2 = rng.sample([c for c in fixture.COLORS if c != "black"], 2)
     size = _canvas(rng)
-    img = F.draw_scene(size, _dots(rng, n1 + n2, size, [c1] * n1 + [c2] * n2))
+    img = fixture.draw_scene(size, _dots(rng, n1 + n2, size, [c1] * n1 + [c2] * n2))
     question = f"How many {c1} dots and {c2} dots are there in total?"
     return _prompt(_either_separator(rng), question), [img], str(n1 + n2)
 
 
 def _relation(rng: random.Random, _kind: str):
-    c1, c2 = rng.sample(list(F.COLORS), 2)
-    s1, s2 = rng.choice(F.SHAPES), rng.choice(F.SHAPES)
-    relation = rng.choice(F.RELATIONS)
+    c1, c2 = rng.sample(list(fixture.COLORS), 2)
+    s1, s2 = rng.choice(fixture.SHAPES), rng.choice(fixture.SHAPES)
+    relation = rng.choice(fixture.RELATIONS)
     first, second = _RELATION_SIDES[relation]
     size = _canvas(rng, rng.choice(("square", "wide" if first in ("left", "right") else "tall")))
     scale = rng.uniform(0.28, 0.38)
     shapes = [(s1, c1, _box(rng, size, *_CENTRES[first], scale)), (s2, c2, _box(rng, size, *_CENTRES[second], scale))]
-    img = F.draw_scene(size, shapes)
-    return _prompt("spatial", F.Q_RELATION.format(c1=c1, s1=s1, c2=c2, s2=s2)), [img], relation
+    img = fixture.draw_scene(size, shapes)
+    return _prompt("spatial", fixture.Q_RELATION.format(c1=c1, s1=s1, c2=c2, s2=s2)), [img], relation
 
 
 def _multi(rng: random.Random, _kind: str):
     k = rng.randint(2, 3)
-    colour = rng.choice(list(F.COLORS))
+    colour = rng.choice(list(fixture.COLORS))
     images, total = [], 0
     for _ in range(k):
         n = rng.randint(1, 5)
         total += n
         size = _canvas(rng, rng.choice(("square", "tall")))
-        images.append(F.draw_scene(size, _dots(rng, n, size, [colour]), _mode(rng, False)))
+        images.append(fixture.draw_scene(size, _dots(rng, n, size, [colour]), _mode(rng, False)))
     question = f"Each of the {k} diagrams shows some dots. How many dots are there in all diagrams?"
     return _prompt("seephys", question, k), images, str(total)
 

@@ -38,6 +38,8 @@ def reuse_task_index() -> None:
 
 
 def _wrap_initialize_tasks() -> None:
+    """Wrap `TaskManager.initialize_tasks` (once): index our task folder after lmms-eval's own and any
+    `--include_path` (unless RADAR_TASKS_NO_DISCOVERY is set), and reuse indexes when `reuse_task_index` asked."""
     from lmms_eval.tasks import TaskManager
 
     if getattr(TaskManager.initialize_tasks, "radar_tasks", False):
@@ -57,10 +59,6 @@ def _wrap_initialize_tasks() -> None:
 
     initialize_tasks.radar_tasks = True
     TaskManager.initialize_tasks = initialize_tasks
-
-
-def enable_task_discovery() -> None:
-    _wrap_initialize_tasks()
 
 
 def install_stderr_hooks() -> None:
@@ -171,7 +169,7 @@ def model_manifests():
     from radar_tasks.metrics import lmms as lmms_metrics
 
     if not os.environ.get("RADAR_TASKS_NO_DISCOVERY"):
-        enable_task_discovery()
+        _wrap_initialize_tasks()
     lmms_metrics.register()
     install_stderr_hooks()
     install_preflight()
