@@ -13,6 +13,7 @@ import scipy.stats
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats, tables
 from radar_tasks.analysis.runs import Run, RunError, format_number, parse_number, progress, series_of
+from radar_tasks.metrics import sds
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kendall tau
@@ -104,16 +105,16 @@ def test_kendall_tau_monte_carlo_pvalue():
 
 def test_balanced_mean_by_hand():
     parts = {("mmbench", "a"): 0.2, ("mmbench", "b"): 0.4, ("wiki_animal", "wiki_animal"): 0.9}
-    assert stats.balanced(parts) == pytest.approx((0.3 + 0.9) / 2)
+    assert sds.balanced(parts) == pytest.approx((0.3 + 0.9) / 2)
     # NaN categories (no scored item) are left out, as in the results JSON
-    assert stats.balanced({**parts, ("mmbench", "c"): float("nan")}) == pytest.approx(0.6)
+    assert sds.balanced({**parts, ("mmbench", "c"): float("nan")}) == pytest.approx(0.6)
     # element-wise over replicate arrays
-    reps = stats.balanced({("s", "a"): np.array([0.0, 1.0]), ("t", "t"): np.array([1.0, 1.0])})
+    reps = sds.balanced({("s", "a"): np.array([0.0, 1.0]), ("t", "t"): np.array([1.0, 1.0])})
     assert reps.tolist() == pytest.approx([0.5, 1.0])
 
 
 def test_balanced_stderr_by_hand():
-    se = stats.balanced_stderr({("a", "1"): 0.3, ("a", "2"): 0.4, ("b", "b"): 0.1})
+    se = sds.balanced_stderr({("a", "1"): 0.3, ("a", "2"): 0.4, ("b", "b"): 0.1})
     # subset a: sqrt(0.09 + 0.16) / 2 = 0.25; b: 0.1; total sqrt(0.25^2 + 0.1^2) / 2
     assert se == pytest.approx(math.sqrt(0.0625 + 0.01) / 2)
 

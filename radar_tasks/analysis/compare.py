@@ -17,6 +17,7 @@ from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, RunError
 from radar_tasks.analysis.tables import levels_of, select_keys
+from radar_tasks.metrics import sds
 
 COLUMNS = ("level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items")
 
@@ -92,16 +93,16 @@ def compare_runs(
             sel = [k for k in select_keys(keys, level, name, ability_of) if k in diffs[m]]
             if not sel:
                 continue
-            r = stats.balanced({k: reps[k] for k in sel})
+            r = sds.balanced({k: reps[k] for k in sel})
             lo, hi = stats.percentile_ci(r, level_ci)
             rows.append(
                 {
                     "level": level,
                     "name": display,
                     "metric": m,
-                    "a": stats.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
-                    "b": stats.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
-                    "diff": stats.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
+                    "a": sds.balanced({k: float(np.mean(vals_a[m][k])) for k in sel}),
+                    "b": sds.balanced({k: float(np.mean(vals_b[m][k])) for k in sel}),
+                    "diff": sds.balanced({k: float(np.mean(diffs[m][k])) for k in sel}),
                     "ci_low": lo,
                     "ci_high": hi,
                     "p_value": stats.two_sided_p(r),

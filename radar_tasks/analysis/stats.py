@@ -12,7 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import scipy.stats
 
-from radar_tasks.metrics.sds import balanced, balanced_stderr, bootstrap_means  # noqa: F401 - one implementation
+from radar_tasks.metrics.sds import bootstrap_means
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

@@ -17,6 +17,7 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, progress, series_of
+from radar_tasks.metrics import sds
 from radar_tasks.results import ability_split
 
 METRICS = ("sds", "acc")
@@ -183,8 +184,8 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
 
             chance["sds"][k] = float(np.mean([inv_k(r) for r in scored])) if scored else math.nan
             chance["acc"][k] = float(np.mean([0.0 if r.get("p") is None else inv_k(r) for r in leaf.items]))
-            reps["sds"][k] = stats.bootstrap_means(p, iters, rng)
-            reps["acc"][k] = stats.bootstrap_means(acc, iters, rng)
+            reps["sds"][k] = sds.bootstrap_means(p, iters, rng)
+            reps["acc"][k] = sds.bootstrap_means(acc, iters, rng)
             counts["sds"][k], counts["acc"][k] = int(p.size), int(acc.size)
             for m, x in (("sds", p), ("acc", acc)):
                 own = float(x.mean()) if x.size else math.nan
@@ -203,14 +204,14 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
     for level, name, display in levels_of(keys, ability_of):
         sel = select_keys(keys, level, name, ability_of)
         for m in METRICS:
-            value = stats.balanced({k: by_key[k].values[m] for k in sel})
+            value = sds.balanced({k: by_key[k].values[m] for k in sel})
             if use_logs:
-                r = stats.balanced({k: reps[m][k] for k in sel})
+                r = sds.balanced({k: reps[m][k] for k in sel})
                 se = stats.replicate_se(r)
                 lo, hi = stats.percentile_ci(r, level_ci)
-                ch = stats.balanced({k: chance[m][k] for k in sel})
+                ch = sds.balanced({k: chance[m][k] for k in sel})
             else:
-                se = stats.balanced_stderr({k: by_key[k].stderrs[m] for k in sel})
+                se = sds.balanced_stderr({k: by_key[k].stderrs[m] for k in sel})
                 lo, hi = (value - stats.Z95 * se, value + stats.Z95 * se) if math.isfinite(se) else (math.nan, math.nan)
                 ch = math.nan
             ns = [counts[m][k] for k in sel]
