@@ -46,27 +46,27 @@ def test_select_keeps_the_pinned_items_or_draws_on_other_data():
 
 
 def test_checked_in_sample_covers_every_leaf_and_is_in_the_task_index():
-    from radar_tasks.task_yamls import generate_tasks as G
+    from radar_tasks.task_yamls import generate_tasks
 
-    sample = G.lite_sample()
+    sample = generate_tasks.lite_sample()
     assert set(sample["tasks"]) == {taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()}
     per_subset = {}
     for task, drawn in sample["tasks"].items():
         subset = next(s for s, c in taxonomy.leaf_tasks() if taxonomy.task_name(s, c) == task)
         per_subset[subset] = per_subset.get(subset, 0) + len(drawn["ids"])
     assert max(per_subset.values()) <= sample["per_subset"] == lite.PER_SUBSET
-    index = json.loads((G.HERE / G.INDEX_FILE).read_text())
+    index = json.loads((generate_tasks.HERE / generate_tasks.INDEX_FILE).read_text())
     assert index["radar_wiki_animal_lite"][0]["ids"] == sample["tasks"]["radar_wiki_animal"]["ids"]
-    assert G.lite_groups()["radar_mmm_lite"] == [m + "_lite" for m in G.groups()["radar_mmm"]]
-    assert G.main(["--check"]) == 0  # the generated files are current
+    assert generate_tasks.lite_groups()["radar_mmm_lite"] == [m + "_lite" for m in generate_tasks.groups()["radar_mmm"]]
+    assert generate_tasks.main(["--check"]) == 0  # the generated files are current
 
 
 def test_a_lite_task_reads_its_pinned_items(fixture_root, monkeypatch):
-    from radar_tasks.task_yamls import generate_tasks as G
+    from radar_tasks.task_yamls import generate_tasks
     from radar_tasks.tasks import hooks
 
     monkeypatch.setenv("RADAR_M3BENCH_DIR", str(fixture_root))
-    index = json.loads((G.HERE / G.INDEX_FILE).read_text())
+    index = json.loads((generate_tasks.HERE / generate_tasks.INDEX_FILE).read_text())
     docs = hooks.process_docs(index["radar_mmmu_pro_art_lite"])
     assert list(docs["id"]) == index["radar_mmmu_pro_art_lite"][0]["ids"]
     full = hooks.process_docs(index["radar_mmmu_pro_art"])

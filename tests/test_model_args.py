@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from radar_tasks.errors import ArgumentError
-from radar_tasks.models import args as A
+from radar_tasks.models import args as model_args
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def test_the_table_is_radar_hf_keyword_arguments():
 
     # `loaded` is RadarHF.from_model's way in (a model in memory), not a model arg
     params = [p for p in inspect.signature(RadarHF.__init__).parameters if p not in ("self", "loaded")]
-    assert sorted(params) == sorted(A.MODEL_ARGS)
+    assert sorted(params) == sorted(model_args.MODEL_ARGS)
 
 
 @pytest.mark.parametrize(
@@ -40,13 +40,13 @@ def test_the_table_is_radar_hf_keyword_arguments():
     ],
 )
 def test_booleans_strictly(value, expected):
-    assert A.as_bool(value) is expected
+    assert model_args.as_bool(value) is expected
 
 
 @pytest.mark.parametrize("value", ["flase", "on", "", 2, None, "y"])
 def test_bad_booleans_are_refused_with_the_valid_values(ckpt, value):
     with pytest.raises(ArgumentError) as err:
-        A.check_model_args({"pretrained": ckpt, "share_prefix": value})
+        model_args.check_model_args({"pretrained": ckpt, "share_prefix": value})
     assert "share_prefix" in str(err.value) and "true, false, 1, 0, yes, no" in str(err.value)
 
 
@@ -61,7 +61,7 @@ def test_bad_booleans_are_refused_with_the_valid_values(ckpt, value):
     ],
 )
 def test_batch_size_as_model_arg_or_flag(ckpt, raw, cli, expected):
-    out = A.check_model_args({"pretrained": ckpt, **raw}, cli)
+    out = model_args.check_model_args({"pretrained": ckpt, **raw}, cli)
     assert out.get("batch_size") == expected
 
 
@@ -85,7 +85,7 @@ def test_batch_size_as_model_arg_or_flag(ckpt, raw, cli, expected):
 )
 def test_bad_values_are_one_line(ckpt, raw, cli, message):
     with pytest.raises(ArgumentError) as err:
-        A.check_model_args({"pretrained": ckpt, **raw}, cli)
+        model_args.check_model_args({"pretrained": ckpt, **raw}, cli)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -95,22 +95,22 @@ def test_cuda_on_a_machine_without_it(ckpt):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ArgumentError, match="torch sees 0 CUDA device"):
-        A.check_model_args({"pretrained": ckpt, "device": "cuda"})
+        model_args.check_model_args({"pretrained": ckpt, "device": "cuda"})
 
 
 def test_pretrained_must_exist(tmp_path, ckpt, monkeypatch):
     with pytest.raises(ArgumentError, match="model arg pretrained is required"):
-        A.check_model_args({"device": "cpu"})
+        model_args.check_model_args({"device": "cpu"})
     with pytest.raises(ArgumentError, match=f"no such folder: {tmp_path}/nowhere"):
-        A.check_model_args({"pretrained": str(tmp_path / "nowhere")})
+        model_args.check_model_args({"pretrained": str(tmp_path / "nowhere")})
     with pytest.raises(ArgumentError, match=r"holds no config\.json: not a checkpoint"):
-        A.check_model_args({"pretrained": str(tmp_path)})
+        model_args.check_model_args({"pretrained": str(tmp_path)})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ArgumentError, match="not in the local hub cache"):
-        A.check_model_args({"pretrained": "some-org/some-model"})
+        model_args.check_model_args({"pretrained": "some-org/some-model"})
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert A.check_model_args({"pretrained": "some-org/some-model"})["pretrained"] == "some-org/some-model"
-    assert A.check_model_args({"pretrained": ckpt})["pretrained"] == ckpt
+    assert model_args.check_model_args({"pretrained": "some-org/some-model"})["pretrained"] == "some-org/some-model"
+    assert model_args.check_model_args({"pretrained": ckpt})["pretrained"] == ckpt
 
 
 def test_radar_hf_from_an_arg_string_refuses_before_loading(ckpt):
@@ -123,7 +123,7 @@ def test_radar_hf_from_an_arg_string_refuses_before_loading(ckpt):
 
 
 def test_keyword_arguments_go_through_the_same_parsers(ckpt):
-    args = A.ModelArgs.of(
+    args = model_args.ModelArgs.of(
         {"pretrained": ckpt, "share_prefix": "no", "batch_size": "3", "num_workers": "0", "score": None}
     )
     assert (args.share_prefix, args.batch_size, args.num_workers) == (False, 3, 0)
@@ -135,14 +135,14 @@ def test_keyword_arguments_go_through_the_same_parsers(ckpt):
     )
     assert args.given == {"pretrained", "share_prefix", "batch_size", "num_workers"}  # None: not given
     with pytest.raises(ArgumentError) as err:
-        A.ModelArgs.of({"pretrained": ckpt, "dtype": "fp64"})
+        model_args.ModelArgs.of({"pretrained": ckpt, "dtype": "fp64"})
     assert "model arg dtype='fp64': expected one of auto, float32, bfloat16, float16" in str(err.value)
     with pytest.raises(TypeError, match="unknown model arg 'shared_prefix'"):
-        A.ModelArgs.of({"pretrained": ckpt, "shared_prefix": True})
+        model_args.ModelArgs.of({"pretrained": ckpt, "shared_prefix": True})
     with pytest.raises(TypeError, match="pretrained"):
-        A.ModelArgs.of({"device": "cpu"})
+        model_args.ModelArgs.of({"device": "cpu"})
     # values known good are taken as they are: a model in memory's name is a label, not a folder
-    assert A.ModelArgs.of({}, pretrained="not/a folder").pretrained == "not/a folder"
+    assert model_args.ModelArgs.of({}, pretrained="not/a folder").pretrained == "not/a folder"
 
 
 def test_the_protocol_switches_are_the_declared_ones():
@@ -160,7 +160,7 @@ def test_the_protocol_switches_are_the_declared_ones():
 def test_resolve_settings_only_applies_the_preset():
     from radar_tasks.models import protocol
 
-    given = A.ModelArgs.of(
+    given = model_args.ModelArgs.of(
         {"protocol": "paper", "dtype": "float32", "processor_kwargs": "size.longest_edge:50176"}, pretrained="ckpt"
     )
     paper = protocol.resolve_settings(given, model_type=lambda: "qwen2_vl")
@@ -171,7 +171,7 @@ def test_resolve_settings_only_applies_the_preset():
         "qwen_vl_utils",
     )
     assert paper.processor_kwargs == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 50176}}
-    plain = A.ModelArgs.of({"score": "logit"}, pretrained="ckpt")
+    plain = model_args.ModelArgs.of({"score": "logit"}, pretrained="ckpt")
     assert protocol.resolve_settings(plain, model_type=lambda: pytest.fail("no preset: no config read")) == plain
 
 
@@ -184,7 +184,7 @@ def test_the_docs_table_is_generated_from_the_declaration():
     assert args_doc.between_markers(page) == args_doc.table(), "run: python -m radar_tasks.models.args_doc"
     assert args_doc.main(["--check"]) == 0  # the page's own command
     rows = [line for line in args_doc.table().splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1] for row in rows] == list(A.MODEL_ARGS)
+    assert [row.split("`")[1] for row in rows] == list(model_args.MODEL_ARGS)
     image_conversion = next(row for row in rows if row.startswith("| `image_conversion`"))
     assert (
         "| `white`; `protocol=paper`: `qwen_vl_utils` (qwen2vl_base), `pil_convert` (internvl, llava_ov_plain) |"

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from radar_tasks import prompts as P
-from radar_tasks.models import args as A
-from radar_tasks.models import protocol as R
+from radar_tasks import prompts
+from radar_tasks.models import args as model_args
+from radar_tasks.models import protocol
 from radar_tasks.prompts import IMAGE_MARKER as M
 
 SYS = (
@@ -94,7 +94,7 @@ RECORDS = {"mmbench": MMB, "mathvista": MATH, "wiki_animal": WIKI, "spatial": SP
 def test_family_strings_per_subset(key):
     subset, style = key
     doc = RECORDS[subset]
-    q = P.build(doc, style, doc["choices"])
+    q = prompts.build(doc, style, doc["choices"])
     context, joiner = EXPECTED[key]
     assert q.context == context
     assert q.continuations == tuple(joiner + c for c in doc["choices"])
@@ -103,49 +103,51 @@ def test_family_strings_per_subset(key):
 
 def test_mmmu_pro_inline_images_and_joiners():
     inline = f"The circuit in {M} has V = I R. Which law?"
-    assert P.build(MMMU_TEXT, "qwen2vl_base", MMMU_TEXT["choices"]).context == inline  # no template at all
-    assert P.build(MMMU_TEXT, "qwen2vl_base", ["Ohm's law"]).continuations == (" Ohm's law",)
-    assert P.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"]).context == inline + "\n"
-    q = P.build(MMMU_TWO, "internvl", MMMU_TWO["choices"])
+    assert prompts.build(MMMU_TEXT, "qwen2vl_base", MMMU_TEXT["choices"]).context == inline  # no template at all
+    assert prompts.build(MMMU_TEXT, "qwen2vl_base", ["Ohm's law"]).continuations == (" Ohm's law",)
+    assert prompts.build(MMMU_TEXT, "llava_ov_plain", MMMU_TEXT["choices"]).context == inline + "\n"
+    q = prompts.build(MMMU_TWO, "internvl", MMMU_TWO["choices"])
     assert q.context == f"{SYS}<|im_start|>user\nDots in {M} and {M}?<|im_end|>\n<|im_start|>assistant\n"
     assert q.continuations == ("3", "4")
 
 
 def test_mmmu_pro_image_options_show_the_block_and_score_letters():
     shown = f"{M} shows a shape. Which option matches? A. {M} B. {M} Please select the correct option: "
-    q = P.build(MMMU_IMG_OPTS, "qwen2vl_base", ["A", "B"])
+    q = prompts.build(MMMU_IMG_OPTS, "qwen2vl_base", ["A", "B"])
     assert q.context == shown and q.continuations == (" A", " B")  # the note's joiner: two spaces before A
-    q = P.build(MMMU_IMG_OPTS, "llava_ov_plain", ["B", "A"])
+    q = prompts.build(MMMU_IMG_OPTS, "llava_ov_plain", ["B", "A"])
     assert q.context == shown + "\n" and q.continuations == ("B", "A")
-    q = P.build(MMMU_IMG_OPTS, "internvl", ["A", "B"])
+    q = prompts.build(MMMU_IMG_OPTS, "internvl", ["A", "B"])
     assert q.context == f"{SYS}<|im_start|>user\n{shown}<|im_end|>\n<|im_start|>assistant\n"
     assert not q.reverse_blocks  # inline images keep their order in the InternVL script
 
 
 def test_skipped_records_render_without_images():
     doc = dict(SEEPHYS, skipped=True, images=[f"/i/{k}.png" for k in range(13)])
-    for style in P.FAMILY_STYLES:
-        assert M not in P.build(doc, style, ["7"]).context
+    for style in prompts.FAMILY_STYLES:
+        assert M not in prompts.build(doc, style, ["7"]).context
     doc = dict(MMMU_TWO, skipped=True)
-    assert P.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
+    assert prompts.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
 
 
 def test_internvl_reverse_images_only_for_non_inline_multi_image():
-    assert P.build(SEEPHYS, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
-    assert not P.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks
-    assert not P.build(MMB, "internvl", ["red"], reverse_blocks=True).reverse_blocks
-    assert not P.build(MMMU_TWO, "internvl", ["3", "4"], reverse_blocks=True).reverse_blocks
+    assert prompts.build(SEEPHYS, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
+    assert not prompts.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks
+    assert not prompts.build(MMB, "internvl", ["red"], reverse_blocks=True).reverse_blocks
+    assert not prompts.build(MMMU_TWO, "internvl", ["3", "4"], reverse_blocks=True).reverse_blocks
 
 
 def test_llava_one_distractor_keeps_answer_and_one_seeded_distractor():
     def one(doc):
-        return P.build(doc, "llava_ov_plain", doc["choices"], scored=R.one_distractor_mask(doc, len(doc["choices"])))
+        return prompts.build(
+            doc, "llava_ov_plain", doc["choices"], scored=protocol.one_distractor_mask(doc, len(doc["choices"]))
+        )
 
     q = one(MMMU_TEXT)
     assert q.scored[0] and sum(q.scored) == 2 and len(q.scored) == 3
     assert q == one(MMMU_TEXT)
     # the draw is per item: over many ids both distractors get kept
-    kept = {R.one_distractor_mask(dict(MMMU_TEXT, id=f"q{i}"), 3).index(True, 1) for i in range(40)}
+    kept = {protocol.one_distractor_mask(dict(MMMU_TEXT, id=f"q{i}"), 3).index(True, 1) for i in range(40)}
     assert kept == {1, 2}
     # image-option items, other subsets and two-candidate items keep everything
     for doc in (MMMU_IMG_OPTS, MMB, MMMU_TWO):
@@ -158,21 +160,21 @@ def test_chat_style_uses_the_template_and_turns_placeholders_into_markers():
         body = "".join("<IMG>" if c["type"] == "image" else c["text"] for c in msg["content"])
         return f"<user>{body}</user><assistant>"
 
-    q = P.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
+    q = prompts.build(MMB, "chat", ["red", "blue"], chat_template=template, image_placeholder="<IMG>")
     assert q.context == f"<user>{M}What colour is the shape?</user><assistant>" and q.continuations == ("red", "blue")
-    q = P.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
+    q = prompts.build(MMMU_IMG_OPTS, "chat", ["A", "B"], chat_template=template, image_placeholder="<IMG>")
     assert q.context == (
         f"<user>{M} shows a shape. Which option matches? A. {M} B. {M} Please select the "
         "correct option: </user><assistant>"
     )
     with pytest.raises(ValueError, match="placeholders"):
-        P.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
+        prompts.build(MMB, "chat", ["red"], chat_template=lambda m: "no image", image_placeholder="<IMG>")
     with pytest.raises(ValueError, match="chat template"):
-        P.build(MMB, "chat", ["red"])
+        prompts.build(MMB, "chat", ["red"])
 
 
 def test_chat_messages_interleave_mmmu_pro():
-    [msg] = P.chat_messages(MMMU_TWO)
+    [msg] = prompts.chat_messages(MMMU_TWO)
     assert msg["role"] == "user"
     assert msg["content"] == [
         {"type": "text", "text": "Dots in "},
@@ -181,74 +183,87 @@ def test_chat_messages_interleave_mmmu_pro():
         {"type": "image"},
         {"type": "text", "text": "?"},
     ]
-    [msg] = P.chat_messages(SEEPHYS)
+    [msg] = prompts.chat_messages(SEEPHYS)
     assert [c["type"] for c in msg["content"]] == ["image", "image", "image", "text"]
 
 
 def test_resolve_style_and_records():
-    assert R.resolve_style("auto", "qwen2_vl") == R.resolve_style(None, "qwen2_5_vl") == "qwen2vl_base"
-    assert R.resolve_style("auto", "llava_onevision") == "llava_ov_plain"
-    assert R.resolve_style("auto", "internvl") == "internvl"
-    assert R.resolve_style("auto", "idefics3") == R.resolve_style("auto", None) == "raw"
-    assert R.resolve_style("CHAT", "qwen2_vl") == "chat"
+    assert protocol.resolve_style("auto", "qwen2_vl") == protocol.resolve_style(None, "qwen2_5_vl") == "qwen2vl_base"
+    assert protocol.resolve_style("auto", "llava_onevision") == "llava_ov_plain"
+    assert protocol.resolve_style("auto", "internvl") == "internvl"
+    assert protocol.resolve_style("auto", "idefics3") == protocol.resolve_style("auto", None) == "raw"
+    assert protocol.resolve_style("CHAT", "qwen2_vl") == "chat"
     with pytest.raises(ValueError, match="prompt_style"):
-        R.resolve_style("qwen", "qwen2_vl")
-    assert P.is_m3bench_record(MMB) and not P.is_m3bench_record({"question": "q", "choices": ["a"]})
+        protocol.resolve_style("qwen", "qwen2_vl")
+    assert prompts.is_m3bench_record(MMB) and not prompts.is_m3bench_record({"question": "q", "choices": ["a"]})
     with pytest.raises(ValueError, match="M3-Bench"):
-        P.build({"question": "q"}, "qwen2vl_base", ["a"])
+        prompts.build({"question": "q"}, "qwen2vl_base", ["a"])
     with pytest.raises(ValueError, match="style"):
-        P.build(MMB, "qwen", ["a"])
+        prompts.build(MMB, "qwen", ["a"])
     assert (
-        P.build(MMB, "raw", ["a"]).context == P.task_text(MMB, image_markers=True) == f"{M}\nWhat colour is the shape?"
+        prompts.build(MMB, "raw", ["a"]).context
+        == prompts.task_text(MMB, image_markers=True)
+        == f"{M}\nWhat colour is the shape?"
     )
     with pytest.raises(ValueError, match="markers"):  # a literal marker in the question would misplace images
-        P.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
-    assert P.strip_delimiter(" red") == "red" and P.strip_delimiter("red") == "red"
-    assert P.strip_delimiter("  two") == " two"
+        prompts.build(dict(MMB, question="What is <image>?"), "qwen2vl_base", ["a"])
+    assert prompts.strip_delimiter(" red") == "red" and prompts.strip_delimiter("red") == "red"
+    assert prompts.strip_delimiter("  two") == " two"
 
 
 def test_parse_kwargs_survives_comma_split():
-    assert A.parse_kwargs("min_pixels:200704;max_pixels:602112") == {"min_pixels": 200704, "max_pixels": 602112}
-    assert A.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
+    assert model_args.parse_kwargs("min_pixels:200704;max_pixels:602112") == {
+        "min_pixels": 200704,
+        "max_pixels": 602112,
+    }
+    assert model_args.parse_kwargs("crop_to_patches:true;max_patches:3;x:0.5;y:none;name:bicubic") == {
         "crop_to_patches": True,
         "max_patches": 3,
         "x": 0.5,
         "y": None,
         "name": "bicubic",
     }
-    assert A.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
-    assert A.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
-    assert A.parse_kwargs({"a": 1}) == {"a": 1} and A.parse_kwargs(None) == {} and A.parse_kwargs("") == {}
+    assert model_args.parse_kwargs("size.height:448;size.width:448") == {"size": {"height": 448, "width": 448}}
+    assert model_args.parse_kwargs('{"max_patches": 3}') == {"max_patches": 3}
+    assert (
+        model_args.parse_kwargs({"a": 1}) == {"a": 1}
+        and model_args.parse_kwargs(None) == {}
+        and model_args.parse_kwargs("") == {}
+    )
     with pytest.raises(ValueError, match="key:value"):
-        A.parse_kwargs("max_patches=3")
+        model_args.parse_kwargs("max_patches=3")
 
 
 def test_paper_presets():
-    q = R.paper_preset("qwen2vl_base")
+    q = protocol.paper_preset("qwen2vl_base")
     assert q["score"] == "logit" and q["dtype"] == "bfloat16" and q["qwen_vl_utils_resize"]
     assert q["processor_kwargs"] == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 768 * 28 * 28}}
-    i = R.paper_preset("internvl")
+    i = protocol.paper_preset("internvl")
     assert i["dtype"] == "bfloat16" and i["processor_kwargs"]["max_patches"] == 3
-    assert R.paper_preset("llava_ov_plain")["dtype"] == "float16"
+    assert protocol.paper_preset("llava_ov_plain")["dtype"] == "float16"
     # each family's image conversion and quirks, as its script; two letters in all three
-    assert (q["image_conversion"], i["image_conversion"], R.paper_preset("llava_ov_plain")["image_conversion"]) == (
+    assert (
+        q["image_conversion"],
+        i["image_conversion"],
+        protocol.paper_preset("llava_ov_plain")["image_conversion"],
+    ) == (
         "qwen_vl_utils",
         "pil_convert",
         "pil_convert",
     )
     assert i["internvl_reverse_images"] and not q["internvl_reverse_images"]
-    assert R.paper_preset("llava_ov_plain")["llava_mmmu_one_distractor"] and not i["llava_mmmu_one_distractor"]
-    assert all(R.paper_preset(s)["mmmu_two_letters"] for s in P.FAMILY_STYLES)
+    assert protocol.paper_preset("llava_ov_plain")["llava_mmmu_one_distractor"] and not i["llava_mmmu_one_distractor"]
+    assert all(protocol.paper_preset(s)["mmmu_two_letters"] for s in prompts.FAMILY_STYLES)
     # no script for the style: only score=logit; every switch as without protocol
-    assert R.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, **R.SWITCH_DEFAULTS}
-    assert R.SWITCH_DEFAULTS["image_conversion"] == "white" and not R.SWITCH_DEFAULTS["mmmu_two_letters"]
+    assert protocol.paper_preset("raw") == {"score": "logit", "processor_kwargs": {}, **protocol.SWITCH_DEFAULTS}
+    assert protocol.SWITCH_DEFAULTS["image_conversion"] == "white" and not protocol.SWITCH_DEFAULTS["mmmu_two_letters"]
     q["processor_kwargs"]["size"]["shortest_edge"] = 1  # a deep enough copy: the table itself is not changed
-    assert R.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
+    assert protocol.PAPER_PRESETS["qwen2vl_base"]["processor_kwargs"]["size"]["shortest_edge"] == 256 * 28 * 28
 
 
 def settings_of(family, **given):
     """The settings in effect for the model args `given` on a checkpoint of `family` (no checkpoint is read)."""
-    return R.resolve_settings(A.ModelArgs.of(given, pretrained="ckpt"), model_type=lambda: family)
+    return protocol.resolve_settings(model_args.ModelArgs.of(given, pretrained="ckpt"), model_type=lambda: family)
 
 
 @pytest.mark.parametrize(
@@ -256,16 +271,16 @@ def settings_of(family, **given):
 )
 def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
     paper = settings_of(family, protocol="paper")
-    preset = R.paper_preset(style)
-    for name in R.SWITCH_DEFAULTS:
+    preset = protocol.paper_preset(style)
+    for name in protocol.SWITCH_DEFAULTS:
         assert getattr(paper, name) == preset[name], name
     default = settings_of(family)
-    assert all(getattr(default, n) == v for n, v in R.SWITCH_DEFAULTS.items())
-    for name in R.SWITCH_DEFAULTS:  # explicit args win over the preset, one at a time
+    assert all(getattr(default, n) == v for n, v in protocol.SWITCH_DEFAULTS.items())
+    for name in protocol.SWITCH_DEFAULTS:  # explicit args win over the preset, one at a time
         flipped = "white" if name == "image_conversion" else str(not preset[name]).lower()
         off = settings_of(family, protocol="paper", **{name: flipped})
         assert getattr(off, name) == (flipped if name == "image_conversion" else not preset[name]), name
-        assert all(getattr(off, n) == getattr(paper, n) for n in R.SWITCH_DEFAULTS if n != name)
+        assert all(getattr(off, n) == getattr(paper, n) for n in protocol.SWITCH_DEFAULTS if n != name)
     with pytest.raises(ValueError, match="image_conversion"):
         settings_of(family, image_conversion="black")
 
@@ -273,53 +288,58 @@ def test_paper_quirks_on_and_each_switch_turns_one_off(family, style):
 def test_option_block_and_letters_as_the_scripts_write_them():
     answer, distractors = "<image 4>", ["<image 2>", "<image 3>"]
     assert (
-        P.option_block(answer, distractors, True)
+        prompts.option_block(answer, distractors, True)
         == " A. <image 4> B. <image 2> C. <image 3> Please select the correct option: "
     )
     assert (
-        P.option_block(answer, distractors, False)
+        prompts.option_block(answer, distractors, False)
         == " A. <image 2> B. <image 3> C. <image 4> Please select the correct option: "
     )
     # default: every letter, the one that names the answer first
-    assert P.option_letters(3, True) == ["A", "B", "C"] and P.option_letters(3, False) == ["C", "A", "B"]
+    assert prompts.option_letters(3, True) == ["A", "B", "C"] and prompts.option_letters(3, False) == ["C", "A", "B"]
     # the scripts: two letters whatever the number of options (B may letter a distractor)
-    assert P.option_letters(3, True, two_letters=True) == ["A", "B"]
-    assert P.option_letters(4, False, two_letters=True) == ["B", "A"]
-    assert P.option_letters(2, False) == P.option_letters(2, False, two_letters=True) == ["B", "A"]
+    assert prompts.option_letters(3, True, two_letters=True) == ["A", "B"]
+    assert prompts.option_letters(4, False, two_letters=True) == ["B", "A"]
+    assert prompts.option_letters(2, False) == prompts.option_letters(2, False, two_letters=True) == ["B", "A"]
 
 
 def test_scored_candidates_per_quirk():
     doc = dict(MMMU_IMG_OPTS, distractors=["B", "C"], choices=["C", "A", "B"], correct_first=False)
-    assert R.scored_candidates(doc, doc["choices"]) == (["C", "A", "B"], (True, True, True))
-    assert R.scored_candidates(doc, doc["choices"], two_letters=True) == (["B", "A", "B"], (True, True, False))
+    assert protocol.scored_candidates(doc, doc["choices"]) == (["C", "A", "B"], (True, True, True))
+    assert protocol.scored_candidates(doc, doc["choices"], two_letters=True) == (["B", "A", "B"], (True, True, False))
     first = dict(doc, choices=["A", "B", "C"], correct_first=True)
-    assert R.scored_candidates(first, first["choices"], two_letters=True) == (["A", "B", "C"], (True, True, False))
+    assert protocol.scored_candidates(first, first["choices"], two_letters=True) == (
+        ["A", "B", "C"],
+        (True, True, False),
+    )
     # a skipped item's single request is left alone; text options never get letters
-    assert R.scored_candidates(doc, ["C"], two_letters=True) == (["C"], (True,))
-    assert R.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], two_letters=True)[1] == (True, True, True)
-    cands, scored = R.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], one_distractor=True)
-    assert cands == MMMU_TEXT["choices"] and scored == R.one_distractor_mask(MMMU_TEXT, 3) and sum(scored) == 2
+    assert protocol.scored_candidates(doc, ["C"], two_letters=True) == (["C"], (True,))
+    assert protocol.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], two_letters=True)[1] == (True, True, True)
+    cands, scored = protocol.scored_candidates(MMMU_TEXT, MMMU_TEXT["choices"], one_distractor=True)
+    assert cands == MMMU_TEXT["choices"] and scored == protocol.one_distractor_mask(MMMU_TEXT, 3) and sum(scored) == 2
 
 
 def test_qwen_base_template_check():
     def render_base(messages):  # Qwen2-VL base: a flat list of items
-        return "".join(R.QWEN_VISION if m["type"] == "image" else m["text"] for m in messages)
+        return "".join(protocol.QWEN_VISION if m["type"] == "image" else m["text"] for m in messages)
 
     def render_instruct(messages):  # loops over roles and content: the question is lost
         return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + "".join(
-            "<|im_start|>\n" + "".join(R.QWEN_VISION for c in m["content"]) + "<|im_end|>\n" for m in messages
+            "<|im_start|>\n" + "".join(protocol.QWEN_VISION for c in m["content"]) + "<|im_end|>\n" for m in messages
         )
 
-    assert R.qwen_template_problem(render_base) is None
-    assert "without the question" in R.qwen_template_problem(render_instruct)
-    assert "cannot render" in R.qwen_template_problem(lambda m: m[0]["role"])
+    assert protocol.qwen_template_problem(render_base) is None
+    assert "without the question" in protocol.qwen_template_problem(render_instruct)
+    assert "cannot render" in protocol.qwen_template_problem(lambda m: m[0]["role"])
 
 
 def test_internvl_system_message_from_the_config():
-    assert R.internvl_system_message(SimpleNamespace()) == P.INTERNVL_SYSTEM_MESSAGE
-    assert R.internvl_system_message(SimpleNamespace(system_message="Be brief.")) == "Be brief."
-    assert R.internvl_system_message(SimpleNamespace(system_message="")) == ""  # the original keeps it, empty too
-    q = P.build(MMB, "internvl", ["red"], system_message="Be brief.")
+    assert protocol.internvl_system_message(SimpleNamespace()) == prompts.INTERNVL_SYSTEM_MESSAGE
+    assert protocol.internvl_system_message(SimpleNamespace(system_message="Be brief.")) == "Be brief."
+    assert (
+        protocol.internvl_system_message(SimpleNamespace(system_message="")) == ""
+    )  # the original keeps it, empty too
+    q = prompts.build(MMB, "internvl", ["red"], system_message="Be brief.")
     assert q.context.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
 
 
@@ -328,30 +348,30 @@ def test_loss_sign_trick_and_answers():
         SimpleNamespace(nll=0.5, mean_logit=3.0, is_greedy=True),
         SimpleNamespace(nll=2.0, mean_logit=1.0, is_greedy=False),
     ]
-    assert R.loss_of("logprob", 0.5, 3.0) == 0.5 and R.loss_of("logit", 0.5, 3.0) == -3.0
-    assert math.isnan(R.loss_of("logit", math.nan, math.nan))
+    assert protocol.loss_of("logprob", 0.5, 3.0) == 0.5 and protocol.loss_of("logit", 0.5, 3.0) == -3.0
+    assert math.isnan(protocol.loss_of("logit", math.nan, math.nan))
     with pytest.raises(ValueError):
-        R.loss_of("prob", 0.5, 3.0)
-    answers = R.answers((True, False, True), scores, "logit")
-    assert answers == [(-3.0, True), (R.DROPPED_LOSS, False), (-1.0, False)]
+        protocol.loss_of("prob", 0.5, 3.0)
+    answers = protocol.answers((True, False, True), scores, "logit")
+    assert answers == [(-3.0, True), (protocol.DROPPED_LOSS, False), (-1.0, False)]
     # softmax over -loss: the dropped candidate takes exactly no probability
     from radar_tasks.metrics.sds import softmax
 
     p = softmax([-loss for loss, _ in answers])
     assert p[1] == 0.0 and p[0] == pytest.approx(math.exp(3) / (math.exp(3) + math.exp(1)), abs=1e-12)
     with pytest.raises(ValueError):
-        R.answers((True, False, True), scores[:1], "logit")
+        protocol.answers((True, False, True), scores[:1], "logit")
 
 
 def test_qwen_smart_resize_matches_qwen_vl_utils_rules():
-    assert R.qwen_smart_resize(100, 100) == (112, 112)  # rounded to multiples of 28
-    assert R.qwen_smart_resize(20, 30) == (56, 84)  # scaled up to at least 4 * 28 * 28 pixels
-    h, w = R.qwen_smart_resize(5000, 4000)
+    assert protocol.qwen_smart_resize(100, 100) == (112, 112)  # rounded to multiples of 28
+    assert protocol.qwen_smart_resize(20, 30) == (56, 84)  # scaled up to at least 4 * 28 * 28 pixels
+    h, w = protocol.qwen_smart_resize(5000, 4000)
     assert h * w <= 16384 * 28 * 28 and h % 28 == w % 28 == 0
     from PIL import Image
 
-    assert R.qwen_vl_utils_resize(Image.new("RGB", (90, 60))).size == (84, 56)
-    assert R.qwen_vl_utils_resize(Image.new("RGB", (1000, 2))).size == (1000, 2)  # extreme ratio: unchanged
+    assert protocol.qwen_vl_utils_resize(Image.new("RGB", (90, 60))).size == (84, 56)
+    assert protocol.qwen_vl_utils_resize(Image.new("RGB", (1000, 2))).size == (1000, 2)  # extreme ratio: unchanged
 
 
 def test_reversed_blocks_processor_reverses_block_sizes_not_pixels(tiny_checkpoint, tiny_images):
@@ -364,16 +384,16 @@ def test_reversed_blocks_processor_reverses_block_sizes_not_pixels(tiny_checkpoi
     assert counts[0] != counts[1]
     text = ["<IMG_CONTEXT> <IMG_CONTEXT> Q"]
     plain = processor(text=text, images=images, return_tensors="pt")
-    rev = R.ReversedBlocksProcessor(processor)(text=text, images=images, return_tensors="pt")
+    rev = protocol.ReversedBlocksProcessor(processor)(text=text, images=images, return_tensors="pt")
     assert torch.equal(rev["pixel_values"], plain["pixel_values"])  # pixels in file order
     flipped = processor(text=text, images=images[::-1], return_tensors="pt")
     assert torch.equal(rev["input_ids"], flipped["input_ids"])  # blocks sized for the reversed order
     assert not torch.equal(rev["input_ids"], plain["input_ids"])
-    assert R.ReversedBlocksProcessor(processor).tokenizer is processor.tokenizer
+    assert protocol.ReversedBlocksProcessor(processor).tokenizer is processor.tokenizer
 
 
 def test_merge_kwargs_is_nested():
-    preset = R.paper_preset("qwen2vl_base")["processor_kwargs"]
-    merged = A.merge_kwargs(preset, A.parse_kwargs("size.longest_edge:50176;do_resize:true"))
+    preset = protocol.paper_preset("qwen2vl_base")["processor_kwargs"]
+    merged = model_args.merge_kwargs(preset, model_args.parse_kwargs("size.longest_edge:50176;do_resize:true"))
     assert merged == {"size": {"shortest_edge": 256 * 28 * 28, "longest_edge": 50176}, "do_resize": True}
     assert preset["size"]["longest_edge"] == 768 * 28 * 28  # inputs untouched
