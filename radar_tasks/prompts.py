@@ -22,6 +22,12 @@ themselves, as lmms-eval wrappers do). MMMU-Pro items whose `ori_options` hold a
 under every protocol) and letter candidates (`option_letters`: by default every letter, correct first; the scripts'
 two letters `A`/`B` under `protocol=paper`): every style shows `Q + options_text`. Skipped records (more than 12
 images) are rendered without images; they are never scored.
+
+Without images (the `images=none` model arg: `build(..., with_images=False)`, `strip_images` under `raw`) every
+style writes the prompt it writes for zero images: no marker and nothing that only framed images (Qwen's
+`<img>...<img>Q` is `Q`, InternVL's `<img>` + sep blocks and LLaVA-OneVision's separator after the images vanish,
+`raw` keeps its separator before `Q`, `chat` gets a text-only turn), and MMMU-Pro's inline `<image k>` references are
+dropped with their markers (with images the model never reads that text either: each becomes image tokens).
 """
 
 from __future__ import annotations
@@ -109,14 +115,15 @@ def _shown_text(doc) -> str:
     return doc["question"] + (doc.get("options_text") or "")
 
 
-def user_text(doc, style: str) -> str:
-    """The user text of `doc` in `style` (before any template), with IMAGE_MARKERs."""
+def user_text(doc, style: str, with_images: bool = True) -> str:
+    """The user text of `doc` in `style` (before any template), with IMAGE_MARKERs; `with_images=False`: the text
+    the style writes for zero images (`images=none`)."""
     spec = taxonomy.SUBSETS_BY_NAME[doc["subset"]]
-    n = n_images(doc)
+    n = n_images(doc) if with_images else 0
     if spec.images_inline:
-        return inline(_shown_text(doc), "" if doc.get("skipped") else IMAGE_MARKER)
+        return inline(_shown_text(doc), "" if doc.get("skipped") or not with_images else IMAGE_MARKER)
     question, sep = doc["question"], spec.image_separator
-    if style == "raw":  # the separator stays when a skipped item has no image
+    if style == "raw":  # the separator stays when an item has no image (skipped, or images=none)
         return IMAGE_MARKER * n + sep + question
     if style == "qwen2vl_base":
         return IMAGE_MARKER * n + question
@@ -142,12 +149,14 @@ def internvl_chatml(user: str, system_message: str = INTERNVL_SYSTEM_MESSAGE) ->
     return f"{_IM_START}system\n{system_message}{_IM_END}{_IM_START}user\n{user}{_IM_END}{_IM_START}assistant\n"
 
 
-def chat_messages(doc) -> list[dict]:
-    """One user turn for a processor chat template: images first, then the question (MMMU-Pro: interleaved)."""
+def chat_messages(doc, with_images: bool = True) -> list[dict]:
+    """One user turn for a processor chat template: images first, then the question (MMMU-Pro: interleaved);
+    `with_images=False`: the text alone."""
     text = _shown_text(doc)
+    n = n_images(doc) if with_images else 0
     if not taxonomy.SUBSETS_BY_NAME[doc["subset"]].images_inline:
-        content = [{"type": "image"} for _ in range(n_images(doc))] + [{"type": "text", "text": text}]
-    elif doc.get("skipped"):
+        content = [{"type": "image"} for _ in range(n)] + [{"type": "text", "text": text}]
+    elif doc.get("skipped") or not with_images:
         content = [{"type": "text", "text": inline(text, "")}]
     else:
         content, at = [], 0
@@ -171,6 +180,7 @@ def build(
     image_placeholder: str | None = None,
     system_message: str = INTERNVL_SYSTEM_MESSAGE,
     reverse_blocks: bool = False,
+    with_images: bool = True,
 ) -> Prompt:
     """The prompt of one M3-Bench record in `style` (resolve `auto` first: protocol.resolve_style).
 
@@ -179,20 +189,21 @@ def build(
     `chat_template(messages) -> str` (rendered with the generation prompt) and the model's per-image placeholder
     text as that template renders it, which is turned back into IMAGE_MARKERs. `reverse_blocks` asks for the
     InternVL script's reversed multi-image blocks (internvl style, images before the question only).
+    `with_images=False` (the `images=none` model arg): the prompt the style writes for zero images (`strip_images`).
     """
     if not is_m3bench_record(doc):
         raise ValueError("prompt styles need an M3-Bench record (columns subset, question, images, choices)")
-    n = n_images(doc)
+    n = n_images(doc) if with_images else 0
     if style in ("raw", "qwen2vl_base"):
-        context = user_text(doc, style)
+        context = user_text(doc, style, with_images)
     elif style == "llava_ov_plain":
-        context = user_text(doc, style) + "\n"
+        context = user_text(doc, style, with_images) + "\n"
     elif style == "internvl":
-        context = internvl_chatml(user_text(doc, style), system_message)
+        context = internvl_chatml(user_text(doc, style, with_images), system_message)
     elif style == "chat":
         if chat_template is None or not image_placeholder:
             raise ValueError("prompt_style=chat needs the processor's chat template and image placeholder")
-        rendered = chat_template(chat_messages(doc))
+        rendered = chat_template(chat_messages(doc, with_images))
         if rendered.count(image_placeholder) != n:
             raise ValueError(
                 f"the chat template rendered {rendered.count(image_placeholder)} image placeholders "
@@ -220,6 +231,12 @@ def build(
             and n > 1
         ),
     )
+
+
+def strip_images(context: str) -> str:
+    """A context without its image markers: under `raw` (lmms-eval's own context) the prompt of `images=none`,
+    which for an M3-Bench record is `build(..., with_images=False)`'s (MMMU-Pro's references vanish with them)."""
+    return context.replace(IMAGE_MARKER, "")
 
 
 def strip_delimiter(continuation: str, delimiter: str = TARGET_DELIMITER) -> str:

@@ -130,6 +130,56 @@ def test_skipped_records_render_without_images():
     assert prompts.build(doc, "qwen2vl_base", ["3"]).context == "Dots in  and ?"
 
 
+# `images=none`: (record, style) -> the context written out by hand (the joiners do not change)
+WITHOUT_IMAGES = {
+    ("mmbench", "raw"): "\nWhat colour is the shape?",  # raw keeps its separator
+    ("mmbench", "qwen2vl_base"): "What colour is the shape?",
+    ("mmbench", "llava_ov_plain"): "What colour is the shape?\n",
+    ("mmbench", "internvl"): f"{SYS}<|im_start|>user\nWhat colour is the shape?<|im_end|>\n<|im_start|>assistant\n",
+    ("seephys", "raw"): " How many dots in all diagrams?",
+    ("seephys", "qwen2vl_base"): "How many dots in all diagrams?",
+    ("seephys", "llava_ov_plain"): "How many dots in all diagrams?\n",
+    ("seephys", "internvl"): (
+        f"{SYS}<|im_start|>user\nHow many dots in all diagrams?<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    ("mmmu_two", "raw"): "Dots in  and ?",  # the inline references go with their markers
+    ("mmmu_two", "qwen2vl_base"): "Dots in  and ?",
+    ("mmmu_two", "llava_ov_plain"): "Dots in  and ?\n",
+    ("mmmu_two", "internvl"): f"{SYS}<|im_start|>user\nDots in  and ?<|im_end|>\n<|im_start|>assistant\n",
+    ("mmmu_opts", "qwen2vl_base"): " shows a shape. Which option matches? A.  B.  Please select the correct option: ",
+}
+
+
+@pytest.mark.parametrize("key", sorted(WITHOUT_IMAGES))
+def test_without_images_every_style_writes_its_zero_image_prompt(key):
+    subset, style = key
+    doc = {**RECORDS, "mmmu_two": MMMU_TWO, "mmmu_opts": MMMU_IMG_OPTS}[subset]
+    with_images = prompts.build(doc, style, doc["choices"])
+    q = prompts.build(doc, style, doc["choices"], with_images=False)
+    assert q.context == WITHOUT_IMAGES[key] and M not in q.context
+    assert q.continuations == with_images.continuations and not q.reverse_blocks
+    if style == "raw":  # radar_hf's raw path strips the markers of lmms-eval's context: the same text
+        assert prompts.strip_images(prompts.task_text(doc, image_markers=True)) == q.context
+
+
+def test_without_images_chat_is_a_text_only_turn():
+    def template(messages):
+        [msg] = messages
+        body = "".join("<IMG>" if c["type"] == "image" else c["text"] for c in msg["content"])
+        return f"<user>{body}</user><assistant>"
+
+    for doc, text in ((SEEPHYS, "How many dots in all diagrams?"), (MMMU_TWO, "Dots in  and ?")):
+        assert prompts.chat_messages(doc, with_images=False) == [
+            {"role": "user", "content": [{"type": "text", "text": text}]}
+        ]
+        q = prompts.build(
+            doc, "chat", doc["choices"], chat_template=template, image_placeholder="<IMG>", with_images=False
+        )
+        assert q.context == f"<user>{text}</user><assistant>"
+    # the InternVL quirk needs images to reverse
+    assert not prompts.build(SEEPHYS, "internvl", ["7"], reverse_blocks=True, with_images=False).reverse_blocks
+
+
 def test_internvl_reverse_images_only_for_non_inline_multi_image():
     assert prompts.build(SEEPHYS, "internvl", ["7", "8"], reverse_blocks=True).reverse_blocks
     assert not prompts.build(SEEPHYS, "internvl", ["7", "8"]).reverse_blocks

@@ -197,3 +197,35 @@ def test_control_tokens_of_the_processor(wrapper):
     # other tasks' contexts hold their own markers on purpose: only the candidates of a plain doc are screened
     assert control_tokens.text_problem({"question": "<|vision_start|>"}, [" a"], tokens) is None
     assert "'<|vision_start|>'" in control_tokens.text_problem(None, [" a <|vision_start|>"], tokens)
+
+
+@pytest.mark.parametrize("mode", ["none", "blank"])
+def test_images_none_and_blank_score_the_question_without_what_the_images_show(wrapper, tiny_images, mode):
+    """`images=none`: the context without its markers and no pixels; `blank`: mid-grey images of the same sizes in
+    the same prompt. Expected numbers: the likelihood core on inputs built here by hand."""
+    from PIL import Image
+
+    ablated = RadarHF.from_model(wrapper.model, wrapper.processor, images=mode, num_workers=0)
+    doc = _m3_doc("Which animal is this?", tiny_images[:2], ["a dog", "a cat"])
+    context = "<image><image> Which animal is this?"
+    requests = [
+        Instance(
+            "loglikelihood",
+            (context, " " + c, doc_to_visual, 0, TASK, SPLIT),
+            idx=i,
+            metadata={"task": TASK, "doc_id": 0, "repeats": 1},
+        )
+        for i, c in enumerate(doc["choices"])
+    ]
+    ablated.task_dict = wrapper.task_dict = {TASK: {SPLIT: [doc]}}
+    got = [r.text for r in ablated.loglikelihood(requests)]
+    kept = [r.text for r in wrapper.loglikelihood(requests)]
+    if mode == "none":
+        prompt, images = " Which animal is this?", []
+    else:
+        prompt, images = context, [Image.new("RGB", im.size, (128, 128, 128)) for im in tiny_images[:2]]
+    expected = score_continuations(wrapper.model, wrapper.processor, prompt, images, [" a dog", " a cat"])
+    assert [t[0] for t in got] == pytest.approx([e.nll for e in expected], abs=1e-5)
+    assert got[0].prompt == prompt
+    assert [t[0] for t in got] != pytest.approx([t[0] for t in kept], abs=1e-4)  # the images did count
+    assert ablated.run_metadata()["images"] == mode and wrapper.run_metadata()["images"] == "keep"

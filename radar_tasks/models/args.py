@@ -34,6 +34,8 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 # `image_processor` model arg -> transformers' image-processor backend (models.likelihood.select_image_backend)
 IMAGE_BACKENDS = {"fast": "torchvision", "pil": "pil"}
 IMAGE_PROCESSORS = tuple(IMAGE_BACKENDS)
+# `images` model arg: what the model sees of a question's images (models.questions.QuestionMaker)
+IMAGE_MODES = ("keep", "none", "blank")
 # the checkpoint folders of AutoModel*.from_pretrained, or a hub id `name` / `org/name`
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -359,6 +361,15 @@ class ModelArgs:
         ", ".join(IMAGE_PROCESSORS),
         "`fast`: transformers' torchvision image processor, where the model has one; `pil`: its PIL backend",
         default="fast",
+    )
+    images: str = arg(
+        choice(*IMAGE_MODES),
+        ", ".join(IMAGE_MODES),
+        "what the model sees of the images (an ablation, docs/analysis.md): `keep` them; `none`: the same question "
+        "without images, the prompt the style writes for zero images (no marker; MMMU-Pro's `<image k>` references "
+        "dropped); `blank`: each image replaced by a mid-grey one (128, 128, 128) of its size, so the same visual "
+        "tokens",
+        default="keep",
     )
     # not a model arg: the names given explicitly (`of`), which win over a protocol preset
     given: frozenset[str] = field(default=frozenset(), repr=False)

@@ -8,11 +8,14 @@ This is all the per-question host work before the scorer, in one place: backgrou
 from __future__ import annotations
 
 from loguru import logger
+from PIL import Image
 
 from radar_tasks import prompts
 from radar_tasks.data import images as images_io
 from radar_tasks.models import control_tokens, likelihood, prefix_sharing, protocol
 from radar_tasks.models.loading import LoadedModel
+
+BLANK_GREY = (128, 128, 128)  # `images=blank`: the colour of every image
 
 
 class QuestionMaker:
@@ -25,8 +28,12 @@ class QuestionMaker:
 
     def make(self, doc, context: str, doc_to_visual, continuations: list[str]):
         """`(question, scored, skipped)`: the Question and which of the request's candidates it scores, or
-        `(None, None, why)` for an item that is not scored at all. No `doc_to_visual`: no doc, no images."""
-        images = [] if doc_to_visual is None else self.images(doc, doc_to_visual)
+        `(None, None, why)` for an item that is not scored at all. No `doc_to_visual`: no doc, no images; nor with
+        `images=none` (not even read)."""
+        if doc_to_visual is None or self.settings.images == "none":
+            images = []
+        else:
+            images = self.images(doc, doc_to_visual)
         skipped = control_tokens.text_problem(doc, continuations, self.loaded.control_tokens)
         if skipped:
             return None, None, skipped
@@ -45,6 +52,8 @@ class QuestionMaker:
             images = list(doc_to_visual(doc) or [])
         if self.settings.qwen_vl_utils_resize:
             images = [protocol.qwen_vl_utils_resize(im) for im in images]
+        if self.settings.images == "blank":  # the size the processor sees, so the same visual tokens
+            images = [Image.new("RGB", im.size, BLANK_GREY) for im in images]
         return images
 
     def question(self, doc, context: str, images: list, continuations: list[str]):
@@ -53,9 +62,11 @@ class QuestionMaker:
 
         `raw` (and any doc that is not an M3-Bench record, or a non-string continuation) keeps lmms-eval's context
         and continuations; a family/chat style rebuilds both from the doc with `radar_tasks.prompts` (the candidate
-        = continuation minus lmms-eval's target_delimiter " ").
+        = continuation minus lmms-eval's target_delimiter " "). `images=none`: the style's prompt for zero images
+        (`raw`: the context without its markers).
         """
         style = self.settings.prompt_style
+        with_images = self.settings.images != "none"
         styled = None
         if style != "raw" and prompts.is_m3bench_record(doc) and all(isinstance(c, str) for c in continuations):
             candidates, scored = protocol.scored_candidates(
@@ -73,6 +84,7 @@ class QuestionMaker:
                 image_placeholder=self._chat_placeholder(),
                 system_message=self.loaded.system_message,
                 reverse_blocks=self.settings.internvl_reverse_images,
+                with_images=with_images,
             )
         elif style != "raw" and not self._warned_raw_fallback:
             self._warned_raw_fallback = True
@@ -81,6 +93,7 @@ class QuestionMaker:
                 "are not: using its own prompt (raw)"
             )
         if styled is None:
+            context = context if with_images else prompts.strip_images(context)
             return tuple(True for _ in continuations), prefix_sharing.Question(context, images, list(continuations))
         processor = protocol.ReversedBlocksProcessor(self.loaded.processor) if styled.reverse_blocks else None
         kept = [c for c, keep in zip(styled.continuations, styled.scored) if keep]

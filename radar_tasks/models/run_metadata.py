@@ -43,6 +43,7 @@ def results_entry(loaded: LoadedModel, *, world_size: int, sharing: dict) -> dic
         "batch_size": settings.batch_size,
         "world_size": world_size,
         "share_prefix": settings.share_prefix,
+        "images": settings.images,
         "not_scored": sharing.pop("not_scored"),
         "prefix_sharing": sharing,
     }
