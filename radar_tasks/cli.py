@@ -155,6 +155,7 @@ def _sweep(args) -> int:
             limit=args.limit,
             log_samples=args.log_samples,
             shard=args.shard,
+            ablate_images=args.ablate_images,
             watch=args.watch,
             manifest=args.manifest,
             data_dir=args.data,
@@ -182,11 +183,15 @@ Output: DIR/runs/<checkpoint name>/ (lmms-eval's output, lmms_eval.log, sweep.js
 A checkpoint already evaluated with the same tasks, model args, --limit, data and weights is skipped;
 an interrupted one is redone. Exit status: 0 when every checkpoint of this shard has results, 1 when one
 failed or its weights were incomplete, 2 on bad arguments.
+--ablate-images: each checkpoint twice, the second run with the radar_hf model arg images=none (or blank)
+into DIR/runs/<checkpoint name>.images-none/, skipped and resumed the same way (put the flag after the
+checkpoints, or give its value: a bare flag before them would take a checkpoint for its value).
 
 example:
   radar-tasks sweep ckpt/step_* --tasks radar_mmm --model_args dtype=bfloat16 --out sweep/ --log_samples
   radar-tasks sweep 'ckpt/checkpoint-*' --tasks radar_mmm_lite --out sweep/ --watch 3600   # a running job
   radar-tasks sweep ckpt/step_* --tasks radar_mmm --out sweep/ --shard $SLURM_ARRAY_TASK_ID/8
+  radar-tasks sweep ckpt/step_* --tasks radar_mmm_lite --out sweep/ --log_samples --ablate-images  # visual gain
 """
 
 
@@ -296,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=float, help="lmms-eval --limit (items per task; testing only)")
     p.add_argument("--log_samples", action="store_true", help="write per-item logs (item-level report intervals)")
     p.add_argument("--shard", help="I/N: evaluate this process's share of the checkpoints (e.g. a SLURM array job)")
+    p.add_argument(
+        "--ablate-images",
+        nargs="?",
+        const="none",
+        choices=("none", "blank"),
+        help="also evaluate each checkpoint without its images (none, the default) or with mid-grey ones (blank), "
+        "into runs/<name>.images-<mode>/; the report shows the visual gain",
+    )
     p.add_argument(
         "--watch",
         type=float,

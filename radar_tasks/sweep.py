@@ -15,7 +15,11 @@
   evaluate each new checkpoint once its weights are completely written (`checkpoints.weights_problem`), stop after
   `watch` seconds without a new checkpoint;
 * **report**: after each evaluated checkpoint, `out_dir/report/` is rewritten (`analysis.write_report`, every
-  checkpoint with results, labels step / tokens / series) and swapped in whole.
+  checkpoint with results, labels step / tokens / series) and swapped in whole;
+* **image ablation** (`ablate_images="none"` or `"blank"`): each checkpoint is also evaluated with the radar_hf
+  model arg `images=<mode>`, into `out_dir/runs/<checkpoint name>.images-<mode>/` (its own run key: skipped and
+  resumed like the other), labelled `<label> (images=<mode>)`; the report pairs the two runs of a checkpoint (visual
+  gain, docs/analysis.md).
 
 `radar-tasks sweep` (radar_tasks/cli.py) parses the command line and calls `sweep`.
 """
@@ -68,6 +72,24 @@ def normalize_model_args(model_args: str) -> str:
     return ",".join(f"{k}={parsed[k]}" for k in sorted(parsed))
 
 
+ABLATIONS = ("none", "blank")  # `--ablate-images`: the radar_hf `images` modes a sweep can add
+
+
+def variants(model_args: str, ablate_images: str | None) -> list[tuple[str, str, str]]:
+    """The evaluations of every checkpoint: (run folder suffix, normalized model args, label suffix); the model args
+    as given, then with `images=<mode>` when `ablate_images` asks."""
+    model_args = normalize_model_args(model_args)
+    out = [("", model_args, "")]
+    if ablate_images is None:
+        return out
+    if ablate_images not in ABLATIONS:
+        raise SweepError(f"--ablate-images {ablate_images!r}: expected one of {', '.join(ABLATIONS)}")
+    if any(pair.partition("=")[0] == "images" for pair in model_args.split(",")):
+        raise SweepError("--model_args: leave out images with --ablate-images (the sweep sets it for each run)")
+    ablated = normalize_model_args(",".join(x for x in (model_args, f"images={ablate_images}") if x))
+    return [*out, (f".images-{ablate_images}", ablated, f" (images={ablate_images})")]
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """`"I/N"` (1 <= I <= N) -> (I, N); None for None."""
     if text is None:
@@ -97,6 +119,7 @@ class Outcome:
     seconds: float = 0.0
     results: Path | None = None
     message: str = ""
+    variant: str = ""  # "" or the image ablation's label suffix, " (images=none)"
 
 
 @dataclass
@@ -203,6 +226,7 @@ def sweep(
     limit: float | None = None,
     log_samples: bool = False,
     shard: str | tuple[int, int] | None = None,
+    ablate_images: str | None = None,
     watch: float | None = None,
     manifest: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -215,17 +239,33 @@ def sweep(
     """Evaluate, resume, shard and watch (module docstring). `print_fn`: where the per-checkpoint lines go (None:
     stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `evaluate_fn(checkpoint, tasks,
     output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results JSON
-    (default: lmms-eval in process)."""
+    (default: lmms-eval in process). `ablate_images`: also evaluate every checkpoint with `images=<mode>` (module
+    docstring)."""
     from radar_tasks.data import m3bench
 
     task_list = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not task_list:
         raise SweepError("--tasks: no task given")
     shard = parse_shard(shard) if isinstance(shard, (str, type(None))) else shard
-    model_args = normalize_model_args(model_args)
+    runs_of = variants(model_args, ablate_images)
     root = m3bench.resolve_root(data_dir).absolute()
     fingerprint = m3bench.data_fingerprint(root, taxonomy.subsets_of(task_list) or None)
-    key = resume.run_key(task_list, model_args, limit, fingerprint)
+    # per evaluation of a checkpoint: (run folder suffix, run key, options, label suffix)
+    plan = [
+        (
+            suffix,
+            resume.run_key(task_list, args, limit, fingerprint),
+            {
+                "model_args": args,
+                "batch_size": batch_size,
+                "limit": limit,
+                "log_samples": log_samples,
+                "threads": threads,
+            },
+            label,
+        )
+        for suffix, args, label in runs_of
+    ]
     out = Path(out_dir).absolute()
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -234,13 +274,6 @@ def sweep(
     if watch is not None:  # also find later checkpoints of the runs given as folders
         patterns += [watch_pattern(Path(t)) for t in checkpoints if not is_pattern(str(t))]
         patterns = list(dict.fromkeys(patterns))
-    options = {
-        "model_args": model_args,
-        "batch_size": batch_size,
-        "limit": limit,
-        "log_samples": log_samples,
-        "threads": threads,
-    }
 
     progress = _Progress(print_fn)
     report_on, report = report, None
@@ -267,13 +300,15 @@ def sweep(
                         progress.line(f"{c.name}: weights not completely written ({problem}): not evaluated", True)
                     continue
                 handled.add(c.name)
-                outcome = _one(c, key, task_list, runs_dir, root, options, evaluate_fn)
-                outcomes.append(outcome)
-                if outcome.status == "evaluated":
-                    evaluated_any = True
-                    if report_on:
-                        report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
-                progress.line(_outcome_line(f"[{len(handled)}/{len(mine)}]", outcome, task_list), True)
+                for i, (suffix, key, options, label) in enumerate(plan):
+                    outcome = _one(c, key, task_list, runs_dir, root, options, evaluate_fn, suffix, label)
+                    outcomes.append(outcome)
+                    if outcome.status == "evaluated":
+                        evaluated_any = True
+                        if report_on:
+                            report = refresh_report(out, _done(listed, runs_dir, plan, log_samples)) or report
+                    line = _outcome_line(f"[{len(handled)}/{len(mine)}]", outcome, task_list)
+                    progress.line(line, i == len(plan) - 1)
             if watch is None:
                 break
             if evaluated_any:  # the wait for a new checkpoint starts when the work is done
@@ -290,7 +325,7 @@ def sweep(
                     break
                 time.sleep(max(0.0, min(poll, watch - idle)))
         if report_on:
-            report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
+            report = refresh_report(out, _done(listed, runs_dir, plan, log_samples)) or report
     finally:
         progress.close()
     return SweepResult(outcomes, report)
@@ -298,7 +333,7 @@ def sweep(
 
 def _outcome_line(position: str, outcome: Outcome, tasks: Sequence[str]) -> str:
     """The line a checkpoint's outcome prints: `[2/5] step_200: evaluated in 41.3 s, radar_mmm SDS 0.3120`."""
-    name = outcome.checkpoint.name
+    name = outcome.checkpoint.name + outcome.variant
     if outcome.status == "skipped":
         return (
             f"{position} {name}: skipped, complete results for these tasks, model args and "
@@ -310,36 +345,46 @@ def _outcome_line(position: str, outcome: Outcome, tasks: Sequence[str]) -> str:
 
 
 def _done(
-    listed: Sequence[Checkpoint], runs_dir: Path, key: Mapping, log_samples: bool
+    listed: Sequence[Checkpoint], runs_dir: Path, plan: Sequence, log_samples: bool
 ) -> list[tuple[Checkpoint, Path]]:
-    """Every listed checkpoint (all shards) with complete results of this key, in training order."""
+    """Every listed checkpoint (all shards) with complete results, in training order: those of the model args as
+    given, then those of the image ablation (labelled `<label> (images=<mode>)`)."""
     done = []
-    for c in listed:
-        stamp = weights_stamp(c.path) if c.path.is_dir() else None
-        results = resume.finished(runs_dir / c.name, key, stamp, log_samples) if stamp else None
-        if results is not None:
-            done.append((c, results))
+    for suffix, key, _options, label in plan:
+        for c in listed:
+            stamp = weights_stamp(c.path) if c.path.is_dir() else None
+            results = resume.finished(runs_dir / (c.name + suffix), key, stamp, log_samples) if stamp else None
+            if results is not None:
+                labels = {**c.labels, "label": (c.labels.get("label") or c.name) + label} if label else c.labels
+                done.append((Checkpoint(c.path, c.step, labels), results))
     return done
 
 
 def _one(
-    c: Checkpoint, key: Mapping, tasks: Sequence[str], runs_dir: Path, root: Path, options: dict, evaluate_fn
+    c: Checkpoint,
+    key: Mapping,
+    tasks: Sequence[str],
+    runs_dir: Path,
+    root: Path,
+    options: dict,
+    evaluate_fn,
+    suffix: str = "",
+    variant: str = "",
 ) -> Outcome:
-    """Skip or evaluate one checkpoint; results land in `runs_dir/<name>/` whole or not at all (`resume`)."""
-    final = runs_dir / c.name
+    """Skip or evaluate one checkpoint; results land in `runs_dir/<name><suffix>/` whole or not at all (`resume`)."""
+    final = runs_dir / (c.name + suffix)
     stamp = weights_stamp(c.path)
     results = resume.finished(final, key, stamp, options["log_samples"])
     if results is not None:
-        return Outcome(c, "skipped", results=results)
-    partial = resume.fresh_partial(runs_dir, c.name)
+        return Outcome(c, "skipped", results=results, variant=variant)
+    partial = resume.fresh_partial(runs_dir, final.name)
     t0 = time.monotonic()
     try:
         produced = evaluate_fn(c.path, ",".join(tasks), partial, root, **options)
     except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its partial folder goes
         resume.discard(partial)
-        return Outcome(
-            c, "failed", time.monotonic() - t0, message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        )
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Outcome(c, "failed", time.monotonic() - t0, message=message, variant=variant)
     seconds = time.monotonic() - t0
     meta = {
         "key": dict(key),
@@ -354,6 +399,8 @@ def _one(
     resume.record(partial, meta)
     if weights_stamp(c.path) != stamp:  # the folder changed while it was evaluated: these are not its results
         resume.discard(partial)
-        return Outcome(c, "failed", seconds, message="the checkpoint folder changed during its evaluation")
+        return Outcome(
+            c, "failed", seconds, message="the checkpoint folder changed during its evaluation", variant=variant
+        )
     swap_in(partial, final)
-    return Outcome(c, "evaluated", seconds, results=final / meta["results"])
+    return Outcome(c, "evaluated", seconds, results=final / meta["results"], variant=variant)

@@ -209,6 +209,66 @@ def test_a_failing_checkpoint_does_not_stop_the_sweep_and_is_reported(fake_run, 
     assert not (tmp_path / "out" / "runs" / "step_200").exists()
 
 
+def test_ablate_images_evaluates_each_checkpoint_twice_and_resumes_both(fake_run, tmp_path):
+    run, root = fake_run
+    out = tmp_path / "out"
+    seen = []
+
+    class Args(Recorder):
+        def __call__(self, checkpoint, tasks, output_path, data_dir, **options):
+            seen.append((Path(checkpoint).name, Path(output_path).name, options["model_args"]))
+            return super().__call__(checkpoint, tasks, output_path, data_dir, **options)
+
+    rec = Args()
+    rec.fail = {"step_200"}  # fails in both runs of step_200
+    result, lines = _sweep(run, root, out, rec, model_args="device=cpu", ablate_images="none")
+    assert [(o.checkpoint.name, o.variant, o.status) for o in result.outcomes] == [
+        ("step_100", "", "evaluated"),
+        ("step_100", " (images=none)", "evaluated"),
+        ("step_200", "", "failed"),
+        ("step_200", " (images=none)", "failed"),
+        ("step_300", "", "evaluated"),
+        ("step_300", " (images=none)", "evaluated"),
+    ]
+    assert seen[:2] == [
+        ("step_100", f".step_100.partial-{resume.socket.gethostname()}-{os.getpid()}", "device=cpu"),
+        (
+            "step_100",
+            f".step_100.images-none.partial-{resume.socket.gethostname()}-{os.getpid()}",
+            "device=cpu,images=none",
+        ),
+    ]
+    assert lines[1].startswith("[1/3] step_100 (images=none): evaluated")
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "step_100",
+        "step_100.images-none",
+        "step_300",
+        "step_300.images-none",
+    ]
+    meta = json.loads((out / "runs" / "step_100.images-none" / resume.SWEEP_FILE).read_text())
+    assert meta["key"]["model_args"] == "device=cpu,images=none"
+    labels = [line.split(",")[0] for line in (out / "report" / "runs.csv").read_text().splitlines()[1:]]
+    assert labels == ["step_100", "step_300", "step_100 (images=none)", "step_300 (images=none)"]
+    # again: both runs of the finished checkpoints are skipped, both of step_200 evaluated
+    seen.clear()
+    result, _ = _sweep(run, root, out, Args(), model_args="device=cpu", ablate_images="none")
+    assert [o.status for o in result.outcomes] == ["skipped", "skipped", "evaluated", "evaluated", "skipped", "skipped"]
+    assert [name for name, _, _ in seen] == ["step_200", "step_200"]
+    with pytest.raises(sweep.SweepError, match="leave out images"):
+        _sweep(run, root, out, Args(), model_args="images=blank", ablate_images="none")
+    with pytest.raises(sweep.SweepError, match="expected one of none, blank"):
+        _sweep(run, root, out, Args(), ablate_images="grey")
+
+
+def test_ablate_images_flag_defaults_to_none():
+    from radar_tasks.cli import build_parser
+
+    def parsed(*extra):
+        return build_parser().parse_args(["sweep", "ckpt", "--tasks", "t", "--out", "o", *extra]).ablate_images
+
+    assert (parsed(), parsed("--ablate-images"), parsed("--ablate-images", "blank")) == (None, "none", "blank")
+
+
 def test_shards_together_evaluate_the_series_once(fake_run, tmp_path):
     run, root = fake_run
     out = tmp_path / "out"
