@@ -178,10 +178,10 @@ def test_rates_by_hand():
     assert math.isnan(stats.rates((1, 0.5, 0.4), (1, 0.6, 0.5))["rate_perception"])  # x did not advance
 
 
-def test_signal_to_noise_by_hand():
+def test_spread_over_stderr_by_hand():
     # std(0.3, 0.4, 0.5; ddof=1) = 0.1; mean stderr 0.05 -> 2
-    assert stats.signal_to_noise([0.3, 0.4, 0.5], [0.04, 0.05, 0.06]) == pytest.approx(2.0)
-    assert math.isnan(stats.signal_to_noise([0.3], [0.05]))
+    assert stats.spread_over_stderr([0.3, 0.4, 0.5], [0.04, 0.05, 0.06]) == pytest.approx(2.0)
+    assert math.isnan(stats.spread_over_stderr([0.3], [0.05]))
     assert stats.z_above(0.5, 0.25, 0.05) == pytest.approx(5.0)
     assert math.isnan(stats.z_above(0.5, float("nan"), 0.05))
     # every item alike (acc 1.0 on all items): a zero stderr is certainty, not "unknown"
@@ -260,7 +260,8 @@ def test_signal_checks_flag_tasks_without_signal():
     rows = {s["name"]: s for s in tables.signal_checks(runs, summary) if s["metric"] == "sds"}
     assert rows["good"]["flags"] == "" and not rows["good"]["no_signal"]
     assert rows["good"]["kendall_tau"] == pytest.approx(1.0)
-    assert rows["good"]["snr"] == pytest.approx(np.std(good, ddof=1) / 0.02)
+    assert rows["good"]["spread_over_stderr"] == pytest.approx(np.std(good, ddof=1) / 0.02)
+    assert rows["good"]["mean_stderr"] == pytest.approx(0.02)
     assert rows["good"]["runs_above_chance"] == 4 and rows["good"]["x"] == "tokens"
     assert rows["flat"]["no_signal"] and "at chance" in rows["flat"]["flags"]
     assert rows["wobbly"]["no_signal"] and "noisy" in rows["wobbly"]["flags"]

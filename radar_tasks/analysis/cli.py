@@ -43,6 +43,7 @@ def _report(args) -> int:
             flags=flags,
             bootstrap_iters=args.bootstrap_iters,
             seed=args.seed,
+            snr_last=args.snr_last,
         )
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,7 +102,7 @@ def add_parsers(subparsers) -> None:
     """Add `report` and `compare` to an argparse subparsers object (each sets `fn` to its handler)."""
     p = subparsers.add_parser(
         "report",
-        help="CSV + Markdown + figures from lmms-eval runs (SDS, asymmetry, signal checks)",
+        help="CSV + Markdown + figures from lmms-eval runs (SDS, asymmetry, takeoff, signal and noise, visual gain)",
         description="Tidy CSVs, PNG figures and a Markdown report of M3-Bench runs.",
         epilog=REPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -118,6 +119,14 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--series", help="series names, one per run (default: strategy and size)")
     p.add_argument("--bootstrap-iters", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--snr-last",
+        type=int,
+        default=3,
+        metavar="N",
+        help="signal and noise as published: the last N checkpoints of a series give its noise and final score "
+        "(default 3, at least 3)",
+    )
     p.set_defaults(fn=_report)
 
     p = subparsers.add_parser(

@@ -2,7 +2,8 @@
 
 Items are matched by (task, id) from the per-item logs; an item logged by one run only is counted and left out.
 SDS uses the items both runs scored (an item skipped or unscorable in either is left out, and counted); acc uses
-every matched item (skipped = wrong). Differences are resampled within each category (the same draw for A and B,
+every matched item (skipped = wrong); any other mean metric of the catalogue (bpb, ...) the items where both
+records hold its field. Differences are resampled within each category (the same draw for A and B,
 since the per-item differences are resampled); a subset's difference is the unweighted mean over its categories,
 an ability's and the overall difference the unweighted mean over subsets, as in the results JSON.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, RunError
-from radar_tasks.analysis.tables import levels_of, select_keys
+from radar_tasks.analysis.tables import item_field, levels_of, select_keys
 from radar_tasks.metrics import sds
 
 COLUMNS = ("level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items")
@@ -66,6 +67,7 @@ def compare_runs(
     vals_a: dict[str, dict] = {m: {} for m in metrics}
     vals_b: dict[str, dict] = {m: {} for m in metrics}
     ability_of: dict[tuple[str, str], str] = {}
+    fields = {m: item_field(m) for m in metrics}
     for key in common:
         ra, rb = items_a[key], items_b[key]
         stratum = (ra["subset"], ra["category"])
@@ -75,13 +77,11 @@ def compare_runs(
             counts["unscored_in_one"] += 1
         elif pa is None:
             counts["unscored_in_both"] += 1
-        for m in metrics:
-            if m == "sds":
-                if pa is None or pb is None:
-                    continue
-                a, b = float(pa), float(pb)
-            else:
-                a, b = float(bool(ra.get("correct"))), float(bool(rb.get("correct")))
+        for m in metrics:  # `p` is None for an item not scored (out of SDS); `correct` is False for it (acc: wrong)
+            a, b = ra.get(fields[m]), rb.get(fields[m])
+            if a is None or b is None:
+                continue
+            a, b = float(a), float(b)
             vals_a[m].setdefault(stratum, []).append(a)
             vals_b[m].setdefault(stratum, []).append(b)
             diffs[m].setdefault(stratum, []).append(a - b)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from radar_tasks import taxonomy
 from radar_tasks.analysis.runs import Run, format_number, progress, series_of
-from radar_tasks.analysis.tables import lookup
+from radar_tasks.analysis.tables import display_name, lookup, summary_metrics
 
 ABILITY_COLORS = {taxonomy.PERCEPTION: "tab:blue", taxonomy.REASONING: "tab:red", "overall": "tab:gray"}
 LINESTYLES = ("-", "--", "-.", ":")
@@ -111,21 +111,29 @@ def radar_chart(runs: Sequence[Run], summary: list[dict], metric: str = "sds") -
     return fig
 
 
-def development_curves(runs: Sequence[Run], summary: list[dict]) -> Figure:
-    """SDS and acc of perception and reasoning against training progress: one row of panels per series.
+def development_curves(runs: Sequence[Run], summary: list[dict], takeoff: Sequence[dict] = ()) -> Figure:
+    """SDS and acc (and any other metric of the summary: bpb, ...) of perception and reasoning against training
+    progress: one row of panels per series, one panel per metric.
 
     Bands: bootstrap 95% intervals from per-item logs when present, else ±1.96 results-JSON stderr.
-    Dotted lines: chance (mean 1/K), when the per-item logs give it.
+    Dotted lines: chance (mean 1/K), when the per-item logs give it. Dashed (perception) and dash-dotted
+    (reasoning) vertical lines: the takeoff of each ability (`takeoff.takeoff` rows), where it has one.
     """
     groups = {k: v for k, v in series_of(runs).items() if len(v) >= 2}
     if not groups:
         raise FigureSkipped("development curves need a series of at least 2 runs (checkpoints)")
-    fig = Figure(figsize=(11, 1.0 + 3.6 * len(groups)), dpi=110)
-    axes = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
+    metrics = summary_metrics(summary)
+    takeoff_x = {
+        (t["series"], t["name"], t["metric"]): t["takeoff_x"]
+        for t in takeoff
+        if t["level"] == "ability" and t["status"] == "takeoff"
+    }
+    fig = Figure(figsize=(5.5 * len(metrics), 1.0 + 3.6 * len(groups)), dpi=110)
+    axes = np.atleast_2d(fig.subplots(len(groups), len(metrics), squeeze=False))
     methods = set()
     for row, (series, members) in zip(axes, groups.items()):
         xs, field_name, xlabel = progress(members)
-        for ax, metric in zip(row, ("sds", "acc")):
+        for ax, metric in zip(row, metrics):
             for ability in taxonomy.ABILITIES:
                 cells = [_cell(summary, r.label, "ability", ability, metric) for r in members]
                 vals = np.array([c[0] for c in cells])
@@ -144,11 +152,21 @@ def development_curves(runs: Sequence[Run], summary: list[dict]) -> Figure:
                     c = lookup(summary, r.label, "ability", ability, metric)
                     if c:
                         methods.add(c["ci_method"])
+                x_takeoff = takeoff_x.get((series, ability, metric))
+                if _finite(x_takeoff):
+                    ax.axvline(  # two styles: the abilities' lines stay apart where they take off together
+                        x_takeoff,
+                        color=ABILITY_COLORS[ability],
+                        linestyle="--" if ability == taxonomy.PERCEPTION else "-.",
+                        linewidth=1.2,
+                        label=f"takeoff, {ability}",
+                    )
             _log_if_wide(ax, xs)
             _count_axis(ax, xs, field_name)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("SDS" if metric == "sds" else "accuracy")
-            what = "SDS" if metric == "sds" else "Accuracy"
+            ax.set_ylabel(display_name(metric))
+            what = display_name(metric)
+            what = what[0].upper() + what[1:]
             ax.set_title(f"{what} by ability over training" + (f" ({series})" if len(groups) > 1 else ""), fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -416,6 +434,98 @@ def asymmetry_curve(runs: Sequence[Run], asym_rows: list[dict]) -> Figure:
     return fig
 
 
+def visual_gain(runs: Sequence[Run], gain_rows: Sequence[dict], metric: str = "sds") -> Figure:
+    """What the images contribute (`paired.visual_gain` rows): per subset at the last checkpoint of each series
+    (bars with their paired 95% CI), and, for a series of two checkpoints or more, the gain of each ability over
+    training (bands: the CI)."""
+    rows = [r for r in gain_rows if r["metric"] == metric]
+    if not rows:
+        raise FigureSkipped(
+            "no visual gain: it needs a run with images and a run without them (images=none|blank) of the same "
+            "checkpoint, both with per-item logs (radar-tasks sweep --ablate-images --log_samples)"
+        )
+    pairs = list(dict.fromkeys((r["run"], r["ablated"], r["images"], r["series"]) for r in rows))
+    curves = {}
+    for run, ablated, images, series in pairs:
+        curves.setdefault((series, images), []).append((run, ablated))
+    over_training = {k: v for k, v in curves.items() if len(v) >= 2}
+    fig = Figure(figsize=(11 if over_training else 6.5, 4.8), dpi=110)
+    axes = fig.subplots(1, 2 if over_training else 1, squeeze=False)[0]
+    ax = axes[0]
+    shown = [(series, images, members[-1]) for (series, images), members in curves.items()]
+    width = 0.8 / len(shown)
+    subsets = sorted({r["name"] for r in rows if r["level"] == "subset"}, key=taxonomy.subset_order)
+    x = np.arange(len(subsets))
+    for i, (_series, images, (run, ablated)) in enumerate(shown):
+        cells = {r["name"]: r for r in rows if r["run"] == run and r["ablated"] == ablated and r["level"] == "subset"}
+        gains = np.array([cells[s]["gain"] if s in cells else math.nan for s in subsets])
+        lo = np.array([cells[s]["ci_low"] if s in cells else math.nan for s in subsets])
+        hi = np.array([cells[s]["ci_high"] if s in cells else math.nan for s in subsets])
+        err = np.array([gains - lo, hi - gains])
+        # a subset of one ability in its colour; MMBench (both abilities) or an unknown subset in grey
+        colors = [
+            ABILITY_COLORS.get(getattr(taxonomy.SUBSETS_BY_NAME.get(s), "ability", None), "tab:gray") for s in subsets
+        ]
+        ax.bar(
+            x + (i - (len(shown) - 1) / 2) * width,
+            np.nan_to_num(gains),
+            width,
+            yerr=np.where(np.isfinite(err), err, 0),
+            color=colors,
+            edgecolor="black",
+            linewidth=0.5,
+            hatch=None if images == "none" else "//",
+            capsize=3,
+            label=f"{run} (images={images})",
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(subsets, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("M3-Bench subset (blue: perception, red: reasoning, grey: both)")
+    name = display_name(metric)
+    ax.set_ylabel(f"{name} with images - {name} without (95% CI)")
+    ax.set_title(f"Visual gain per subset ({name})", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    if over_training:
+        ax2 = axes[1]
+        fields = set()
+        for si, ((series, _images), members) in enumerate(over_training.items()):
+            for ability in taxonomy.ABILITIES:
+                cells = [
+                    next((r for r in rows if r["run"] == run and r["ablated"] == ab and r["name"] == ability), None)
+                    for run, ab in members
+                ]
+                cells = [c for c in cells if c is not None]
+                if not cells:
+                    continue
+                xs = [c["x_value"] for c in cells]
+                fields.add(cells[0]["x"])
+                gains = [c["gain"] for c in cells]
+                ax2.plot(
+                    xs,
+                    gains,
+                    color=ABILITY_COLORS[ability],
+                    linestyle=LINESTYLES[si % len(LINESTYLES)],
+                    marker=MARKERS[si % len(MARKERS)],
+                    label=f"{ability}, {series}" if len(over_training) > 1 else ability,
+                )
+                lo, hi = [c["ci_low"] for c in cells], [c["ci_high"] for c in cells]
+                if all(_finite(v) for v in lo + hi):
+                    ax2.fill_between(xs, lo, hi, color=ABILITY_COLORS[ability], alpha=0.15, linewidth=0)
+        ax2.axhline(0, color="black", linewidth=0.8)
+        field = fields.pop() if len(fields) == 1 else ""
+        ax2.set_xlabel({"tokens": "tokens seen", "step": "training step"}.get(field, "training progress"))
+        if field:
+            _count_axis(ax2, [c["x_value"] for c in rows], field)
+        ax2.set_ylabel(f"visual gain ({name})")
+        ax2.set_title("Visual gain by ability over training (bands: 95% CI)", fontsize=10)
+        ax2.legend(fontsize=7)
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 class Entry(NamedTuple):
     caption: str  # the report's heading of the figure
     # (runs, the report's tables: `report.analyse`'s results, summary, asymmetry, steps, signal, notes) -> Figure
@@ -430,8 +540,9 @@ FIGURES: dict[str, Entry] = {
         lambda runs, tables: radar_chart(runs, tables["summary"], "sds"),
     ),
     "development": Entry(
-        "Development curves: perception vs reasoning, SDS and accuracy against training progress",
-        lambda runs, tables: development_curves(runs, tables["summary"]),
+        "Development curves: perception vs reasoning, SDS and accuracy (and BPB where the runs report it) against "
+        "training progress; dashed: takeoff",
+        lambda runs, tables: development_curves(runs, tables["summary"], tables.get("takeoff", ())),
     ),
     "scaling": Entry("Scaling with model size", lambda runs, tables: scaling(runs, tables["summary"])),
     "strategies": Entry(
@@ -445,6 +556,10 @@ FIGURES: dict[str, Entry] = {
         "SDS per category and run", lambda runs, tables: category_heatmap(runs, tables["summary"], "sds")
     ),
     "asymmetry": Entry("Asymmetry gap over training", lambda runs, tables: asymmetry_curve(runs, tables["asymmetry"])),
+    "visual_gain": Entry(
+        "What the images contribute: SDS with images - SDS without them, same checkpoint, same items",
+        lambda runs, tables: visual_gain(runs, tables.get("visual_gain", ())),
+    ),
 }
 
 

@@ -9,6 +9,10 @@ Files under `out_dir`:
   asymmetry.csv        per run: perception and reasoning SDS, their chance levels, gap, gap_raw
   asymmetry_steps.csv  between consecutive runs of a series: deltas, rates, rate_ratio, delta_gap
   signal.csv           signal checks per series x level x task x metric
+  takeoff.csv          per series x task x metric: the checkpoint from which the score is above its reference
+  snr.csv              signal and noise as published (Heineman et al., 2025) per series x task x metric
+  visual_gain.csv      per checkpoint with and without images x task x metric: the gain and its paired CI
+  consecutive.csv      per series x step x task x metric: the change and its paired CI
   runs.csv             the runs and their labels
   figures/<name>.png   the figures of the catalogue `figures.FIGURES` that the runs allow
 """
@@ -25,7 +29,8 @@ from typing import Any
 
 import jinja2
 
-from radar_tasks.analysis import tables
+from radar_tasks.analysis import paired, signal_noise, tables
+from radar_tasks.analysis import takeoff as takeoff_table
 from radar_tasks.analysis.runs import Run, format_number, load_runs
 
 FIGURE_DPI = 110
@@ -80,8 +85,12 @@ def draw_figures(runs: Sequence[Run], data: dict) -> tuple[dict, dict]:
     return figs, skipped
 
 
-def analyse(runs: Sequence[Run], bootstrap_iters: int = 1000, seed: int = 0) -> dict:
-    """Every table of a report, in memory: results, summary, asymmetry, steps, signal, notes."""
+def analyse(
+    runs: Sequence[Run], bootstrap_iters: int = 1000, seed: int = 0, snr_last: int = signal_noise.LAST_N
+) -> dict:
+    """Every table of a report, in memory: results, summary, asymmetry, steps, signal, takeoff, snr, visual_gain,
+    consecutive, notes. `snr_last`: the n of the published signal and noise (RunError below 3)."""
+    signal_noise.check_last_n(snr_last)
     results, summary, notes = [], [], []
     for r in runs:
         results += tables.tidy_results(r)
@@ -91,7 +100,22 @@ def analyse(runs: Sequence[Run], bootstrap_iters: int = 1000, seed: int = 0) -> 
     notes += tables.coverage_notes(list(runs), summary)
     asym, steps = tables.asymmetry(list(runs), summary)
     signal = tables.signal_checks(list(runs), summary)
-    return {"results": results, "summary": summary, "asymmetry": asym, "steps": steps, "signal": signal, "notes": notes}
+    metrics = tables.summary_metrics(summary)
+    gain, gain_notes = paired.visual_gain(runs, metrics, iters=bootstrap_iters, seed=seed)
+    changes, change_notes = paired.consecutive(runs, metrics, iters=bootstrap_iters, seed=seed)
+    return {
+        "results": results,
+        "summary": summary,
+        "asymmetry": asym,
+        "steps": steps,
+        "signal": signal,
+        "takeoff": takeoff_table.takeoff(list(runs), summary),
+        "snr": signal_noise.signal_and_noise(list(runs), summary, snr_last),
+        "visual_gain": gain,
+        "consecutive": changes,
+        "snr_last": snr_last,
+        "notes": notes + gain_notes + change_notes,
+    }
 
 
 # The CSV files of a report: file name -> (table of `analyse`, its columns in order)
@@ -168,10 +192,88 @@ CSV_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "runs_above_chance",
             "kendall_tau",
             "tau_p",
-            "noise",
-            "snr",
+            "mean_stderr",
+            "spread_over_stderr",
             "no_signal",
             "flags",
+        ),
+    ),
+    "takeoff.csv": (
+        "takeoff",
+        (
+            "series",
+            "level",
+            "name",
+            "metric",
+            "reference",
+            "runs",
+            "x",
+            "takeoff",
+            "takeoff_x",
+            "runs_from_takeoff",
+            "z_last",
+            "status",
+        ),
+    ),
+    "snr.csv": (
+        "snr",
+        (
+            "series",
+            "images",
+            "level",
+            "name",
+            "metric",
+            "runs",
+            "last_n",
+            "final",
+            "noise",
+            "signal",
+            "snr",
+            "low_snr",
+        ),
+    ),
+    "visual_gain.csv": (
+        "visual_gain",
+        (
+            "run",
+            "ablated",
+            "images",
+            "series",
+            "x",
+            "x_value",
+            "level",
+            "name",
+            "metric",
+            "with_images",
+            "without",
+            "gain",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "n_items",
+            "excludes_zero",
+        ),
+    ),
+    "consecutive.csv": (
+        "consecutive",
+        (
+            "series",
+            "from",
+            "to",
+            "x",
+            "x_from",
+            "x_to",
+            "level",
+            "name",
+            "metric",
+            "before",
+            "after",
+            "delta",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "n_items",
+            "excludes_zero",
         ),
     ),
 }
@@ -186,6 +288,7 @@ def write_report(
     flags: Mapping[str, Any] | None = None,
     bootstrap_iters: int = 1000,
     seed: int = 0,
+    snr_last: int = signal_noise.LAST_N,
     title: str = "RADAR report",
 ) -> Path:
     """Write the CSVs, figures and Markdown report of `runs` under `out_dir`; returns the report.md path.
@@ -194,11 +297,13 @@ def write_report(
     `labels`: None, a manifest path (YAML/CSV), a list of label dicts (one per run in order, or each with a `run`
     path), or a mapping `results path or folder -> label dict`; label fields: label, model, step, tokens, size,
     strategy, series. `manifest` / `flags` are the CLI's (`flags`: field -> comma-separated values, one per run).
+    `snr_last`: the last checkpoints of a series that give its published noise and final score (at least 3).
     """
+    signal_noise.check_last_n(snr_last)
     runs = load_runs(runs, manifest=manifest, flags=flags, labels=labels)
     out = Path(out_dir)
+    data = analyse(runs, bootstrap_iters=bootstrap_iters, seed=seed, snr_last=snr_last)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    data = analyse(runs, bootstrap_iters=bootstrap_iters, seed=seed)
 
     write_csv(out / "runs.csv", [r.label_row() for r in runs])
     for file_name, (table, columns) in CSV_TABLES.items():
@@ -348,8 +453,8 @@ def report_context(
             "z last",
             "runs > chance",
             "Kendall τ (p)",
-            "noise",
-            "SNR",
+            "mean stderr",
+            "spread / stderr",
             "flags",
         ),
         (
@@ -363,8 +468,8 @@ def report_context(
                 _f(s["z_last"], 1),
                 "–" if s["runs_above_chance"] is None else s["runs_above_chance"],
                 f"{_f(s['kendall_tau'], 2)} ({_f(s['tau_p'], 2)})",
-                _f(s["noise"]),
-                _f(s["snr"], 2),
+                _f(s["mean_stderr"]),
+                _f(s["spread_over_stderr"], 2),
                 s["flags"] or "ok",
             )
             for s in signal
@@ -372,6 +477,26 @@ def report_context(
     )
     # categories of multi-category subsets (a single-file subset's category is the subset itself)
     categories = [s for s in data["signal"] if s["level"] == "category" and s["metric"] == "sds" and "/" in s["name"]]
+
+    takeoff_header, takeoff_rows = takeoff_table.table_rows(data["takeoff"])
+    snr_table = _table(
+        ("series", "task", "metric", "runs", "final", "noise", "signal", "SNR"),
+        (
+            (
+                s["series"],
+                s["name"],
+                tables.display_name(s["metric"]),
+                s["runs"],
+                _f(s["final"]),
+                _f(s["noise"], 4),
+                _f(s["signal"], 4),
+                _f(s["snr"], 2) + (" (low)" if s["low_snr"] else ""),
+            )
+            for s in data["snr"]
+        ),
+    )
+    gain_tables = visual_gain_tables(data["visual_gain"])
+    consecutive = consecutive_table(data["consecutive"])
 
     return {
         "title": title,
@@ -393,6 +518,24 @@ def report_context(
         "categories": len({s["name"] for s in categories}),
         "ordered_by_run_order": any(r.labels.get("step") is None and r.labels.get("tokens") is None for r in runs),
         "signal_doc": tables.SIGNAL_DOC,
+        "takeoff_table": _table(takeoff_header, takeoff_rows) if takeoff_rows else None,
+        "takeoff_doc": takeoff_table.TAKEOFF_DOC,
+        "snr_last": data["snr_last"],
+        "snr_table": snr_table if data["snr"] else None,
+        "snr_has_signal": any(math.isfinite(s["signal"]) for s in data["snr"]),
+        "snr_flagged": sorted(
+            {
+                f"{s['name']} ({tables.display_name(s['metric'])}, {s['series']})"
+                for s in data["snr"]
+                if s["low_snr"] and s["level"] == "subset"
+            }
+        ),
+        "snr_doc": signal_noise.SNR_DOC,
+        "visual_gain_table": gain_tables[0],
+        "visual_gain_subsets_table": gain_tables[1],
+        "visual_gain_doc": paired.VISUAL_GAIN_DOC,
+        "consecutive_table": consecutive,
+        "consecutive_doc": paired.CONSECUTIVE_DOC,
         "figures": [
             {"name": name, "caption": figures.FIGURES[name].caption, "path": _rel(path, out)}
             for name, path in figure_files.items()
@@ -400,6 +543,86 @@ def report_context(
         "figures_skipped": skipped,
         "notes": data["notes"],
     }
+
+
+def _paired_cell(row: dict | None, key: str) -> str:
+    """`+0.012 [-0.004, +0.031]` of a paired difference (`key`: gain or delta), `*` when the interval excludes 0."""
+    if row is None or not math.isfinite(row[key]):
+        return "–"
+    ci = (
+        f" [{_f(row['ci_low'], signed=True)}, {_f(row['ci_high'], signed=True)}]"
+        if math.isfinite(row["ci_low"])
+        else ""
+    )
+    return f"{row[key]:+.3f}{ci}{' *' if row['excludes_zero'] else ''}"
+
+
+def visual_gain_tables(rows: list[dict]) -> tuple[dict | None, dict | None]:
+    """The report's visual-gain tables: (per checkpoint, ability and overall; per subset at the last checkpoint of
+    each series), one column per metric: score with images, without, gain [95% CI]."""
+    if not rows:
+        return None, None
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    index = {(r["run"], r["ablated"], r["level"], r["name"], r["metric"]): r for r in rows}
+    pairs = list(dict.fromkeys((r["run"], r["ablated"], r["images"], r["series"]) for r in rows))
+    head = [col for m in metrics for col in (f"{tables.display_name(m)} with", "without", "gain [95% CI]")]
+
+    def cells(run, ablated, level, name):
+        out = []
+        for m in metrics:
+            r = index.get((run, ablated, level, name, m))
+            out += [_f(r["with_images"]) if r else "–", _f(r["without"]) if r else "–", _paired_cell(r, "gain")]
+        return out
+
+    by_ability = _table(
+        ("checkpoint", "images", "task", *head),
+        (
+            (run, images, name, *cells(run, ablated, level, name))
+            for run, ablated, images, _series in pairs
+            for level, name in dict.fromkeys(
+                (r["level"], r["name"]) for r in rows if r["run"] == run and r["ablated"] == ablated
+            )
+            if level in ("ability", "overall")
+        ),
+    )
+    last = {}
+    for run, ablated, images, series in pairs:
+        last[(series, images)] = (run, ablated, images)
+    by_subset = _table(
+        ("checkpoint", "images", "subset", *head),
+        (
+            (run, images, name, *cells(run, ablated, "subset", name))
+            for run, ablated, images in last.values()
+            for name in dict.fromkeys(
+                r["name"] for r in rows if r["run"] == run and r["ablated"] == ablated and r["level"] == "subset"
+            )
+        ),
+    )
+    return by_ability, by_subset
+
+
+def consecutive_table(rows: list[dict]) -> dict | None:
+    """The report's table of changes between consecutive checkpoints: one row per series, step and metric; one
+    column per ability and overall: delta [95% CI] (* when it excludes 0)."""
+    rows = [r for r in rows if r["level"] in ("ability", "overall")]
+    if not rows:
+        return None
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    index = {(r["series"], r["from"], r["to"], r["metric"], r["name"]): r for r in rows}
+    steps = list(dict.fromkeys((r["series"], r["from"], r["to"], r["metric"]) for r in rows))
+    return _table(
+        ("series", "from", "to", "metric", *[f"Δ {n} [95% CI]" for n in names]),
+        (
+            (
+                series,
+                a,
+                b,
+                tables.display_name(m),
+                *[_paired_cell(index.get((series, a, b, m, n)), "delta") for n in names],
+            )
+            for series, a, b, m in steps
+        ),
+    )
 
 
 def render_markdown(context: dict) -> str:

@@ -106,11 +106,27 @@ class Run:
 
     @property
     def series(self) -> str:
-        """Runs of one series are one development curve: the `series` label, else strategy and size, else 'all'."""
+        """Runs of one series are one development curve: the `series` label, else strategy and size, else 'all';
+        a run without its images (`images=none|blank`) gets ` (images=none)` after it, so that it forms its own
+        curve beside the run with images."""
         if self.labels.get("series") not in (None, ""):
-            return str(self.labels["series"])
-        parts = [p for p in (self.strategy, format_number(self.size) if self.size is not None else None) if p]
-        return " / ".join(parts) if parts else "all"
+            name = str(self.labels["series"])
+        else:
+            parts = [p for p in (self.strategy, format_number(self.size) if self.size is not None else None) if p]
+            name = " / ".join(parts) if parts else "all"
+        return name if self.images == "keep" else f"{name} (images={self.images})"
+
+    @property
+    def images(self) -> str:
+        """What the model saw of the images: radar_hf's `images` model arg (keep, none, blank) as the results JSON
+        records it; `keep` for runs that do not record one (older runs, other wrappers)."""
+        return str(self.results.model_settings.get("images") or "keep")
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint the run scored (radar_hf's `pretrained`), None when the results JSON does not say."""
+        pretrained = self.results.model_settings.get("pretrained")
+        return None if pretrained in (None, "") else str(pretrained)
 
     def label_row(self) -> dict:
         return {
@@ -121,6 +137,7 @@ class Run:
             "size": self.size,
             "strategy": self.strategy or "",
             "series": self.series,
+            "images": self.images,
             "order": self.order,
             "results": str(self.results_path),
             "logs": len(self.sample_files),

@@ -167,8 +167,10 @@ def rates(prev: tuple[float, float, float], cur: tuple[float, float, float]) -> 
     }
 
 
-def signal_to_noise(scores: Sequence[float], stderrs: Sequence[float]) -> float:
-    """Spread of a score across a series over its noise: std (ddof=1) of the scores / mean of their stderrs.
+def spread_over_stderr(scores: Sequence[float], stderrs: Sequence[float]) -> float:
+    """Spread of a score across a series over its evaluation noise: std (ddof=1) of the scores / mean of their
+    stderrs (the report's signal check; not the published signal-to-noise ratio, `relative_signal` /
+    `relative_noise`).
 
     NaN for fewer than 2 finite scores or no finite stderr; inf when the noise is 0 and the scores vary.
     """
@@ -195,3 +197,47 @@ def z_above(value: float, reference: float, stderr: float) -> float:
     if stderr == 0:
         return math.copysign(math.inf, value - reference) if value != reference else math.nan
     return (value - reference) / stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Signal and noise as published (Heineman et al., 2025), and takeoff
+
+
+def relative_noise(scores: Sequence[float]) -> float:
+    """noise = std (ddof=0) of a series' last scores / their mean: the published noise (its code takes numpy's
+    default std). NaN for fewer than 2 scores, a non-finite one, or a mean of 0."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2 or not np.all(np.isfinite(s)) or s.mean() == 0:
+        return math.nan
+    return float(s.std() / s.mean())
+
+
+def relative_signal(finals: Sequence[float]) -> float:
+    """signal = max over pairs |f_j - f_k| / mean(f) of the series' final scores: the published signal. NaN for
+    fewer than 2 finite finals or a mean of 0 (non-finite finals are left out)."""
+    f = np.asarray(finals, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    if f.size < 2 or f.mean() == 0:
+        return math.nan
+    return float((f.max() - f.min()) / f.mean())  # the largest pairwise difference is max - min
+
+
+def ratio(signal: float, noise: float) -> float:
+    """signal / noise; inf when the noise is 0 and the signal is not, NaN when either is unknown or both are 0."""
+    if not (math.isfinite(signal) and math.isfinite(noise)):
+        return math.nan
+    if noise == 0:
+        return math.inf if signal > 0 else math.nan
+    return signal / noise
+
+
+def takeoff_index(zs: Sequence[float], threshold: float = Z95) -> int | None:
+    """The first position from which every z to the end is above `threshold` (an unknown z is not above);
+    None when the last one is not."""
+    start = None
+    for i, z in enumerate(zs):
+        if z is not None and z > threshold:  # NaN is never above; +inf (a zero stderr) is
+            start = i if start is None else start
+        else:
+            start = None
+    return start

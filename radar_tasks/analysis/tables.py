@@ -17,13 +17,68 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, progress, series_of
-from radar_tasks.metrics import sds
-from radar_tasks.results import ability_split
+from radar_tasks.metrics import catalogue, sds
+from radar_tasks.results import SCORED_ONLY, ability_split
 
-METRICS = ("sds", "acc")
+METRICS = ("sds", "acc")  # in every summary; the catalogue's other mean metrics (bpb, ...) where runs report them
 SIGNAL_Z = stats.Z95  # "above chance": more than 1.96 standard errors above
-SIGNAL_MIN_SNR = 1.0  # "noisy": the spread across the series is smaller than the noise
+SIGNAL_MIN_SPREAD = 1.0  # "noisy": the spread across the series is smaller than the mean stderr
 MONOTONIC_MIN_RUNS = 3  # Kendall tau is judged from 3 runs on
+METRIC_NAMES = {"sds": "SDS", "acc": "accuracy"}  # display names; any other metric: its name in capitals
+
+
+def mean_metrics() -> list[str]:
+    """The catalogue's metrics that average items (sds, acc, and any added since: bpb, ...), in catalogue order;
+    read at call time."""
+    return [m.name for m in catalogue.METRICS if m.aggregation is catalogue.MEAN]
+
+
+def item_field(metric: str) -> str:
+    """The field of the per-item record a mean metric averages (`p` for sds, `correct` for acc, ...)."""
+    return catalogue.by_name(metric).value
+
+
+def higher_is_better(metric: str) -> bool:
+    """The catalogue's direction of a metric (lower is better for bpb); True for a metric it does not know."""
+    try:
+        return catalogue.by_name(metric).higher_is_better
+    except KeyError:
+        return True
+
+
+def display_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric.upper())
+
+
+def item_values(records: list[dict], metric: str) -> np.ndarray:
+    """The values a leaf's mean of `metric` is over: each record's field where it has one (`p` is None for an item
+    not scored, which SDS leaves out; `correct` is False for it: acc counts it wrong)."""
+    field_name = item_field(metric)
+    return np.array([float(r[field_name]) for r in records if r.get(field_name) is not None], dtype=np.float64)
+
+
+def _inverse_k(record: dict) -> float:
+    return 1.0 / record["n_candidates"] if record.get("n_candidates") else math.nan
+
+
+# The chance level of the metrics that have one, per leaf from its item records (mean 1/K over the items the metric
+# averages; acc counts an unscored item wrong, so its chance is 0). The other metrics (bpb, ...) have none.
+CHANCE = {
+    "sds": lambda records: (
+        float(np.mean([_inverse_k(r) for r in records if r.get("p") is not None]))
+        if any(r.get("p") is not None for r in records)
+        else math.nan
+    ),
+    "acc": lambda records: (
+        float(np.mean([0.0 if r.get("p") is None else _inverse_k(r) for r in records])) if records else math.nan
+    ),
+}
+
+
+def summary_metrics(summary: list[dict]) -> list[str]:
+    """The metrics of summary rows, in catalogue order (sds, acc, then the others present)."""
+    present = {r["metric"] for r in summary}
+    return [m for m in mean_metrics() if m in present] + sorted(present - set(mean_metrics()))
 
 
 def _float(value: float | None) -> float:
@@ -71,9 +126,10 @@ def leaves(run: Run) -> dict[str, Leaf]:
             continue
         s, c, a = info
         leaf = Leaf(task, s, c, a, samples=entry.count(), skipped=entry.skipped)
-        for m in METRICS:
-            leaf.values[m] = _float(entry.value(m))
-            leaf.stderrs[m] = _float(entry.stderr(m))
+        for m in mean_metrics():
+            if m in METRICS or entry.has(m):
+                leaf.values[m] = _float(entry.value(m))
+                leaf.stderrs[m] = _float(entry.stderr(m))
         out[task] = leaf
     if run.has_logs:
         for rec in run.items():
@@ -146,13 +202,15 @@ def levels_of(keys, ability_of: dict) -> list[tuple[str, object, str]]:
 
 
 def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95) -> tuple[list[dict], list[str]]:
-    """Per level (category, subset, ability, overall) and metric (sds, acc): value, stderr, CI, n, chance.
+    """Per level (category, subset, ability, overall) and metric (sds, acc, and every other mean metric of the
+    catalogue the leaves report: bpb, ...): value, stderr, CI, n, chance.
 
     Values are those of the results JSON (leaves) combined by the balanced means. With per-item logs: the stderr
     and the CI come from a stratified bootstrap (items resampled within each category, `iters` replicates) and
     `chance` is the mean of 1/K over the same items (SDS: scored items; acc: all items, a skipped item's chance
-    is 0 since it counts as wrong). Without logs: stderr from the results JSON (balanced), CI = ±1.96 stderr,
-    chance unknown (NaN). Returns (rows, notes); notes tell where logs and the results JSON disagree.
+    is 0 since it counts as wrong; `CHANCE`: metrics such as bpb have none, NaN). Without logs: stderr from the
+    results JSON (balanced), CI = ±1.96 stderr, chance unknown (NaN). Returns (rows, notes); notes tell where logs
+    and the results JSON disagree.
     """
     lv = leaves(run)
     notes: list[str] = []
@@ -168,27 +226,22 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             f"{run.label}: no per-item log for {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}: intervals from the results JSON stderrs"
         )
+    metrics = [m for m in mean_metrics() if any(m in by_key[k].values for k in keys)]
     rng = np.random.default_rng(seed)
-    reps: dict[str, dict] = {m: {} for m in METRICS}
-    chance: dict[str, dict] = {m: {} for m in METRICS}
-    counts: dict[str, dict] = {m: {} for m in METRICS}
+    reps: dict[str, dict] = {m: {} for m in metrics}
+    chance: dict[str, dict] = {m: {} for m in metrics}
+    counts: dict[str, dict] = {m: {} for m in metrics}
     for k in keys:
         leaf = by_key[k]
         if use_logs:
-            scored = [r for r in leaf.items if r.get("p") is not None]
-            p = np.array([float(r["p"]) for r in scored])
-            acc = np.array([float(bool(r.get("correct"))) for r in leaf.items])
-
-            def inv_k(r) -> float:
-                return 1.0 / r["n_candidates"] if r.get("n_candidates") else math.nan
-
-            chance["sds"][k] = float(np.mean([inv_k(r) for r in scored])) if scored else math.nan
-            chance["acc"][k] = float(np.mean([0.0 if r.get("p") is None else inv_k(r) for r in leaf.items]))
-            reps["sds"][k] = sds.bootstrap_means(p, iters, rng)
-            reps["acc"][k] = sds.bootstrap_means(acc, iters, rng)
-            counts["sds"][k], counts["acc"][k] = int(p.size), int(acc.size)
-            for m, x in (("sds", p), ("acc", acc)):
+            for m in metrics:
+                x = item_values(leaf.items, m)
+                chance[m][k] = CHANCE[m](leaf.items) if m in CHANCE else math.nan
+                reps[m][k] = sds.bootstrap_means(x, iters, rng)
+                counts[m][k] = int(x.size)
                 own = float(x.mean()) if x.size else math.nan
+                if m not in leaf.values:
+                    continue
                 if not (math.isnan(own) and math.isnan(leaf.values[m])) and abs(own - leaf.values[m]) > 1e-6:
                     notes.append(
                         f"{run.label}: {leaf.task} {m}: per-item logs give {own:.6f}, results JSON "
@@ -196,22 +249,23 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
                     )
         else:
             n_all = leaf.samples if isinstance(leaf.samples, int) else None
-            counts["acc"][k] = n_all
             sk = leaf.skipped
-            counts["sds"][k] = n_all - int(sk) if n_all is not None and isinstance(sk, (int, float)) else n_all
-            chance["sds"][k] = chance["acc"][k] = math.nan
+            for m in metrics:  # an item count of the results JSON: every item, less the skipped ones for SDS & co
+                scored_only = m in SCORED_ONLY and n_all is not None and isinstance(sk, (int, float))
+                counts[m][k] = n_all - int(sk) if scored_only else n_all
+                chance[m][k] = math.nan
     rows = []
     for level, name, display in levels_of(keys, ability_of):
         sel = select_keys(keys, level, name, ability_of)
-        for m in METRICS:
-            value = sds.balanced({k: by_key[k].values[m] for k in sel})
+        for m in metrics:
+            value = sds.balanced({k: by_key[k].values.get(m, math.nan) for k in sel})
             if use_logs:
                 r = sds.balanced({k: reps[m][k] for k in sel})
                 se = stats.replicate_se(r)
                 lo, hi = stats.percentile_ci(r, level_ci)
                 ch = sds.balanced({k: chance[m][k] for k in sel})
             else:
-                se = sds.balanced_stderr({k: by_key[k].stderrs[m] for k in sel})
+                se = sds.balanced_stderr({k: by_key[k].stderrs.get(m, math.nan) for k in sel})
                 lo, hi = (value - stats.Z95 * se, value + stats.Z95 * se) if math.isfinite(se) else (math.nan, math.nan)
                 ch = math.nan
             ns = [counts[m][k] for k in sel]
@@ -254,7 +308,7 @@ def check_groups(run: Run, rows: list[dict]) -> list[str]:
         entry = entries.get(group)
         if entry is None:
             continue
-        for m in METRICS:
+        for m in summary_metrics(rows):
             value = _float(entry.value(m + suffix))
             cell = lookup(rows, run.label, level, name, m)
             if math.isnan(value) or cell is None:
@@ -415,17 +469,19 @@ def asymmetry(runs: list[Run], summary: list[dict], metric: str = "sds") -> tupl
 
 
 SIGNAL_DOC = f"""\
-Signal checks (per series of runs, per subset, ability and overall, for SDS and acc):
+Signal checks (per series of runs, per subset, ability and overall, for every metric; above chance: SDS and acc):
   above chance: a run is above chance when z = (score - chance) / stderr > 1.96, where chance = the balanced
     mean over the task's categories of the per-item mean of 1/K (K = n_candidates; unknown without per-item
     logs) and stderr = the bootstrap stderr; the report gives z of the last run and the count of runs above.
   monotonic: Kendall tau-b between training progress (tokens, else steps, else run order) and the score,
-    with an exact permutation p-value (n <= 8); judged from {MONOTONIC_MIN_RUNS} runs on (tau <= 0: not monotonic).
-  noise: mean over the series of the score's bootstrap stderr (per-item logs; else the results-JSON stderr).
-  signal-to-noise: standard deviation (ddof=1) of the score across the series / that noise.
+    with an exact permutation p-value (n <= 8); judged from {MONOTONIC_MIN_RUNS} runs on (tau <= 0: not monotonic;
+    tau >= 0 for a metric where lower is better, such as bpb).
+  mean stderr: mean over the series of the score's bootstrap stderr (per-item logs; else the results-JSON stderr).
+  spread / stderr: standard deviation (ddof=1) of the score across the series / that mean stderr (not the
+    published signal-to-noise ratio below: that one compares series, and its noise is across checkpoints).
 A task is flagged `no signal` when it is not above chance in any run of the series (`below chance` when a run
-is more than 1.96 standard errors below it, else `at chance`), or when its signal-to-noise is below
-{SIGNAL_MIN_SNR:g} (the checkpoints differ less than the noise of one evaluation); `not monotonic` is a separate
+is more than 1.96 standard errors below it, else `at chance`), or when its spread / stderr is below
+{SIGNAL_MIN_SPREAD:g} (the checkpoints differ less than the noise of one evaluation); `not monotonic` is a separate
 warning."""
 
 
@@ -440,7 +496,7 @@ def signal_checks(
     for series, members in series_of(runs).items():
         xs, field_name, _ = progress(members)
         for level, name in names:
-            for m in METRICS:
+            for m in summary_metrics(summary):
                 cells = [lookup(summary, r.label, level, name, m) for r in members]
                 if all(c is None for c in cells):
                     continue
@@ -451,14 +507,15 @@ def signal_checks(
                 known = [z for z in zs if not math.isnan(z)]
                 tau = stats.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
                 p_tau = stats.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
-                snr = stats.signal_to_noise(vals, ses)
+                spread = stats.spread_over_stderr(vals, ses)
                 flags = []
                 if known and not any(z > SIGNAL_Z for z in known):
                     flags.append("below chance" if min(known) < -SIGNAL_Z else "at chance")
-                if math.isfinite(snr) and snr < SIGNAL_MIN_SNR:
+                if math.isfinite(spread) and spread < SIGNAL_MIN_SPREAD:
                     flags.append("noisy")
                 no_signal = bool(flags)
-                if len(members) >= MONOTONIC_MIN_RUNS and math.isfinite(tau) and tau <= 0:
+                improving = tau if higher_is_better(m) else -tau
+                if len(members) >= MONOTONIC_MIN_RUNS and math.isfinite(tau) and improving <= 0:
                     flags.append("not monotonic")
                 rows.append(
                     {
@@ -475,8 +532,8 @@ def signal_checks(
                         "runs_above_chance": sum(z > SIGNAL_Z for z in known) if known else None,
                         "kendall_tau": tau,
                         "tau_p": p_tau,
-                        "noise": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
-                        "snr": snr,
+                        "mean_stderr": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
+                        "spread_over_stderr": spread,
                         "no_signal": no_signal,
                         "flags": ", ".join(flags),
                     }
