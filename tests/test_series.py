@@ -8,6 +8,7 @@ chance when scored exactly as `radar_hf` scores them. The slow test runs `run_se
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import random
@@ -202,7 +203,8 @@ def test_train_rejects_bad_steps(init_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_run_series_end_to_end(tmp_path):
     """Fixture, init, 4 training steps, two checkpoints evaluated in process through the lmms-eval CLI entry point,
-    the analysis report; a second call reuses everything (~40 s)."""
+    each with its images and without them, the analysis report with takeoff and visual gain; a second call reuses
+    everything."""
     tasks = "radar_wiki_animal,radar_spatial"
     report_dir = series.run_series(tmp_path, steps=(0, 4), tasks=tasks, batch_size=4, print_fn=lambda *a: None)
     assert report_dir == tmp_path / "report"
@@ -222,6 +224,26 @@ def test_run_series_end_to_end(tmp_path):
     assert len(asym) >= 3  # header + one row per checkpoint
     table = series.format_development(report_dir, meta["checkpoints"])
     assert "step 4" in table and " - " not in table.splitlines()[1]
+    # the image ablation: a second run of each checkpoint without its images, paired with the first in the report
+    for step in (0, 4):
+        [ablated] = list((tmp_path / "runs" / f"step_{step}.images-none").rglob("*_results.json"))
+        assert json.loads(ablated.read_text())["radar_tasks"]["model"]["images"] == "none"
+        [logged] = list((tmp_path / "runs" / f"step_{step}.images-none").rglob("*_samples_radar_spatial.jsonl"))
+        prompt = json.loads(logged.read_text().splitlines()[0])["sds"]["prompt"]
+        assert "<image>" not in prompt  # scored without its images
+    lines = (report_dir / "visual_gain.csv").read_text().splitlines()
+    gain = [r for r in csv.DictReader(lines) if r["metric"] == "sds"]
+    assert {(r["run"], r["level"], r["name"]) for r in gain} >= {
+        ("step 4", "ability", "perception"),
+        ("step 4", "ability", "reasoning"),
+        ("step 4", "subset", "spatial"),
+    }
+    for r in gain:  # the gain is the difference of the two runs' scores on the same items
+        assert float(r["gain"]) == pytest.approx(float(r["with_images"]) - float(r["without"]), abs=1e-9)
+    md = (report_dir / "report.md").read_text()
+    assert "## What the images contribute" in md and "| series | task | SDS takeoff |" in md
+    assert (report_dir / "figures" / "visual_gain.png").exists()
+    assert "visual gain" in table and "SDS takeoff" in table
 
     # everything is reused: no training, no evaluation
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*_results.json")}

@@ -2,8 +2,9 @@
 `radar-tasks compare`).
 
 Modules: `runs` (reads lmms-eval output folders, per-item logs and label manifests), `stats` (pure statistics),
-`tables` (M3-Bench score hierarchy, bootstrap, asymmetry, signal checks), `figures` (matplotlib, Agg),
-`report` (CSV + Markdown; `write_report`), `compare` (paired bootstrap between two runs), `cli` (argparse).
+`tables` (M3-Bench score hierarchy, bootstrap, asymmetry, signal checks), `takeoff`, `signal_noise` (signal and
+noise as published), `paired` (visual gain, consecutive checkpoints), `figures` (matplotlib, Agg), `report` (CSV +
+Markdown; `write_report`), `compare` (paired bootstrap between two runs), `cli` (argparse).
 """
 
 from __future__ import annotations

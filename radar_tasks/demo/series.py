@@ -7,8 +7,9 @@
    (default 0, 250, 500, 750, 1000: about two minutes on two CPU cores);
 3. evaluates the checkpoints with `radar-tasks sweep` (`radar_tasks.sweep`: lmms-eval and `radar_hf` in this
    process, per-item logs, resume), the workflow of a real run, with a manifest of each checkpoint's step and
-   tokens seen;
-4. the sweep writes the analysis report (`radar_tasks.analysis.write_report`) after each checkpoint.
+   tokens seen; each checkpoint twice, with its images and without them (`--ablate-images`: `images=none`);
+4. the sweep writes the analysis report (`radar_tasks.analysis.write_report`) after each checkpoint: development
+   curves with takeoff, BPB where the tasks report it, and what the images contribute (visual gain).
 
 Nothing here needs a network or a GPU.
 """
@@ -34,6 +35,7 @@ DEFAULT_TASKS = (
     "radar_mmbench,radar_mathvista,radar_seephys,radar_spatial"
 )
 MODEL_ARGS = "device=cpu,dtype=float32"
+ABLATE_IMAGES = "none"  # every checkpoint is also scored without its images: the report's visual gain
 
 
 def _load_checkpoints(ckpt_dir: Path, steps: Sequence[int], **settings) -> list[dict] | None:
@@ -122,7 +124,7 @@ def run_series(
     t0 = time.time()
     print_fn(
         f"$ radar-tasks sweep {ckpt_dir}/step_* --tasks {tasks} --model_args {MODEL_ARGS} --log_samples "
-        f"--manifest {manifest} --out {work}"
+        f"--manifest {manifest} --out {work} --ablate-images {ABLATE_IMAGES}"
     )
     result = sweep(
         [c["path"] for c in checkpoints],
@@ -130,6 +132,7 @@ def run_series(
         work,
         model_args=MODEL_ARGS,
         log_samples=True,
+        ablate_images=ABLATE_IMAGES,
         manifest=manifest,
         data_dir=data,
         threads=1,
@@ -166,12 +169,25 @@ def run_series(
     return report_dir
 
 
-def format_development(report_dir: str | os.PathLike, checkpoints: Sequence[Mapping]) -> str:
-    """Per checkpoint: tokens seen, SDS of perception and reasoning with their chance levels (asymmetry.csv)."""
-    path = Path(report_dir) / "asymmetry.csv"
+def _csv_rows(path: Path) -> list[dict]:
     if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def format_development(report_dir: str | os.PathLike, checkpoints: Sequence[Mapping]) -> str:
+    """Per checkpoint: tokens seen, SDS of perception and reasoning with their chance levels (asymmetry.csv) and
+    the visual gain of SDS (visual_gain.csv); then each ability's SDS takeoff (takeoff.csv)."""
+    report_dir = Path(report_dir)
+    if not (report_dir / "asymmetry.csv").exists():
         return ""
-    rows = {r["run"]: r for r in csv.DictReader(path.open(encoding="utf-8")) if r.get("metric", "sds") == "sds"}
+    rows = {r["run"]: r for r in _csv_rows(report_dir / "asymmetry.csv") if r.get("metric", "sds") == "sds"}
+    gains = {
+        (r["run"], r["name"]): r
+        for r in _csv_rows(report_dir / "visual_gain.csv")
+        if r["metric"] == "sds" and r["level"] == "ability"
+    }
 
     def cell(row, key):
         try:
@@ -179,16 +195,31 @@ def format_development(report_dir: str | os.PathLike, checkpoints: Sequence[Mapp
         except (KeyError, TypeError, ValueError):
             return "-"
 
+    def gain(label, ability):
+        row = gains.get((label, ability))
+        return "-" if row is None else f"{float(row['gain']):+.3f}{'*' if row['excludes_zero'] == 'true' else ' '}"
+
     header = (
         f"{'checkpoint':12s} {'tokens':>7s}  {'SDS perception':>14s} {'(chance)':>8s}  "
-        f"{'SDS reasoning':>13s} {'(chance)':>8s}"
+        f"{'SDS reasoning':>13s} {'(chance)':>8s}  {'visual gain: perception':>23s} {'reasoning':>9s}"
     )
     lines = [header]
     for c in checkpoints:
-        row = rows.get(f"step {c['step']}", {})
+        label = f"step {c['step']}"
+        row = rows.get(label, {})
         lines.append(
-            f"{'step ' + str(c['step']):12s} {_format_tokens(c['tokens']):>7s}  "
+            f"{label:12s} {_format_tokens(c['tokens']):>7s}  "
             f"{cell(row, 'perception'):>14s} {cell(row, 'chance_perception'):>8s}  "
-            f"{cell(row, 'reasoning'):>13s} {cell(row, 'chance_reasoning'):>8s}"
+            f"{cell(row, 'reasoning'):>13s} {cell(row, 'chance_reasoning'):>8s}  "
+            f"{gain(label, 'perception'):>23s} {gain(label, 'reasoning'):>9s}"
         )
+    takeoff = {
+        r["name"]: r["takeoff"] or r["status"]
+        for r in _csv_rows(report_dir / "takeoff.csv")
+        if r["metric"] == "sds" and r["level"] == "ability" and "images=" not in r["series"]
+    }
+    if gains:
+        lines.append("visual gain: SDS with images - SDS without them, same items (*: its 95% CI excludes 0)")
+    if takeoff:
+        lines.append("SDS takeoff (above chance from then on): " + ", ".join(f"{a} {t}" for a, t in takeoff.items()))
     return "\n".join(lines)
