@@ -316,6 +316,14 @@ def settings_of(family, **given):
     return protocol.resolve_settings(model_args.ModelArgs.of(given, pretrained="ckpt"), model_type=lambda: family)
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "llava_onevision"])
+def test_images_stay_kept_under_the_paper_protocol_unless_given(family):
+    assert settings_of(family, protocol="paper").images == settings_of(family).images == "keep"
+    assert settings_of(family, protocol="paper", images="none").images == "none"
+    with pytest.raises(model_args.ArgumentError, match="images='grey': expected one of keep, none, blank"):
+        model_args.check_model_args({"images": "grey", "pretrained": "."})
+
+
 @pytest.mark.parametrize(
     "family, style", [("qwen2_vl", "qwen2vl_base"), ("internvl", "internvl"), ("llava_onevision", "llava_ov_plain")]
 )
