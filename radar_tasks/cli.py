@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--series",
         action="store_true",
-        help="pretrain a tiny Qwen2-VL on CPU (1.5-4 min), evaluate 5 checkpoints with and without their images, "
-        "write the report",
+        help="pretrain a tiny Qwen2-VL on CPU, evaluate 5 checkpoints with and without their images, write the "
+        "report (a few minutes: docs/training-runs.md)",
     )
     p.add_argument("--steps", help="with --series: checkpoint steps, comma-separated (default 0,250,500,750,1000)")
     p.set_defaults(fn=_demo)
