@@ -305,7 +305,7 @@ def test_figures_have_titles_and_axis_labels(real_runs):
     runs = load_runs([real_runs["a"], real_runs["b"]], flags={"label": "a,b", "tokens": "1M,2M"})
     data = analyse(runs, bootstrap_iters=200)
     figs, skipped = draw_figures(runs, data)
-    assert set(skipped) == {"scaling", "strategies"}  # no sizes, no strategies given
+    assert set(skipped) == {"scaling", "strategies", "visual_gain"}  # no sizes, no strategies, no run without images
     assert set(figs) == {"radar_sds", "development", "sds_vs_acc", "heatmap_sds", "asymmetry"}
     for name, fig in figs.items():
         described = figures.describe(fig)
