@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from radar_tasks.analysis import figures, paired, signal_noise, stats, takeoff
-from radar_tasks.analysis.report import analyse, write_report
+from radar_tasks.analysis.report import write_report
 from radar_tasks.analysis.runs import Run, RunError, load_runs
 from radar_tasks.cli import main as radar_main
 from radar_tasks.metrics import catalogue
@@ -307,6 +307,14 @@ def test_visual_gain_is_the_paired_bootstrap_of_keep_minus_none(ablation_runs):
     # the item skipped without images is out of SDS and BPB, in acc (counted wrong)
     wiki = {r["metric"]: r["n_items"] for r in rows if r["run"] == "step 200" and r["name"] == "wiki_animal"}
     assert wiki == {"sds": 4, "acc": 5, "bpb": 4}
+    fig = figures.FIGURES["visual_gain"].draw(runs, {"visual_gain": rows})
+    assert [ax.get_title() for ax in fig.axes] == [
+        "Visual gain per subset (SDS)",
+        "Visual gain by ability over training (bands: 95% CI)",
+    ]
+    bars = [p.get_height() for p in fig.axes[0].patches]  # the last checkpoint's gain per subset
+    expected = {r["name"]: r["gain"] for r in rows if r["run"] == "step 300" and r["metric"] == "sds"}
+    assert bars == pytest.approx([expected[s] for s in ("mmbench", "spatial", "wiki_animal")])
 
 
 def test_consecutive_checkpoints_are_paired_on_their_items(ablation_runs):
@@ -347,9 +355,10 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # the report's figures: ~20 s on the shared 2-core CPU
 def test_report_shows_takeoff_snr_visual_gain_and_consecutive_changes(ablation_runs, tmp_path):
     paths, labels = ablation_runs
-    md = write_report(paths, tmp_path / "rep", labels=labels, bootstrap_iters=200).read_text()
+    md = write_report(paths, tmp_path / "rep", labels=labels, bootstrap_iters=100).read_text()
     for heading in (
         "## Development",
         "Takeoff: the checkpoint",
@@ -373,12 +382,6 @@ def test_report_shows_takeoff_snr_visual_gain_and_consecutive_changes(ablation_r
     assert all(r["signal"] == "" for r in snr)  # one series per image mode: no signal, a noise
     assert (tmp_path / "rep" / "figures" / "visual_gain.png").stat().st_size > 5000
     assert _csv(tmp_path / "rep" / "takeoff.csv") and _csv(tmp_path / "rep" / "consecutive.csv")
-    data = analyse(load_runs(paths, labels=labels), bootstrap_iters=200)
-    fig = figures.FIGURES["visual_gain"].draw(load_runs(paths, labels=labels), data)
-    assert [ax.get_title() for ax in fig.axes] == [
-        "Visual gain per subset (SDS)",
-        "Visual gain by ability over training (bands: 95% CI)",
-    ]
 
 
 def test_report_cli_refuses_fewer_than_three_last_checkpoints(ablation_runs, tmp_path, capsys):
