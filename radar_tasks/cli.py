@@ -329,8 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value may be left out: a bare one takes its default even when a checkpoint path follows it (argparse's
+# nargs="?" would take that path for the flag's value).
+OPTIONAL_VALUES = {"--ablate-images": (("none", "blank"), "none")}
+
+
+def _bare_flags_completed(argv: list[str]) -> list[str]:
+    out = []
+    for i, word in enumerate(argv):
+        if word in OPTIONAL_VALUES:
+            values, default = OPTIONAL_VALUES[word]
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following not in values:
+                word = f"{word}={default}"
+        out.append(word)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_bare_flags_completed(argv))
     return args.fn(args)
 
 

@@ -271,6 +271,17 @@ def test_ablate_images_flag_defaults_to_none():
     assert (parsed(), parsed("--ablate-images"), parsed("--ablate-images", "blank")) == (None, "none", "blank")
 
 
+def test_a_bare_ablate_images_before_the_checkpoints_keeps_them(monkeypatch):
+    from radar_tasks import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_sweep", lambda args: seen.update(vars(args)) or 0)
+    argv = ["sweep", "--ablate-images", "ckpt/step_1", "ckpt/step_2", "--tasks", "t", "--out", "o"]
+    assert cli.main(argv) == 0
+    assert seen["checkpoints"] == ["ckpt/step_1", "ckpt/step_2"] and seen["ablate_images"] == "none"
+    assert cli.main([*argv[:2], "blank", *argv[2:]]) == 0 and seen["ablate_images"] == "blank"
+
+
 def test_shards_together_evaluate_the_series_once(fake_run, tmp_path):
     run, root = fake_run
     out = tmp_path / "out"
