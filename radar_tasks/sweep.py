@@ -15,7 +15,12 @@
   evaluate each new checkpoint once its weights are completely written (`checkpoints.weights_problem`), stop after
   `watch` seconds without a new checkpoint;
 * **report**: after each evaluated checkpoint, `out_dir/report/` is rewritten (`analysis.write_report`, every
-  checkpoint with results, labels step / tokens / series) and swapped in whole.
+  checkpoint with results, labels step / tokens / series; report.md and report.html) and swapped in whole;
+* **failures**: a checkpoint whose evaluation fails does not stop the sweep; its line says why (one line:
+  `runner.describe_failure`) and names its log, kept in `out_dir/runs/<name>.failed/` (`resume.keep_failure`)
+  until a later sweep evaluates it;
+* **dashboards** (`dashboards`: `wandb`, `tensorboard`): every checkpoint with results (all shards) is logged once
+  against its training step, after each evaluated checkpoint and at the end.
 
 `radar-tasks sweep` (radar_tasks/cli.py) parses the command line and calls `sweep`.
 """
@@ -96,7 +101,8 @@ class Outcome:
     status: str  # evaluated | skipped | failed | incomplete
     seconds: float = 0.0
     results: Path | None = None
-    message: str = ""
+    message: str = ""  # failed or incomplete: why, one line
+    kept: Path | None = None  # failed: the kept log (runs/<name>.failed/lmms_eval.log), or the kept folder
 
 
 @dataclass
@@ -209,13 +215,17 @@ def sweep(
     poll: float = 30.0,
     threads: int | None = None,
     report: bool = True,
+    wandb: str | None = None,
+    tensorboard: str | os.PathLike | None = None,
     print_fn: Callable[[str], None] | None = None,
     evaluate_fn: Callable[..., Path] = evaluate_checkpoint,
 ) -> SweepResult:
     """Evaluate, resume, shard and watch (module docstring). `print_fn`: where the per-checkpoint lines go (None:
-    stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `evaluate_fn(checkpoint, tasks,
-    output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results JSON
-    (default: lmms-eval in process)."""
+    stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `wandb` ("PROJECT[/RUN]"),
+    `tensorboard` (a folder): log every checkpoint with results there (`dashboards`). `evaluate_fn(checkpoint,
+    tasks, output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results
+    JSON (default: lmms-eval in process)."""
+    from radar_tasks.dashboards import DashboardError, Dashboards
     from radar_tasks.data import m3bench
 
     task_list = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -242,7 +252,12 @@ def sweep(
         "threads": threads,
     }
 
+    try:
+        boards = Dashboards(out, wandb=wandb, tensorboard=tensorboard)
+    except DashboardError as exc:
+        raise SweepError(str(exc)) from None
     progress = _Progress(print_fn)
+    boards.print_fn = progress.line
     report_on, report = report, None
     outcomes: list[Outcome] = []
     handled: set[str] = set()
@@ -271,8 +286,10 @@ def sweep(
                 outcomes.append(outcome)
                 if outcome.status == "evaluated":
                     evaluated_any = True
+                    done = _done(listed, runs_dir, key, log_samples)
                     if report_on:
-                        report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
+                        report = refresh_report(out, done) or report
+                    boards.log(done)
                 progress.line(_outcome_line(f"[{len(handled)}/{len(mine)}]", outcome, task_list), True)
             if watch is None:
                 break
@@ -289,9 +306,13 @@ def sweep(
                             progress.line(f"{c.name}: weights not completely written ({problem}): not evaluated")
                     break
                 time.sleep(max(0.0, min(poll, watch - idle)))
+        done = _done(listed, runs_dir, key, log_samples)
         if report_on:
-            report = refresh_report(out, _done(listed, runs_dir, key, log_samples)) or report
+            report = refresh_report(out, done) or report
+        boards.log(done)
+        boards.finish(Path(report).parent if report else None)
     finally:
+        boards.close()
         progress.close()
     return SweepResult(outcomes, report)
 
@@ -305,7 +326,8 @@ def _outcome_line(position: str, outcome: Outcome, tasks: Sequence[str]) -> str:
             f"data ({headline(outcome.results, tasks)})"
         )
     if outcome.status == "failed":
-        return f"{position} {name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}"
+        kept = f" (log: {outcome.kept})" if outcome.kept else ""
+        return f"{position} {name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}{kept}"
     return f"{position} {name}: evaluated in {outcome.seconds:.1f} s, {headline(outcome.results, tasks)}"
 
 
@@ -335,11 +357,10 @@ def _one(
     t0 = time.monotonic()
     try:
         produced = evaluate_fn(c.path, ",".join(tasks), partial, root, **options)
-    except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its partial folder goes
-        resume.discard(partial)
-        return Outcome(
-            c, "failed", time.monotonic() - t0, message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        )
+    except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its log is kept, with the cause
+        from radar_tasks.runner import describe_failure
+
+        return _failed(c, partial, final, time.monotonic() - t0, describe_failure(exc), getattr(exc, "log", None))
     seconds = time.monotonic() - t0
     meta = {
         "key": dict(key),
@@ -353,7 +374,16 @@ def _one(
     }
     resume.record(partial, meta)
     if weights_stamp(c.path) != stamp:  # the folder changed while it was evaluated: these are not its results
-        resume.discard(partial)
-        return Outcome(c, "failed", seconds, message="the checkpoint folder changed during its evaluation")
+        return _failed(c, partial, final, seconds, "the checkpoint folder changed during its evaluation", None)
     swap_in(partial, final)
+    resume.clear_failure(final)
     return Outcome(c, "evaluated", seconds, results=final / meta["results"])
+
+
+def _failed(c: Checkpoint, partial: Path, final: Path, seconds: float, cause: str, log) -> Outcome:
+    """A failed evaluation: its partial folder kept as `<name>.failed/` (the log named in the outcome)."""
+    failure = {"cause": cause, "checkpoint": str(c.path), "step": c.step, "seconds": round(seconds, 1)}
+    failure["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    kept = resume.keep_failure(partial, final, failure)
+    log = kept / Path(log).relative_to(partial) if log and Path(log).is_relative_to(partial) else None
+    return Outcome(c, "failed", seconds, message=cause, kept=log if log and log.is_file() else kept)
