@@ -194,6 +194,7 @@ example:
   radar-tasks sweep ckpt/step_* --tasks radar_mmm --model_args dtype=bfloat16 --out sweep/ --log_samples
   radar-tasks sweep 'ckpt/checkpoint-*' --tasks radar_mmm_lite --out sweep/ --watch 3600   # a running job
   radar-tasks sweep ckpt/step_* --tasks radar_mmm --out sweep/ --shard $SLURM_ARRAY_TASK_ID/8
+  radar-tasks sweep ckpt/step_* --tasks radar_mmm_lite --out sweep/ --wandb my-project --tensorboard tb/
 """
 
 

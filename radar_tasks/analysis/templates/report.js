@@ -67,6 +67,7 @@
         if (!text) return true;
         return (
           it.id.toLowerCase().includes(text) ||
+          it.task.toLowerCase().includes(text) ||
           it.q.toLowerCase().includes(text) ||
           it.c.some((c) => c.toLowerCase().includes(text))
         );
