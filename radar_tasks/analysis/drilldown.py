@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
 import urllib.parse
 from collections.abc import Sequence
@@ -158,11 +157,3 @@ def item_data(runs: Sequence[Run], out: str | os.PathLike) -> dict:
         "srcs": srcs,
         "images": {"mode": "embedded" if embed else "linked", "count": len(present), "note": note},
     }
-
-
-def size_of(value: float) -> str:
-    """A byte count for people: 4.8 MB, 620 KB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f} B" if math.isfinite(value) else "?"
