@@ -189,10 +189,9 @@ def write_report(
     bootstrap_iters: int = 1000,
     seed: int = 0,
     title: str = "RADAR report",
-    html: bool = True,
 ) -> Path:
-    """Write the CSVs, figures, Markdown report and (`html`) report.html of `runs` under `out_dir`; returns the
-    report.md path.
+    """Write the CSVs, figures, Markdown report and report.html of `runs` under `out_dir`; returns the report.md
+    path.
 
     `runs`: results JSONs, lmms-eval output folders (every `*_results.json` below is a run) or `Run` objects.
     `labels`: None, a manifest path (YAML/CSV), a list of label dicts (one per run in order, or each with a `run`
@@ -217,10 +216,9 @@ def write_report(
     report = out / "report.md"
     context = report_context(runs, data, figure_files, skipped, out, title, bootstrap_iters, seed)
     report.write_text(render_markdown(context), encoding="utf-8")
-    if html:
-        from radar_tasks.analysis.html import write_html
+    from radar_tasks.analysis.html import write_html
 
-        write_html(runs, data, context, figure_files, out)
+    write_html(runs, data, context, figure_files, out)
     return report
 
 
