@@ -160,6 +160,8 @@ def _sweep(args) -> int:
             manifest=args.manifest,
             data_dir=args.data,
             poll=args.poll,
+            wandb=args.wandb,
+            tensorboard=args.tensorboard,
         )
     except (SweepError, CheckpointError, M3BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -168,8 +170,11 @@ def _sweep(args) -> int:
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no checkpoint in this shard")
     if result.report:
         print(f"report: {result.report}")
+    if result.failed:
+        print(f"{len(result.failed)} checkpoint(s) without results (a later sweep tries them again):", file=sys.stderr)
     for o in result.failed:
-        print(f"error: {o.checkpoint.path}: {o.message}", file=sys.stderr)
+        kept = f" (log: {o.kept})" if o.kept else ""
+        print(f"error: {o.checkpoint.path}: {o.status}: {o.message}{kept}", file=sys.stderr)
     return 1 if result.failed else 0
 
 
@@ -179,7 +184,9 @@ Order: the training step in the folder name (step_1000, step-1000, checkpoint-10
 global_step1000, a trailing number), or the manifest's `step`. Tokens seen: the manifest's `tokens`, else
 num_input_tokens_seen of the checkpoint's trainer_state.json.
 
-Output: DIR/runs/<checkpoint name>/ (lmms-eval's output, lmms_eval.log, sweep.json) and DIR/report/.
+Output: DIR/runs/<checkpoint name>/ (lmms-eval's output, lmms_eval.log, sweep.json) and DIR/report/
+(report.md, report.html, CSVs, figures). A failed checkpoint's log is kept in DIR/runs/<name>.failed/ with
+failure.json (the cause), until a later sweep evaluates it.
 A checkpoint already evaluated with the same tasks, model args, --limit, data and weights is skipped;
 an interrupted one is redone. Exit status: 0 when every checkpoint of this shard has results, 1 when one
 failed or its weights were incomplete, 2 on bad arguments.
@@ -192,6 +199,7 @@ example:
   radar-tasks sweep 'ckpt/checkpoint-*' --tasks radar_mmm_lite --out sweep/ --watch 3600   # a running job
   radar-tasks sweep ckpt/step_* --tasks radar_mmm --out sweep/ --shard $SLURM_ARRAY_TASK_ID/8
   radar-tasks sweep ckpt/step_* --tasks radar_mmm_lite --out sweep/ --log_samples --ablate-images  # visual gain
+  radar-tasks sweep ckpt/step_* --tasks radar_mmm_lite --out sweep/ --wandb my-project --tensorboard tb/
 """
 
 
@@ -319,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", type=float, default=30.0, help="with --watch: seconds between looks (default 30)")
     p.add_argument("--manifest", help="YAML/CSV manifest (the report's format; run = checkpoint folder)")
     p.add_argument("--data", help="M3-Bench folder (default: $RADAR_M3BENCH_DIR)")
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT[/RUN]",
+        help="log each checkpoint's scores to this W&B project (RUN: the run id, e.g. the training run's; default: "
+        'one per --out folder) against its training step; needs pip install "radar-tasks[wandb]"',
+    )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="log each checkpoint's scores as TensorBoard scalars into DIR (at its training step); needs "
+        'pip install "radar-tasks[tensorboard]"',
+    )
     p.set_defaults(fn=_sweep)
 
     from radar_tasks.analysis.cli import add_parsers as add_analysis_parsers

@@ -30,6 +30,7 @@ COUNT = "items"  # our item count of an entry (`radar_count`); `items_<ability>`
 SKIPPED = "skipped"  # items not scored (too many images, ...): acc counts them wrong
 SCORED_ONLY = ("sds",)  # metrics averaged over the scored items only (a skipped item left out), not every item
 ITEM_RECORD = "sds"  # the per-item log key that holds the whole item record (metrics/items.py; others: compact)
+INPUT_MEDIA = "input_media"  # lmms-eval 0.7.3's per-item log key of the item's image paths
 _STAMP = re.compile(r"(\d{8}_\d{6})")
 
 
@@ -211,7 +212,8 @@ def item_record(sample: Any) -> dict | None:
 
 
 def read_item_log(path: Path, task: str) -> list[dict]:
-    """The item records of a `*_samples_<task>.jsonl`, each with its `task` (and `n_candidates`) added."""
+    """The item records of a `*_samples_<task>.jsonl`, each with its `task` (and `n_candidates`) added, and its
+    `images` (the paths lmms-eval logged under `input_media`) when the line has them."""
     items = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -226,6 +228,9 @@ def read_item_log(path: Path, task: str) -> list[dict]:
                 continue
             record = dict(record)
             record["task"] = task
+            media = sample.get(INPUT_MEDIA)  # lmms-eval's paths of the item's images, in prompt order
+            if isinstance(media, list) and all(isinstance(m, str) for m in media):
+                record.setdefault("images", media)
             if record.get("n_candidates") is None and record.get("scores"):
                 record["n_candidates"] = len(record["scores"])
             items.append(record)

@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from radar_tasks.results import Results, ResultsError
+from radar_tasks.staging import swap_in
 
 SWEEP_FILE = "sweep.json"
 SWEEP_VERSION = 1
+FAILED_SUFFIX = ".failed"  # runs/<name>.failed/: the kept folder of a failed evaluation
+FAILURE_FILE = "failure.json"
 
 
 def run_key(tasks: Sequence[str], model_args: str, limit: float | None, fingerprint: str) -> dict:
@@ -83,6 +86,26 @@ def fresh_partial(runs_dir: Path, name: str) -> Path:
 def discard(partial: Path) -> None:
     """Remove a partial folder whose evaluation failed: its checkpoint counts as not done."""
     shutil.rmtree(partial, ignore_errors=True)
+
+
+def failed_dir(final: Path) -> Path:
+    """Where the failed evaluation of the run folder `final` is kept: `<name>.failed/` beside it."""
+    return final.with_name(final.name + FAILED_SUFFIX)
+
+
+def keep_failure(partial: Path, final: Path, failure: Mapping) -> Path:
+    """Keep the partial folder of a failed evaluation (its log, whatever was written) as `<name>.failed/`, with
+    `failure.json` (`failure`: cause, checkpoint, ...), replacing an earlier failure; returns that folder."""
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / FAILURE_FILE).write_text(json.dumps(dict(failure), indent=1) + "\n", encoding="utf-8")
+    kept = failed_dir(final)
+    swap_in(partial, kept)
+    return kept
+
+
+def clear_failure(final: Path) -> None:
+    """Remove the kept failure of `final` once it has results."""
+    shutil.rmtree(failed_dir(final), ignore_errors=True)
 
 
 def pid_alive(pid: int) -> bool:

@@ -20,7 +20,79 @@ from radar_tasks.results import find_results
 
 
 class RunFailed(RuntimeError):
-    """lmms-eval wrote no results (the message ends with the tail of its log)."""
+    """lmms-eval wrote no results (the message ends with the tail of its log). `log`: the run's log file (or
+    None); `cause`: the first cause found in it, one line (`log_cause`), or None."""
+
+    def __init__(self, message: str, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
+        self.cause = log_cause(log) if log is not None else None
+
+
+# A Python exception line of a traceback: `json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)`
+_EXCEPTION = re.compile(
+    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Warning)|[A-Za-z_][\w.]*Error\w*):(.*)$"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"\|\s*ERROR\s*\|.*? - (.*)$")  # loguru's ERROR lines (lmms-eval's log format)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying why an evaluation failed: a `RunFailed`'s cause from its log (`log_cause`), else the
+    exception's type and the first line of its message."""
+    if isinstance(exc, RunFailed):
+        if exc.cause:
+            return exc.cause
+        lines = []
+        if exc.log is not None:
+            with contextlib.suppress(OSError):
+                lines = [
+                    x for x in Path(exc.log).read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()
+                ]
+        return "lmms-eval wrote no results" + (
+            f"; the last line of its log: {_ANSI.sub('', lines[-1]).strip()}" if lines else ""
+        )
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def log_cause(log: str | os.PathLike) -> str | None:
+    """Why a run failed, one line, from its log: radar_tasks' `error: ...` line; else the exception of the last
+    traceback (`Type: message`, the message's first line) with the root of its chain (`(caused by Type: message)`:
+    a chained traceback prints its root first; e.g. the JSONDecodeError, with its line and column, under
+    transformers' "not a valid JSON file"); else the last ERROR line; else None."""
+    try:
+        lines = [_ANSI.sub("", line) for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return None
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1][len("error: ") :].strip()
+    # tracebacks: a chain is printed root first, its parts joined by "During handling..." / "The above exception..."
+    chains: list[list[str]] = []
+    in_traceback, joined = False, False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+            if not joined:
+                chains.append([])
+            joined = False
+            continue
+        if in_traceback and not line.startswith((" ", "\t")) and line.strip():
+            in_traceback = False
+            m = _EXCEPTION.match(line)
+            if m and chains:
+                name = m.group(1).rsplit(".", 1)[-1]
+                chains[-1].append(f"{name}: {m.group(2).strip()}" if m.group(2).strip() else name)
+            continue
+        if line.startswith(("During handling of the above exception", "The above exception was the direct cause")):
+            joined = True
+    found = [chain for chain in chains if chain]
+    if found:
+        chain = found[-1]
+        return chain[-1] if len(chain) == 1 else f"{chain[-1]} (caused by {chain[0]})"
+    logged = [m.group(1).strip() for m in map(_ERROR_LINE.search, lines) if m]
+    return logged[-1] if logged else None
 
 
 def lmms_eval_args(
@@ -108,7 +180,9 @@ def run_subprocess(
     except FileNotFoundError:
         where = f" (log: {log})" if log is not None else ""
         tail = _error_lines(log) if log is not None else ""
-        raise RunFailed(f"lmms-eval wrote no results into {output_path}, exit status {code}{where}{tail}") from None
+        raise RunFailed(
+            f"lmms-eval wrote no results into {output_path}, exit status {code}{where}{tail}", log
+        ) from None
 
 
 _PROGRESS = re.compile(r"radar_hf:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
@@ -171,7 +245,7 @@ def run_in_process(
             cli_evaluate()
         except SystemExit as exc:
             if exc.code:
-                raise RunFailed(f"lmms-eval exited with {exc.code}; see {log}") from None
+                raise RunFailed(f"lmms-eval exited with {exc.code}; see {log}", log) from None
         finally:
             sys.argv = old_argv
             torch.set_num_threads(old_threads)
@@ -181,7 +255,7 @@ def run_in_process(
         return results_json(output_path)
     except FileNotFoundError:
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-        raise RunFailed(f"lmms-eval wrote no results into {output_path} (log: {log}):\n{tail}") from None
+        raise RunFailed(f"lmms-eval wrote no results into {output_path} (log: {log}):\n{tail}", log) from None
 
 
 def _free_memory() -> None:

@@ -15,11 +15,17 @@
   evaluate each new checkpoint once its weights are completely written (`checkpoints.weights_problem`), stop after
   `watch` seconds without a new checkpoint;
 * **report**: after each evaluated checkpoint, `out_dir/report/` is rewritten (`analysis.write_report`, every
-  checkpoint with results, labels step / tokens / series) and swapped in whole;
+  checkpoint with results, labels step / tokens / series; report.md and report.html) and swapped in whole;
 * **image ablation** (`ablate_images="none"` or `"blank"`): each checkpoint is also evaluated with the radar_hf
   model arg `images=<mode>`, into `out_dir/runs/<checkpoint name>.images-<mode>/` (its own run key: skipped and
   resumed like the other), labelled `<label> (images=<mode>)`; the report pairs the two runs of a checkpoint (visual
   gain, docs/analysis.md).
+* **failures**: a checkpoint whose evaluation fails does not stop the sweep; its line says why (one line:
+  `runner.describe_failure`) and names its log, kept in `out_dir/runs/<name>.failed/` (`resume.keep_failure`)
+  until a later sweep evaluates it;
+* **dashboards** (`dashboards`: `wandb`, `tensorboard`): every checkpoint with results of the model args as given (all
+  shards; not the image ablation's runs) is logged once
+  against its training step, after each evaluated checkpoint and at the end.
 
 `radar-tasks sweep` (radar_tasks/cli.py) parses the command line and calls `sweep`.
 """
@@ -118,8 +124,9 @@ class Outcome:
     status: str  # evaluated | skipped | failed | incomplete
     seconds: float = 0.0
     results: Path | None = None
-    message: str = ""
+    message: str = ""  # failed or incomplete: why, one line
     variant: str = ""  # "" or the image ablation's label suffix, " (images=none)"
+    kept: Path | None = None  # failed: the kept log (runs/<name>.failed/lmms_eval.log), or the kept folder
 
 
 @dataclass
@@ -233,14 +240,18 @@ def sweep(
     poll: float = 30.0,
     threads: int | None = None,
     report: bool = True,
+    wandb: str | None = None,
+    tensorboard: str | os.PathLike | None = None,
     print_fn: Callable[[str], None] | None = None,
     evaluate_fn: Callable[..., Path] = evaluate_checkpoint,
 ) -> SweepResult:
     """Evaluate, resume, shard and watch (module docstring). `print_fn`: where the per-checkpoint lines go (None:
-    stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `evaluate_fn(checkpoint, tasks,
-    output_path, data_dir, **options)` evaluates one checkpoint into `output_path` and returns its results JSON
-    (default: lmms-eval in process). `ablate_images`: also evaluate every checkpoint with `images=<mode>` (module
-    docstring)."""
+    stdout, with a progress bar on stderr). `report`: refresh `out_dir/report/`. `wandb` ("PROJECT[/RUN]"),
+    `tensorboard` (a folder): log every checkpoint with results there (`dashboards`; the runs of the model args as
+    given, not the image ablation's). `evaluate_fn(checkpoint, tasks, output_path, data_dir, **options)` evaluates
+    one checkpoint into `output_path` and returns its results JSON (default: lmms-eval in process).
+    `ablate_images`: also evaluate every checkpoint with `images=<mode>` (module docstring)."""
+    from radar_tasks.dashboards import DashboardError, Dashboards
     from radar_tasks.data import m3bench
 
     task_list = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -275,7 +286,12 @@ def sweep(
         patterns += [watch_pattern(Path(t)) for t in checkpoints if not is_pattern(str(t))]
         patterns = list(dict.fromkeys(patterns))
 
+    try:
+        boards = Dashboards(out, wandb=wandb, tensorboard=tensorboard)
+    except DashboardError as exc:
+        raise SweepError(str(exc)) from None
     progress = _Progress(print_fn)
+    boards.print_fn = progress.line
     report_on, report = report, None
     outcomes: list[Outcome] = []
     handled: set[str] = set()
@@ -307,6 +323,7 @@ def sweep(
                         evaluated_any = True
                         if report_on:
                             report = refresh_report(out, _done(listed, runs_dir, plan, log_samples)) or report
+                        boards.log(_done(listed, runs_dir, plan[:1], log_samples))
                     line = _outcome_line(f"[{len(handled)}/{len(mine)}]", outcome, task_list)
                     progress.line(line, i == len(plan) - 1)
             if watch is None:
@@ -326,7 +343,10 @@ def sweep(
                 time.sleep(max(0.0, min(poll, watch - idle)))
         if report_on:
             report = refresh_report(out, _done(listed, runs_dir, plan, log_samples)) or report
+        boards.log(_done(listed, runs_dir, plan[:1], log_samples))
+        boards.finish(Path(report).parent if report else None)
     finally:
+        boards.close()
         progress.close()
     return SweepResult(outcomes, report)
 
@@ -340,7 +360,8 @@ def _outcome_line(position: str, outcome: Outcome, tasks: Sequence[str]) -> str:
             f"data ({headline(outcome.results, tasks)})"
         )
     if outcome.status == "failed":
-        return f"{position} {name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}"
+        kept = f" (log: {outcome.kept})" if outcome.kept else ""
+        return f"{position} {name}: FAILED after {outcome.seconds:.1f} s: {outcome.message}{kept}"
     return f"{position} {name}: evaluated in {outcome.seconds:.1f} s, {headline(outcome.results, tasks)}"
 
 
@@ -381,10 +402,11 @@ def _one(
     t0 = time.monotonic()
     try:
         produced = evaluate_fn(c.path, ",".join(tasks), partial, root, **options)
-    except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its partial folder goes
-        resume.discard(partial)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Outcome(c, "failed", time.monotonic() - t0, message=message, variant=variant)
+    except Exception as exc:  # one bad checkpoint does not stop a sweep of fifty; its log is kept, with the cause
+        from radar_tasks.runner import describe_failure
+
+        cause = describe_failure(exc)
+        return _failed(c, partial, final, time.monotonic() - t0, cause, getattr(exc, "log", None), variant)
     seconds = time.monotonic() - t0
     meta = {
         "key": dict(key),
@@ -398,9 +420,17 @@ def _one(
     }
     resume.record(partial, meta)
     if weights_stamp(c.path) != stamp:  # the folder changed while it was evaluated: these are not its results
-        resume.discard(partial)
-        return Outcome(
-            c, "failed", seconds, message="the checkpoint folder changed during its evaluation", variant=variant
-        )
+        return _failed(c, partial, final, seconds, "the checkpoint folder changed during its evaluation", None, variant)
     swap_in(partial, final)
+    resume.clear_failure(final)
     return Outcome(c, "evaluated", seconds, results=final / meta["results"], variant=variant)
+
+
+def _failed(c: Checkpoint, partial: Path, final: Path, seconds: float, cause: str, log, variant: str) -> Outcome:
+    """A failed evaluation: its partial folder kept as `<name>.failed/` (the log named in the outcome)."""
+    failure = {"cause": cause, "checkpoint": str(c.path), "step": c.step, "seconds": round(seconds, 1)}
+    failure["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    kept = resume.keep_failure(partial, final, failure)
+    log = kept / Path(log).relative_to(partial) if log and Path(log).is_relative_to(partial) else None
+    kept = log if log and log.is_file() else kept
+    return Outcome(c, "failed", seconds, message=cause, kept=kept, variant=variant)

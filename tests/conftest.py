@@ -149,8 +149,8 @@ def fixture_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tiny_series, fixture_root, tmp_path_factory):
-    """`radar_tasks.sweep` of the three tiny checkpoints on two tasks through lmms-eval, in this process:
-    (output folder, SweepResult, seconds)."""
+    """`radar_tasks.sweep` of the three tiny checkpoints on two tasks through lmms-eval, in this process, with
+    per-item logs (the report's drill-down): (output folder, SweepResult, seconds)."""
     import time
 
     from radar_tasks import sweep
@@ -163,6 +163,7 @@ def tiny_sweep(tiny_series, fixture_root, tmp_path_factory):
         out,
         model_args="device=cpu,dtype=float32",
         data_dir=fixture_root,
+        log_samples=True,
         print_fn=lambda _line: None,
     )
     return out, result, time.monotonic() - t0

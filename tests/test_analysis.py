@@ -181,6 +181,7 @@ def test_report_writes_every_file(report):
     out = report.parent
     for name in (
         "report.md",
+        "report.html",
         "results.csv",
         "summary.csv",
         "asymmetry.csv",

@@ -205,8 +205,17 @@ def test_a_failing_checkpoint_does_not_stop_the_sweep_and_is_reported(fake_run, 
     rec.fail = {"step_200"}
     result, lines = _sweep(run, root, tmp_path / "out", rec, report=False)
     assert [o.status for o in result.outcomes] == ["evaluated", "failed", "evaluated"]
-    assert "FAILED" in lines[1] and "lmms-eval wrote no results" in lines[1]
+    kept = tmp_path / "out" / "runs" / "step_200.failed"
+    assert lines[1].startswith("[2/3] step_200: FAILED after ")
+    assert lines[1].endswith(f": RuntimeError: lmms-eval wrote no results (log: {kept})")
     assert not (tmp_path / "out" / "runs" / "step_200").exists()
+    assert json.loads((kept / "failure.json").read_text())["cause"] == "RuntimeError: lmms-eval wrote no results"
+    assert (kept / "model").is_dir()  # what the evaluation wrote is kept with it
+    # a later sweep retries it; once it has results the kept failure goes
+    rec2 = Recorder()
+    result, lines = _sweep(run, root, tmp_path / "out", rec2, report=False)
+    assert rec2.calls == ["step_200"] and [o.status for o in result.outcomes] == ["skipped", "evaluated", "skipped"]
+    assert not kept.exists() and (tmp_path / "out" / "runs" / "step_200" / resume.SWEEP_FILE).is_file()
 
 
 def test_ablate_images_evaluates_each_checkpoint_twice_and_resumes_both(fake_run, tmp_path):

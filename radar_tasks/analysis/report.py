@@ -3,6 +3,8 @@
 Files under `out_dir`:
   report.md            the report (returned path): `report_context` (what it says) rendered by
                        templates/report.md.j2
+  report.html          the same content in one self-contained page, with interactive figures and the per-item
+                       drill-down (`html.write_html`; `report-items.js` beside it when the drill-down is large)
   results.csv          the results JSONs, tidy: one row per run x task (or group) x metric, with stderr and n
   summary.csv          M3-Bench levels per run (category, subset, ability, overall) x metric (sds, acc):
                        value, stderr, 95% CI (bootstrap from per-item logs, else ±1.96 stderr), n, chance
@@ -291,7 +293,8 @@ def write_report(
     snr_last: int = signal_noise.LAST_N,
     title: str = "RADAR report",
 ) -> Path:
-    """Write the CSVs, figures and Markdown report of `runs` under `out_dir`; returns the report.md path.
+    """Write the CSVs, figures, Markdown report and report.html of `runs` under `out_dir`; returns the report.md
+    path.
 
     `runs`: results JSONs, lmms-eval output folders (every `*_results.json` below is a run) or `Run` objects.
     `labels`: None, a manifest path (YAML/CSV), a list of label dicts (one per run in order, or each with a `run`
@@ -318,6 +321,9 @@ def write_report(
     report = out / "report.md"
     context = report_context(runs, data, figure_files, skipped, out, title, bootstrap_iters, seed)
     report.write_text(render_markdown(context), encoding="utf-8")
+    from radar_tasks.analysis.html import write_html
+
+    write_html(runs, data, context, figure_files, out)
     return report
 
 
