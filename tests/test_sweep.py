@@ -251,6 +251,8 @@ def test_ablate_images_evaluates_each_checkpoint_twice_and_resumes_both(fake_run
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "step_100",
         "step_100.images-none",
+        "step_200.failed",  # each failed run keeps its log, the ablated one too
+        "step_200.images-none.failed",
         "step_300",
         "step_300.images-none",
     ]
@@ -260,6 +262,7 @@ def test_ablate_images_evaluates_each_checkpoint_twice_and_resumes_both(fake_run
     seen.clear()
     result, _ = _sweep(run, root, out, Args(), model_args="device=cpu", ablate_images="none", report=False)
     assert [o.status for o in result.outcomes] == ["skipped", "skipped", "evaluated", "evaluated", "skipped", "skipped"]
+    assert not list((out / "runs").glob("*.failed"))  # both kept failures go once their runs succeed
     assert [name for name, _, _ in seen] == ["step_200", "step_200"]
     # the report (written once: everything skipped) labels the runs without images apart
     _sweep(run, root, out, Args(), model_args="device=cpu", ablate_images="none")
