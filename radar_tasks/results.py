@@ -28,7 +28,7 @@ FILTER = "none"  # lmms-eval's filter name of the scores of loglikelihood tasks 
 STDERR = "_stderr"  # `<metric>_stderr`; lmms-eval 0.7.3 adds `_stderr_clt`, `_stderr_clustered`
 COUNT = "items"  # our item count of an entry (`radar_count`); `items_<ability>` counts the ability split
 SKIPPED = "skipped"  # items not scored (too many images, ...): acc counts them wrong
-SCORED_ONLY = ("sds",)  # metrics averaged over the scored items only (a skipped item left out), not every item
+SCORED_ONLY = ("sds", "bpb", "brier")  # metrics averaged over the scored items only (a skipped item left out)
 ITEM_RECORD = "sds"  # the per-item log key that holds the whole item record (metrics/items.py; others: compact)
 _STAMP = re.compile(r"(\d{8}_\d{6})")
 

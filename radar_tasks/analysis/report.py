@@ -4,11 +4,11 @@ Files under `out_dir`:
   report.md            the report (returned path): `report_context` (what it says) rendered by
                        templates/report.md.j2
   results.csv          the results JSONs, tidy: one row per run x task (or group) x metric, with stderr and n
-  summary.csv          M3-Bench levels per run (category, subset, ability, overall) x metric (sds, acc):
-                       value, stderr, 95% CI (bootstrap from per-item logs, else ±1.96 stderr), n, chance
+  summary.csv          M3-Bench levels per run (category, subset, ability, overall) x metric (sds, acc, bpb,
+                       brier): value, stderr, 95% CI (bootstrap from per-item logs, else ±1.96 stderr), n, chance
   asymmetry.csv        per run: perception and reasoning SDS, their chance levels, gap, gap_raw
   asymmetry_steps.csv  between consecutive runs of a series: deltas, rates, rate_ratio, delta_gap
-  signal.csv           signal checks per series x level x task x metric
+  signal.csv           signal checks per series x level x task x metric (sds, acc)
   runs.csv             the runs and their labels
   figures/<name>.png   the figures of the catalogue `figures.FIGURES` that the runs allow
 """
@@ -273,6 +273,8 @@ def report_context(
                 _score_ci(cell(r, "overall", "overall", "acc")),
                 _score_ci(cell(r, "ability", "perception", "acc")),
                 _score_ci(cell(r, "ability", "reasoning", "acc")),
+                _score_ci(cell(r, "overall", "overall", "bpb")),
+                _score_ci(cell(r, "overall", "overall", "brier")),
                 ov["n"] if ov and ov["n"] is not None else "–",
             )
         )
@@ -287,6 +289,8 @@ def report_context(
             "acc overall",
             "acc perception",
             "acc reasoning",
+            "BPB overall",
+            "Brier overall",
             "scored items",
         ),
         score_rows,

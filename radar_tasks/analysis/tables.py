@@ -17,10 +17,11 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, progress, series_of
-from radar_tasks.metrics import sds
+from radar_tasks.metrics import catalogue, sds
 from radar_tasks.results import ability_split
 
-METRICS = ("sds", "acc")
+METRICS = ("sds", "acc", "bpb", "brier")  # the summary's metrics (means of the metric catalogue)
+WITH_CHANCE = ("sds", "acc")  # the metrics with a chance level (1/K); the signal checks are theirs
 SIGNAL_Z = stats.Z95  # "above chance": more than 1.96 standard errors above
 SIGNAL_MIN_SNR = 1.0  # "noisy": the spread across the series is smaller than the noise
 MONOTONIC_MIN_RUNS = 3  # Kendall tau is judged from 3 runs on
@@ -146,13 +147,15 @@ def levels_of(keys, ability_of: dict) -> list[tuple[str, object, str]]:
 
 
 def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95) -> tuple[list[dict], list[str]]:
-    """Per level (category, subset, ability, overall) and metric (sds, acc): value, stderr, CI, n, chance.
+    """Per level (category, subset, ability, overall) and metric (`METRICS`: sds, acc, bpb, brier): value, stderr,
+    CI, n, chance.
 
     Values are those of the results JSON (leaves) combined by the balanced means. With per-item logs: the stderr
     and the CI come from a stratified bootstrap (items resampled within each category, `iters` replicates) and
     `chance` is the mean of 1/K over the same items (SDS: scored items; acc: all items, a skipped item's chance
-    is 0 since it counts as wrong). Without logs: stderr from the results JSON (balanced), CI = ±1.96 stderr,
-    chance unknown (NaN). Returns (rows, notes); notes tell where logs and the results JSON disagree.
+    is 0 since it counts as wrong; none for bpb and brier). Without logs: stderr from the results JSON (balanced),
+    CI = ±1.96 stderr, chance unknown (NaN). Returns (rows, notes); notes tell where logs and the results JSON
+    disagree.
     """
     lv = leaves(run)
     notes: list[str] = []
@@ -169,6 +172,9 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             f"{' ...' if len(missing) > 5 else ''}: intervals from the results JSON stderrs"
         )
     rng = np.random.default_rng(seed)
+    # sds and acc draw from `rng` as they always did; each later metric from its own stream (their intervals
+    # leave the others' unchanged)
+    rng_of = {m: rng if m in WITH_CHANCE else np.random.default_rng([seed, i]) for i, m in enumerate(METRICS)}
     reps: dict[str, dict] = {m: {} for m in METRICS}
     chance: dict[str, dict] = {m: {} for m in METRICS}
     counts: dict[str, dict] = {m: {} for m in METRICS}
@@ -176,18 +182,17 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
         leaf = by_key[k]
         if use_logs:
             scored = [r for r in leaf.items if r.get("p") is not None]
-            p = np.array([float(r["p"]) for r in scored])
-            acc = np.array([float(bool(r.get("correct"))) for r in leaf.items])
 
             def inv_k(r) -> float:
                 return 1.0 / r["n_candidates"] if r.get("n_candidates") else math.nan
 
             chance["sds"][k] = float(np.mean([inv_k(r) for r in scored])) if scored else math.nan
             chance["acc"][k] = float(np.mean([0.0 if r.get("p") is None else inv_k(r) for r in leaf.items]))
-            reps["sds"][k] = sds.bootstrap_means(p, iters, rng)
-            reps["acc"][k] = sds.bootstrap_means(acc, iters, rng)
-            counts["sds"][k], counts["acc"][k] = int(p.size), int(acc.size)
-            for m, x in (("sds", p), ("acc", acc)):
+            for m in METRICS:
+                x = np.array(_item_values(leaf.items, m))
+                reps[m][k] = sds.bootstrap_means(x, iters, rng_of[m])
+                counts[m][k] = int(x.size)
+                chance[m].setdefault(k, math.nan)
                 own = float(x.mean()) if x.size else math.nan
                 if not (math.isnan(own) and math.isnan(leaf.values[m])) and abs(own - leaf.values[m]) > 1e-6:
                     notes.append(
@@ -196,10 +201,11 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
                     )
         else:
             n_all = leaf.samples if isinstance(leaf.samples, int) else None
-            counts["acc"][k] = n_all
             sk = leaf.skipped
-            counts["sds"][k] = n_all - int(sk) if n_all is not None and isinstance(sk, (int, float)) else n_all
-            chance["sds"][k] = chance["acc"][k] = math.nan
+            scored_n = n_all - int(sk) if n_all is not None and isinstance(sk, (int, float)) else n_all
+            for m in METRICS:  # acc: every item; the others: the scored ones
+                counts[m][k] = n_all if m == "acc" else scored_n
+                chance[m][k] = math.nan
     rows = []
     for level, name, display in levels_of(keys, ability_of):
         sel = select_keys(keys, level, name, ability_of)
@@ -234,6 +240,14 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
                 }
             )
     return rows, notes
+
+
+def _item_values(records: list[dict], metric: str) -> list[float]:
+    """A leaf's per-item values of `metric` (the record field its catalogue entry averages), of the items that
+    have one: SDS, BPB and Brier of the scored items, acc of all (a skipped item is wrong); none from logs that
+    predate the field."""
+    field_name = catalogue.by_name(metric).value
+    return [float(r[field_name]) for r in records if r.get(field_name) is not None]
 
 
 # Groups of the results JSON and the summary level they must equal: (group, metric suffix) -> (level, name).
@@ -440,7 +454,7 @@ def signal_checks(
     for series, members in series_of(runs).items():
         xs, field_name, _ = progress(members)
         for level, name in names:
-            for m in METRICS:
+            for m in WITH_CHANCE:
                 cells = [lookup(summary, r.label, level, name, m) for r in members]
                 if all(c is None for c in cells):
                     continue

@@ -41,21 +41,6 @@ def latest_instance():
     return _latest() if _latest is not None else None
 
 
-def summed_nll(kept, scores, texts) -> list[tuple[float | None, int | None]]:
-    """Per candidate of a request: the summed NLL in nats (the likelihood core's mean x its token count, under
-    either score sign) and the UTF-8 bytes of the continuation as scored (`texts`, of the kept candidates in order:
-    the prompt style's joiner and the candidate); (None, None) for a candidate a quirk left out."""
-    pairs = iter(zip(scores, texts))
-    out = []
-    for keep in kept:
-        if not keep:
-            out.append((None, None))
-            continue
-        score, text = next(pairs)
-        out.append((score.nll * score.n_tokens, len(text.encode("utf-8"))))
-    return out
-
-
 class RadarHF(lmms):
     is_simple = True  # lmms-eval runs multiple_choice only with simple models
 
@@ -247,7 +232,7 @@ class RadarHF(lmms):
                 # what is returned, under either score sign
                 non_finite += 0 if skipped else sum(not math.isfinite(loss) for loss, _ in answers)
                 kept = scored or (True,) * len(members)
-                sums = [(None, None)] * len(members) if skipped else summed_nll(kept, scores, texts)
+                sums = [(None, None)] * len(members) if skipped else protocol.nll_sums(kept, scores, texts)
                 for (index, _), continuation, answer, keep, (nll_sum, n_bytes) in zip(
                     members, continuations, answers, kept, sums
                 ):
