@@ -7,7 +7,7 @@ The aggregations are the metric catalogue's (`radar_tasks.metrics.catalogue`): o
 (`sds_aggregate`, `acc_aggregate`, ...) and `count_aggregate` for the counts, attributes of this module under those
 names (the template's `metric_list` names them), and the group aggregations `group_mean` and `group_sum`. Each leaf
 aggregation is also registered with lmms-eval's aggregation registry (see `register`) under its catalogue name
-(`radar_sds`, `radar_acc`, `radar_count`): a task YAML of anyone's can use them with
+(`radar_sds`, `radar_acc`, `radar_bpb`, `radar_brier`, `radar_count`): a task YAML of anyone's can use them with
 `process_results: !function radar_tasks.metrics.lmms.process_results`.
 Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.tasks.plugin`.
 """
@@ -38,15 +38,15 @@ def _warn_non_finite(doc: dict, record: dict) -> None:
         from loguru import logger
 
         logger.warning(message)
-    reason = items.bpb_missing(record)
-    if reason:
-        _warn_once("bpb", reason)
 
 
 def process_results(doc: dict, results: Sequence[Any], convention: str = "loss") -> dict:
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
     record = items.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
+    reason = items.bpb_missing(record)  # another wrapper's plain results: bpb left out, said once
+    if reason:
+        _warn_once("bpb", reason)
     return items.metric_values(doc, record)
 
 

@@ -6,7 +6,7 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
 2. makes the M3-Bench task folder discoverable with no flag: lmms-eval 0.7.3 has no plugin hook for tasks
    (LMMS_EVAL_PLUGINS adds its task folder too late), so `TaskManager.initialize_tasks` is wrapped to index our
    folder after the built-in tasks and any `--include_path` (those win on a name clash);
-3. registers the SDS aggregations by name (`radar_sds`, `radar_acc`, `radar_count`) for anyone's task YAML;
+3. registers the catalogue's aggregations by name (`radar_sds`, `radar_acc`, `radar_bpb`, ...) for anyone's task YAML;
 4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean,
    leaves of one item included (`install_stderr_hooks`);
 5. checks a run's data and radar_hf model args before its model loads, and records what it scored with in the
