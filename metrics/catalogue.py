@@ -38,7 +38,8 @@ MEAN = Aggregation(
     group="group_mean",
     group_rule="unweighted mean over subsets of the unweighted mean over each subset's categories",
     registered="radar_{metric}",
-    stderr="seeded bootstrap of the leaf mean; groups: `sqrt(sum se_i^2) / n` per level",
+    stderr="seeded bootstrap of the leaf mean (none for one value); groups: stratified bootstrap, "
+    "`sqrt(sum se_i^2) / n` per level (a one-value category: `se_i` 0)",
 )
 COUNT = Aggregation(
     leaf="count_aggregate",
@@ -91,6 +92,24 @@ METRICS = (
         value="correct",
         per_item="`correct`: 1 when the correct candidate scores best (ties count), else 0 (also when not scored)",
         higher_is_better=True,
+        by_ability=True,
+    ),
+    Metric(
+        "bpb",
+        MEAN,
+        value="bpb",
+        per_item="`bpb`: the correct continuation's summed NLL in nats / (ln 2 x its UTF-8 bytes as scored), from "
+        "`nll_sum` and `bytes` (none when not scored, or when the wrapper gives no summed NLL: radar_hf only)",
+        higher_is_better=False,
+        by_ability=True,
+    ),
+    Metric(
+        "brier",
+        MEAN,
+        value="brier",
+        per_item="`brier`: sum over the candidates taking part of (p_k - y_k)^2, p the softmax of `sds`, y one-hot "
+        "on the correct one (none when not scored)",
+        higher_is_better=False,
         by_ability=True,
     ),
     Metric(

@@ -30,8 +30,10 @@ class CandidateResult(tuple):
     carrying what the item record shows besides: `candidate` (the text scored, without the joiner), `prompt` (the
     text given to the model, image markers kept; on the first candidate of an item) and `skipped` (why the item
     was not scored) and `dropped` (a reference quirk left this candidate out: it holds no probability and does not
-    count towards the item's chance level). Results of other wrappers lack them: the record then shows the doc's
-    choices and no prompt."""
+    count towards the item's chance level); `nll_sum` (the continuation's summed NLL in nats, whatever the score
+    sign) and `bytes` (the UTF-8 bytes of the continuation as scored: the joiner and the candidate), which give its
+    bits per byte. Results of other wrappers lack them: the record then shows the doc's choices, no prompt and no
+    bits per byte."""
 
     def __new__(
         cls,
@@ -40,13 +42,19 @@ class CandidateResult(tuple):
         prompt: str | None = None,
         skipped: str | None = None,
         dropped: bool = False,
+        nll_sum: float | None = None,
+        n_bytes: int | None = None,
     ):
         obj = super().__new__(cls, values)
         obj.candidate, obj.prompt, obj.skipped, obj.dropped = candidate, prompt, skipped, dropped
+        obj.nll_sum, obj.bytes = nll_sum, n_bytes
         return obj
 
     def __reduce__(self):
-        return (CandidateResult, (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped))
+        return (
+            CandidateResult,
+            (tuple(self), self.candidate, self.prompt, self.skipped, self.dropped, self.nll_sum, self.bytes),
+        )
 
 
 def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold: int = 0) -> dict:
@@ -54,6 +62,8 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
 
     M3-Bench docs put the correct candidate first (`gold=0`); other tasks' docs may lack the M3-Bench columns.
     `candidates` are the candidate strings as scored, aligned with `scores`; `prompt` the model's input text.
+    `brier` is over the same softmax as `p`; `nll_sum` and `bytes` (of the correct continuation as scored) and their
+    `bpb` come only with results that carry them (`CandidateResult` of radar_hf), whatever the score convention.
     """
     unwrapped = [sds.unwrap(r) for r in results]
     given = [getattr(r, "candidate", None) for r in unwrapped]
@@ -73,6 +83,10 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
         "convention": convention,
         "candidates": given if given and None not in given and not doc.get("skipped") else choices,
         "prompt": getattr(unwrapped[0], "prompt", None) if unwrapped else None,
+        "brier": None,
+        "nll_sum": None,
+        "bytes": None,
+        "bpb": None,
     }
     if doc.get("skipped"):
         record["skipped"] = SKIP_TOO_MANY_IMAGES
@@ -90,13 +104,18 @@ def score_item(doc: dict, results: Sequence[Any], convention: str = "loss", gold
         return record
     record["p"] = sds.item_sds(scores, gold)
     record["correct"] = sds.item_correct(scores, gold)
+    record["brier"] = sds.item_brier(scores, gold, [not getattr(r, "dropped", False) for r in unwrapped])
+    record["nll_sum"] = getattr(unwrapped[gold], "nll_sum", None)
+    record["bytes"] = getattr(unwrapped[gold], "bytes", None)
+    record["bpb"] = sds.bits_per_byte(record["nll_sum"], record["bytes"])
     return record
 
 
 def compact(record: dict, metric: str) -> dict:
     """What the aggregation of a mean `metric` (`sds`, `acc`, ...) needs of a record: the item's place and the
     field the metric averages (the per-item log shows the full record once, under `catalogue.RECORD_METRIC`)."""
-    return {k: record[k] for k in (*PLACE, catalogue.by_name(metric).value)}
+    field = catalogue.by_name(metric).value
+    return {**{k: record[k] for k in PLACE}, field: record.get(field)}  # a hand-made record may lack a new field
 
 
 def item_value(metric: catalogue.Metric, record: dict):
@@ -124,6 +143,17 @@ def non_finite_warning(doc: dict, record: dict) -> str | None:
     )
 
 
+NO_BPB = (
+    "bpb: the wrapper returned only a mean NLL per candidate (no summed NLL, no token count), so the correct "
+    "answer's bits per byte are unknown and `bpb` is left out (N/A); radar_hf returns both"
+)
+
+
+def bpb_missing(record: dict) -> str | None:
+    """Why a scored item has no `bpb` (its wrapper gave no summed NLL), or None (logged once per process)."""
+    return NO_BPB if record["p"] is not None and record.get("nll_sum") is None else None
+
+
 def mean_values(records: Sequence[dict], field: str) -> list[float]:
     """The values a leaf's mean is over: each record's `field`, where it has one (`p` is None for an item not
     scored, which SDS leaves out; `correct` is False for it: acc counts it wrong)."""
@@ -131,23 +161,27 @@ def mean_values(records: Sequence[dict], field: str) -> list[float]:
 
 
 class LeafScore(float):
-    """A leaf task's score that remembers which (subset, category) it measures.
+    """A leaf task's score that remembers which (subset, category) it measures, and over how many values (`n`).
 
     lmms-eval hands a group's aggregation only the leaf values (not their task names), so the value carries
-    its place in M3-Bench; that is how groups average subsets instead of leaf tasks. Serializes as a float.
+    its place in M3-Bench; that is how groups average subsets instead of leaf tasks. `n` tells a group's stderr a
+    category of one scored value (no stderr of its own, a fixed mean) from one of none (no score). Serializes as
+    a float.
     """
 
     parts: tuple[tuple[str, str], ...]
+    n: int | None
 
-    def __new__(cls, value: float, parts):
+    def __new__(cls, value: float, parts, n: int | None = None):
         obj = super().__new__(cls, value)
         obj.parts = tuple(parts)
+        obj.n = n
         return obj
 
 
 def leaf_score(records: Sequence[dict], values: Sequence[float], statistic) -> LeafScore:
     parts = sorted({(r.get("subset") or "", r.get("category") or "") for r in records})
-    return LeafScore(statistic(values), parts)
+    return LeafScore(statistic(values), parts, len(values))
 
 
 def leaf_mean(records: Sequence[dict], values_of) -> LeafScore:
@@ -201,6 +235,32 @@ def group_mean(values: Sequence[float], sizes: Sequence[int], weight_by_size: bo
 
 
 def group_stderr(stderrs: Sequence[float]) -> float | None:
-    """Standard error of `group_mean` from the leaves' standard errors; None when they carry no tags."""
-    parts = _by_part(stderrs)
-    return None if parts is None else sds.balanced_stderr(parts)
+    """Standard error of `group_mean` from the leaves' tagged bootstrap standard errors; None when they carry no
+    tags (another suite's tasks).
+
+    A group's stderr is that of a stratified bootstrap: items resampled within each category, the balanced mean
+    recomputed. Its variance is each category's bootstrap variance times its weight squared in the balanced mean
+    (`sds.balanced_stderr`), which is computed here from the leaves' stderrs (no Monte Carlo noise between
+    categories). A category of one value (`n` 1) has no stderr of its own but the same mean in every resample: it
+    counts with 0, and with its weight; a category of none (no score) is left out, as in the mean. NaN when a
+    category of two or more values has no stderr (stderrs turned off) or when no category has two values. Leaves
+    whose count is unknown (`n` None) count with their stderr when it is finite, else are left out.
+    """
+    if _by_part(stderrs) is None:
+        return None
+    parts: dict[tuple[str, int], float] = {}
+    counts = [getattr(se, "n", None) for se in stderrs]
+    for i, (se, n) in enumerate(zip(stderrs, counts)):
+        subset = next(iter(se.parts))[0]
+        if n is None:
+            if math.isfinite(se):
+                parts[(subset, i)] = float(se)
+        elif n == 1:
+            parts[(subset, i)] = 0.0
+        elif n >= 2:
+            if not math.isfinite(se):
+                return math.nan
+            parts[(subset, i)] = float(se)
+    if all(n is not None and n < 2 for n in counts):
+        return math.nan
+    return sds.balanced_stderr(parts)

@@ -7,7 +7,7 @@ The aggregations are the metric catalogue's (`radar_tasks.metrics.catalogue`): o
 (`sds_aggregate`, `acc_aggregate`, ...) and `count_aggregate` for the counts, attributes of this module under those
 names (the template's `metric_list` names them), and the group aggregations `group_mean` and `group_sum`. Each leaf
 aggregation is also registered with lmms-eval's aggregation registry (see `register`) under its catalogue name
-(`radar_sds`, `radar_acc`, `radar_count`): a task YAML of anyone's can use them with
+(`radar_sds`, `radar_acc`, `radar_bpb`, `radar_brier`, `radar_count`): a task YAML of anyone's can use them with
 `process_results: !function radar_tasks.metrics.lmms.process_results`.
 Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.tasks.plugin`.
 """
@@ -15,10 +15,21 @@ Nothing here changes lmms-eval itself; that happens in one place, `radar_tasks.t
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from radar_tasks.metrics import catalogue, items
+
+_said: set[str] = set()  # what was logged once per process
+
+
+def _warn_once(what: str, message: str) -> None:
+    if what not in _said:
+        from loguru import logger
+
+        _said.add(what)
+        logger.warning(message)
 
 
 def _warn_non_finite(doc: dict, record: dict) -> None:
@@ -33,6 +44,9 @@ def process_results(doc: dict, results: Sequence[Any], convention: str = "loss")
     """lmms-eval `process_results` for an M3-Bench doc (one result per choice, correct choice first)."""
     record = items.score_item(doc, results, convention)
     _warn_non_finite(doc, record)
+    reason = items.bpb_missing(record)  # another wrapper's plain results: bpb left out, said once
+    if reason:
+        _warn_once("bpb", reason)
     return items.metric_values(doc, record)
 
 
@@ -80,6 +94,51 @@ globals().update(LEAF_AGGREGATIONS)  # `sds_aggregate`, `acc_aggregate`, `count_
 
 group_mean = items.group_mean  # a group's score: unweighted mean over M3-Bench subsets
 group_sum = items.group_sum  # a group's count
+
+
+def group_stderrs(results: dict, leaves_of: Mapping[str, Sequence[str]]) -> None:
+    """Write every M3-Bench group's `<metric>_stderr` into lmms-eval's `results` (task -> {"<metric>,<filter>": ...}),
+    from its leaves' (`leaves_of`: group -> leaf task names, lmms-eval's task_aggregation_list): `items.group_stderr`,
+    "N/A" where there is none. lmms-eval itself writes "N/A" for a group as soon as one leaf has no stderr, which a
+    leaf of one item never has (it computes none for one value); here such a leaf counts with its fixed mean.
+    Groups of other tasks, and metrics that are not means of the catalogue, are left as lmms-eval wrote them."""
+    single = []
+    for group, leaves in leaves_of.items():
+        entry = results.get(group)
+        if not isinstance(entry, dict):
+            continue
+        for key in list(entry):
+            metric, sep, filt = key.partition(",")
+            stderr_key = f"{metric}_stderr,{filt}"
+            if not sep or "_stderr" in metric or stderr_key not in entry:
+                continue
+            values = [results[leaf][key] for leaf in leaves if key in results.get(leaf, {})]
+            if not values or not all(isinstance(v, items.LeafScore) for v in values):
+                continue
+            ses, ones = [], []
+            for leaf in leaves:
+                if key not in results.get(leaf, {}):
+                    continue
+                value, se = results[leaf][key], results[leaf].get(stderr_key)
+                if not isinstance(se, items.LeafScore):  # lmms-eval's "N/A": one item, or stderrs turned off
+                    se = items.LeafScore(math.nan, value.parts, value.n)
+                    ones += [leaf] if value.n == 1 else []
+                ses.append(se)
+            combined = items.group_stderr(ses)
+            if combined is None or not math.isfinite(combined):
+                entry[stderr_key] = "N/A"
+            else:
+                entry[stderr_key] = combined
+                single += ones
+    if single:
+        names = sorted(set(single))
+        _warn_once(
+            "single",
+            f"{len(names)} leaf task(s) hold a single scored item ({', '.join(names[:4])}"
+            f"{' ...' if len(names) > 4 else ''}): a leaf of one item has no bootstrap stderr (N/A); its groups' "
+            "stderrs count its mean as fixed (docs/metrics.md)",
+        )
+
 
 # lmms-eval registry name -> leaf aggregation
 AGGREGATIONS = {m.registered_aggregation: LEAF_AGGREGATIONS[m.leaf_aggregation] for m in catalogue.METRICS}

@@ -5,6 +5,8 @@ An item has K candidates, the correct one first. Each candidate gets a score, hi
 - lm-eval 0.4 wrappers report the summed log-likelihood: score = loglik ("loglik" convention);
 - the paper averages raw logits of the candidate tokens: score = that mean ("score" convention, already a score).
 p = softmax(scores); the item's SDS is p[0]; the item is correct when scores[0] is a maximum (ties count as correct).
+Its Brier score is sum_k (p_k - y_k)^2 over the same p (y the one-hot correct answer); its bits per byte are the
+correct continuation's summed NLL in nats / (ln 2 x its UTF-8 bytes), whatever the score convention.
 """
 
 from __future__ import annotations
@@ -67,6 +69,25 @@ def softmax(scores: Sequence[float]) -> list[float]:
 def item_sds(scores: Sequence[float], correct: int = 0) -> float:
     """Probability mass on the correct candidate."""
     return softmax(scores)[correct]
+
+
+def item_brier(scores: Sequence[float], correct: int = 0, taking_part: Sequence[bool] | None = None) -> float:
+    """Brier score of the item: sum over the candidates of (p_k - y_k)^2, p the SDS softmax over the candidates
+    that take part (`taking_part`; default all: a candidate a protocol quirk drops has no probability), y one-hot
+    on `correct`. 0 is a sure correct answer, 2 a sure wrong one; a uniform p over K gives 1 - 1/K."""
+    kept = [i for i in range(len(scores)) if taking_part is None or taking_part[i]]
+    if correct not in kept:
+        raise ValueError(f"the correct candidate {correct} takes no part in {list(scores)}")
+    p = softmax([scores[i] for i in kept])
+    return float(sum((pk - (1.0 if i == correct else 0.0)) ** 2 for i, pk in zip(kept, p)))
+
+
+def bits_per_byte(nll_sum: float | None, n_bytes: int | None) -> float | None:
+    """The correct continuation's bits per byte: summed NLL (nats) / (ln 2 x UTF-8 bytes); None when either is
+    unknown, the continuation has no bytes, or the NLL is not finite."""
+    if nll_sum is None or not n_bytes or not math.isfinite(nll_sum):
+        return None
+    return float(nll_sum) / (math.log(2) * int(n_bytes))
 
 
 def item_correct(scores: Sequence[float], correct: int = 0) -> bool:

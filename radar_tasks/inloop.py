@@ -170,7 +170,8 @@ def evaluate(
 ) -> dict:
     """RADAR scores of `model` (a `PreTrainedModel` in memory, on its device, in its dtype) on `tasks`.
 
-    Returns `{task: {"sds", "sds_stderr", "acc", "acc_stderr", "items", "skipped", "sds_perception", ...}}` for
+    Returns `{task: {"sds", "sds_stderr", "acc", "acc_stderr", "bpb", "bpb_stderr", "brier", "brier_stderr",
+    "items", "skipped", "sds_perception", ...}}` for
     every leaf and group task, the numbers `lmms-eval --model radar_hf` writes for the same weights; with
     `log_samples`, each leaf also has `samples` (its per-item records). `data_dir`: the M3-Bench folder (default
     $RADAR_M3BENCH_DIR). `radar_hf_args`: radar_hf model args (prompt_style, score, share_prefix, protocol, ...).
@@ -246,7 +247,7 @@ class RadarCallback(_trainer_callback_base()):
         *,
         trainer=None,
         prefix: str = "eval_radar",
-        metrics: Sequence[str] = ("sds", "acc", "sds_perception", "sds_reasoning"),
+        metrics: Sequence[str] = ("sds", "acc", "bpb", "brier", "sds_perception", "sds_reasoning"),
         **evaluate_kwargs,
     ):
         self.processor, self.tasks, self.eval_steps = processor, tasks, eval_steps

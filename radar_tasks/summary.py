@@ -9,7 +9,13 @@ from radar_tasks import taxonomy
 from radar_tasks.results import COUNT, Results
 
 # The score columns: (header, metric, whether the column shows its stderr). A new metric's column is one line here.
-COLUMNS = (("SDS", "sds", False), ("± stderr", "sds", True), ("acc", "acc", False))
+COLUMNS = (
+    ("SDS", "sds", False),
+    ("± stderr", "sds", True),
+    ("acc", "acc", False),
+    ("BPB", "bpb", False),  # lower is better
+    ("Brier", "brier", False),  # lower is better
+)
 
 
 def _fmt(value) -> str:

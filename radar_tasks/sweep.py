@@ -139,8 +139,13 @@ class SweepResult:
         return [o for o in self.outcomes if o.status in ("failed", "incomplete")]
 
 
+# The scores of a checkpoint's line: (label, metric, digits); BPB and Brier: lower is better
+HEADLINE = (("SDS", "sds", 4), ("acc", "acc", 4), ("BPB", "bpb", 3), ("Brier", "brier", 4))
+
+
 def headline(results: Path, tasks: Sequence[str]) -> str:
-    """`radar_mmm SDS 0.xxx` (or the first task's) from a results JSON."""
+    """`radar_mmm SDS 0.xxxx, acc 0.xxxx, BPB x.xxx, Brier 0.xxxx` (or the first task's; the scores it has) from a
+    results JSON."""
     try:
         entries = Results.read(results).entries
     except ResultsError:
@@ -148,7 +153,10 @@ def headline(results: Path, tasks: Sequence[str]) -> str:
     for task in ["radar_mmm", *tasks]:
         value = entries[task].value("sds") if task in entries else None
         if value is not None and math.isfinite(value):
-            return f"{task} SDS {value:.4f}"
+            scores = [(label, entries[task].value(metric), digits) for label, metric, digits in HEADLINE]
+            return f"{task} " + ", ".join(
+                f"{label} {v:.{digits}f}" for label, v, digits in scores if v is not None and math.isfinite(v)
+            )
     return ""
 
 
@@ -352,7 +360,8 @@ def sweep(
 
 
 def _outcome_line(position: str, outcome: Outcome, tasks: Sequence[str]) -> str:
-    """The line a checkpoint's outcome prints: `[2/5] step_200: evaluated in 41.3 s, radar_mmm SDS 0.3120`."""
+    """The line a checkpoint's outcome prints: `[2/5] step_200: evaluated in 41.3 s, radar_mmm SDS 0.3120, acc 0.3500,
+    BPB 5.123, Brier 0.6800`."""
     name = outcome.checkpoint.name + outcome.variant
     if outcome.status == "skipped":
         return (

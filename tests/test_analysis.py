@@ -364,6 +364,37 @@ def test_compare_paired_bootstrap(real_runs):
     assert {r["level"] for r in out["rows"]} == {"category", "subset", "ability", "overall"}
 
 
+def test_bpb_and_brier_of_real_runs_from_their_per_item_logs(real_runs):
+    """Each logged item's bpb is its `nll_sum / (ln 2 x bytes)`, `bytes` the UTF-8 bytes of " " + the correct
+    candidate (the raw style's continuation); each leaf's bpb and brier the mean over its scored items; `compare`
+    gives the results-JSON differences and names the run with the lower BPB as the better one."""
+    ra, rb = _results(real_runs["a"])["results"], _results(real_runs["b"])["results"]
+    a, b = load_runs([real_runs["a"]])[0], load_runs([real_runs["b"]])[0]
+    by_task: dict = {}
+    for rec in a.items():
+        by_task.setdefault(rec["task"], []).append(rec)
+        if rec["p"] is None:
+            assert rec["bpb"] is None and rec["brier"] is None
+            continue
+        assert rec["bytes"] == len((" " + rec["candidates"][0]).encode("utf-8"))
+        assert rec["bpb"] == pytest.approx(rec["nll_sum"] / (math.log(2) * rec["bytes"]), rel=1e-12)
+        p = [math.exp(s - max(rec["scores"])) for s in rec["scores"]]
+        p = [x / sum(p) for x in p]
+        assert rec["brier"] == pytest.approx((p[0] - 1) ** 2 + sum(x * x for x in p[1:]), abs=1e-12)
+    for task, recs in by_task.items():
+        scored = [r for r in recs if r["p"] is not None]
+        for metric in ("bpb", "brier"):
+            assert ra[task][f"{metric},none"] == pytest.approx(sum(r[metric] for r in scored) / len(scored), abs=1e-12)
+    rows = {(r["level"], r["name"], r["metric"]): r for r in compare_runs(a, b, iters=500)["rows"]}
+    for s in SUBSETS:
+        task = "radar_mmbench" if s == "mmbench" else taxonomy.task_name(s)
+        for metric in ("bpb", "brier"):
+            row = rows[("subset", s, metric)]
+            assert row["diff"] == pytest.approx(ra[task][f"{metric},none"] - rb[task][f"{metric},none"], abs=1e-9)
+            lower = "A" if row["diff"] < 0 else "B"  # lower is better
+            assert row["better"] == (lower if row["ci_low"] > 0 or row["ci_high"] < 0 else "")
+
+
 def test_compare_identical_rerun_has_zero_difference(real_runs, tmp_path):
     copy = shutil.copytree(real_runs["a"], tmp_path / "rerun")
     a, a2 = load_runs([real_runs["a"]])[0], load_runs([copy])[0]
@@ -417,6 +448,8 @@ def test_report_cli(real_runs, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     runs = {r["run"]: r for r in _csv(out / "runs.csv")}
     assert runs["early"]["step"] == "1000" and runs["late"]["model"].endswith("ckpt-b")
+    assert "| BPB overall | Brier overall |" in (out / "report.md").read_text()
+    assert {r["metric"] for r in _csv(out / "summary.csv")} == {"sds", "acc", "bpb", "brier"}
     assert radar_main(["report", str(real_runs["a"]), "--steps", "1,2", "--out", str(out)]) == 2
     assert "1 run(s)" in capsys.readouterr().err
     assert radar_main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2

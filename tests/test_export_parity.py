@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from radar_tasks import taxonomy
@@ -118,6 +119,37 @@ def test_every_item_probability_matches(runs):
         assert all(abs(a - b) <= TOLERANCE for a, b in zip(record["scores"], other["scores"], strict=True)), key
 
 
+# the per-item field each mean averages (none on an item not scored, except acc's: wrong)
+FIELDS = {"sds": "p", "acc": "correct", "bpb": "bpb", "brier": "brier"}
+
+
+def test_a_lite_group_has_a_stderr_though_categories_hold_one_item(runs):
+    """`radar_mmmu_pro_lite`: ten of its categories hold a single item, whose leaf stderr is N/A (lmms-eval computes
+    none for one value); the group's stderr is a number (lmms-eval alone says N/A), in the package and (equal) in
+    the export: the stratified bootstrap of the balanced mean, checked here against its exact value from the
+    per-item logs (a category's bootstrap variance is its values' variance / n) and, to the last digit, against the
+    leaves' own stderrs with the one-item categories at 0."""
+    package, _, work = runs
+    res = package["results"]
+    leaves = sorted(t for t in package["configs"] if t.startswith("radar_mmmu_pro_") and t.endswith("_lite"))
+    logs = items(work / "package", leaves)
+    single = [leaf for leaf in leaves if sum(t == leaf for t, _ in logs) == 1]
+    assert len(single) == 10 and all(res[leaf]["sds_stderr,none"] == "N/A" for leaf in single)
+    for metric, field in FIELDS.items():
+        exact, combined = [], []
+        for leaf in leaves:
+            x = np.array([float(r[field]) for (t, _), r in logs.items() if t == leaf and r[field] is not None])
+            if x.size == 0:
+                continue
+            exact.append(x.var() / x.size)  # the bootstrap variance of the category mean
+            se = res[leaf][f"{metric}_stderr,none"]
+            combined.append(0.0 if x.size == 1 else se)
+        group = res["radar_mmmu_pro_lite"][f"{metric}_stderr,none"]
+        assert isinstance(group, float) and group > 0, metric
+        assert group == pytest.approx(math.sqrt(sum(exact)) / len(exact), rel=0.05), metric  # one subset
+        assert group == pytest.approx(math.sqrt(sum(se * se for se in combined)) / len(combined), rel=1e-9), metric
+
+
 def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
     """lmms-eval's own `dummy` model (every candidate the loss 0.0, returned as a plain tuple, so it reaches the
     task as a string): each item's SDS is exactly 1/K, with the exported folder alone."""
@@ -160,6 +192,10 @@ def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
         assert logged and all(r["p"] == pytest.approx(1 / r["n_candidates"], abs=1e-12) for r in logged)
         assert results[task]["sds,none"] == pytest.approx(sum(r["p"] for r in logged) / len(logged), abs=1e-12)
         assert results[task]["acc,none"] == 1.0  # all tied: a tie counts as correct
+        # a wrapper's plain results: the Brier score of a uniform p is 1 - 1/K; no bits per byte (no NLL sum)
+        assert all(r["brier"] == pytest.approx(1 - 1 / r["n_candidates"], abs=1e-12) for r in logged)
+        assert all(r["bpb"] is None for r in logged) and math.isnan(results[task]["bpb,none"])
+    assert "no summed NLL" in proc.stdout + proc.stderr  # why bpb is left out, said
 
 
 def test_protocol_paper_reads_the_exported_records_as_the_release(exported, tiny_checkpoint, tmp_path):

@@ -91,6 +91,10 @@ RECORD_KEYS = {
     "convention",
     "candidates",
     "prompt",
+    "brier",
+    "nll_sum",
+    "bytes",
+    "bpb",
 }
 
 
@@ -127,10 +131,15 @@ def test_score_item_uses_the_convention_it_is_given(convention, raw, scores):
 
 def test_process_results_metrics_of_one_doc():
     out = lmms.process_results(doc(ability="reasoning"), [(0.0, False), (1.0, False)])
-    assert set(out) == {"sds", "acc", "skipped", "items", "sds_reasoning", "acc_reasoning", "items_reasoning"}
+    assert set(out) == {
+        *("sds", "acc", "bpb", "brier", "skipped", "items"),
+        *("sds_reasoning", "acc_reasoning", "bpb_reasoning", "brier_reasoning", "items_reasoning"),
+    }
     assert out["items"] == out["items_reasoning"] == 1 and out["skipped"] == 0
     assert out["acc"] == out["acc_reasoning"] == items.compact(out["sds"], "acc")
     assert out["sds_reasoning"] == items.compact(out["sds"], "sds")
+    assert out["brier"] == out["brier_reasoning"] == items.compact(out["sds"], "brier")
+    assert out["bpb"] == {"id": "q1", "subset": "mmbench", "category": "ocr", "bpb": None}  # plain results: no NLL sum
     assert lmms.count_aggregate([out["items"]] * 3) == 3 and lmms.group_sum([3, 4], [3, 4]) == 7
 
 

@@ -118,6 +118,30 @@ def test_results_carry_candidates_and_prompt(wrapper, docs):
     assert record["candidates"] == docs[0]["choices"] and record["prompt"] == context_of(docs[0])
 
 
+def test_results_carry_the_summed_nll_and_the_bytes_scored(wrapper):
+    """Per candidate: the summed NLL in nats (the reference core's mean x its tokens) and the UTF-8 bytes of the
+    continuation as scored: lmms-eval's " " + choice in the raw style; under a family style with score=logit, that
+    style's continuation (llava_ov_plain: the choice, no joiner), the NLL still the NLL."""
+    doc = _m3_doc("Which animal is this?", [], ["naïve dog", "cat"])  # no image: fast
+    context = context_of(doc)
+    wrapper.task_dict = {TASK: {SPLIT: [doc]}}
+    texts = [r.text for r in wrapper.loglikelihood(make_requests([doc], [(0, 0), (0, 1)]))]
+    expected = score_continuations(wrapper.model, wrapper.processor, context, doc["images"], [" naïve dog", " cat"])
+    assert [t.bytes for t in texts] == [11, 4]  # " naïve dog": ï is two bytes
+    for t, e in zip(texts, expected):
+        assert t.nll_sum == pytest.approx(e.nll * e.n_tokens, rel=1e-5) and t.nll_sum > t[0] > 0
+
+    styled = RadarHF.from_model(wrapper.model, wrapper.processor, prompt_style="llava_ov_plain", score="logit")
+    styled.task_dict = {TASK: {SPLIT: [doc]}}
+    texts = [r.text for r in styled.loglikelihood(make_requests([doc], [(0, 0), (0, 1)]))]
+    prompt = texts[0].prompt  # the style's prompt; its continuations are the candidates, no joiner
+    expected = score_continuations(wrapper.model, wrapper.processor, prompt, doc["images"], ["naïve dog", "cat"])
+    assert [t.bytes for t in texts] == [10, 3]
+    for t, e in zip(texts, expected):
+        assert t[0] == pytest.approx(-e.mean_logit, abs=1e-4)  # the score: mean logit
+        assert t.nll_sum == pytest.approx(e.nll * e.n_tokens, rel=1e-4)  # bpb: from the NLL
+
+
 def test_text_holding_a_model_token_is_not_scored_but_counted(wrapper, tiny_images, caplog):
     doc = _m3_doc("Which animal <|vision_start|> is this?", tiny_images[:1], ["dog", "cat"])
     wrapper.task_dict = {TASK: {SPLIT: [doc]}}

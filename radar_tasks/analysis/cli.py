@@ -53,7 +53,7 @@ def _report(args) -> int:
 
 
 def _compare(args) -> int:
-    from radar_tasks.analysis.compare import compare_runs, format_table
+    from radar_tasks.analysis.compare import COLUMNS, METRICS, compare_runs, format_table
     from radar_tasks.analysis.report import write_csv
     from radar_tasks.analysis.runs import RunError, load_runs
 
@@ -74,7 +74,7 @@ def _compare(args) -> int:
             a.labels["label"] = args.label_a
         if args.label_b:
             b.labels["label"] = args.label_b
-        metrics = tuple(dict.fromkeys(args.metric or ("sds", "acc")))
+        metrics = tuple(dict.fromkeys(args.metric or METRICS))
         result = compare_runs(a, b, iters=args.iters, seed=args.seed, metrics=metrics)
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -92,7 +92,7 @@ def _compare(args) -> int:
         write_csv(
             out,
             rows,
-            ["run_a", "run_b", "level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items"],
+            ["run_a", "run_b", *COLUMNS],
         )
         print(f"\n{out}")
     return 0
@@ -131,7 +131,7 @@ def add_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "compare",
-        help="paired bootstrap difference of SDS (and acc) between two runs on the same items",
+        help="paired bootstrap difference of SDS, acc, BPB and Brier between two runs on the same items",
         description="Paired bootstrap of A - B per subset, ability and overall on items matched by (task, id) "
         "in the per-item logs (lmms-eval --log_samples). Items in one run only are counted and "
         "left out.",
@@ -144,8 +144,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument(
         "--metric",
         action="append",
-        choices=("sds", "acc"),
-        help="metric(s) to compare (repeatable; default: sds and acc)",
+        choices=("sds", "acc", "bpb", "brier"),
+        help="metric(s) to compare (repeatable; default: all four; bpb and brier: lower is better)",
     )
     p.add_argument("--categories", action="store_true", help="also print per-category rows")
     p.add_argument("--label-a", help="display name of RUN_A")

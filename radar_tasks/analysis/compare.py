@@ -1,11 +1,13 @@
 """`radar-tasks compare RUN_A RUN_B`: paired bootstrap of the score difference A - B on the same items.
 
 Items are matched by (task, id) from the per-item logs; an item logged by one run only is counted and left out.
-SDS uses the items both runs scored (an item skipped or unscorable in either is left out, and counted); acc uses
-every matched item (skipped = wrong); any other mean metric of the catalogue (bpb, ...) the items where both
-records hold its field. Differences are resampled within each category (the same draw for A and B,
-since the per-item differences are resampled); a subset's difference is the unweighted mean over its categories,
-an ability's and the overall difference the unweighted mean over subsets, as in the results JSON.
+SDS, BPB and Brier use the items both runs scored (an item skipped or unscorable in either is left out, and
+counted; BPB also needs both runs' summed NLL, radar_hf's); acc uses every matched item (skipped = wrong); any other
+mean metric of the catalogue the items where both records hold its field. Differences are resampled within each
+category (the same draw for A and B, since the per-item differences are resampled); a subset's difference is the
+unweighted mean over its categories, an ability's and the overall difference the unweighted mean over subsets, as
+in the results JSON. `better` names the run whose score is better where the interval excludes 0: the higher one for
+SDS and acc, the lower one for BPB and Brier (the metric catalogue's `higher_is_better`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 from radar_tasks import taxonomy
 from radar_tasks.analysis import stats
 from radar_tasks.analysis.runs import Run, RunError
-from radar_tasks.analysis.tables import item_field, levels_of, select_keys
+from radar_tasks.analysis.tables import higher_is_better, item_field, levels_of, select_keys
 from radar_tasks.metrics import sds
 
-COLUMNS = ("level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n_items")
+COLUMNS = ("level", "name", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "better", "n_items")
+METRICS = ("sds", "acc", "bpb", "brier")  # what `compare` compares unless told
 
 
 def _item_key(rec: dict) -> tuple[str, str]:
@@ -36,8 +39,17 @@ def _is_m3(rec: dict) -> bool:
     )
 
 
+def better(diff_low: float, diff_high: float, metric: str) -> str:
+    """ "A" or "B": the better run where the interval of A - B excludes 0 (for a metric where lower is better, the
+    run with the lower score), else ""."""
+    if not (diff_low > 0 or diff_high < 0):  # also NaN bounds
+        return ""
+    a_higher = diff_low > 0
+    return "A" if a_higher == higher_is_better(metric) else "B"
+
+
 def compare_runs(
-    run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level_ci: float = 0.95, metrics=("sds", "acc")
+    run_a: Run, run_b: Run, iters: int = 2000, seed: int = 0, level_ci: float = 0.95, metrics=METRICS
 ) -> dict:
     """Paired comparison of two runs. Returns {'rows': [...], 'counts': {...}, 'a': label, 'b': label}."""
     for r in (run_a, run_b):
@@ -106,6 +118,7 @@ def compare_runs(
                     "ci_low": lo,
                     "ci_high": hi,
                     "p_value": stats.two_sided_p(r),
+                    "better": better(lo, hi, m),
                     "n_items": sum(len(diffs[m][k]) for k in sel),
                 }
             )
@@ -124,7 +137,7 @@ def compare_runs(
 
 def format_table(result: dict, levels=("subset", "ability", "overall")) -> str:
     """A plain-text table of a `compare_runs` result (categories left out unless asked)."""
-    head = ("level", "name", "metric", "A", "B", "A-B", f"{result['level_ci']:.0%} CI", "p", "items")
+    head = ("level", "name", "metric", "A", "B", "A-B", f"{result['level_ci']:.0%} CI", "p", "better", "items")
     lines = [head]
     for r in result["rows"]:
         if r["level"] not in levels:
@@ -140,6 +153,7 @@ def format_table(result: dict, levels=("subset", "ability", "overall")) -> str:
                 f"{r['diff']:+.4f}",
                 ci,
                 f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-",
+                r["better"] or "-",
                 str(r["n_items"]),
             )
         )
@@ -154,7 +168,8 @@ def format_table(result: dict, levels=("subset", "ability", "overall")) -> str:
         0,
         f"A = {result['a']} ({result.get('a_path', '')})\nB = {result['b']} ({result.get('b_path', '')})\n"
         f"items: {c['matched']} matched by (task, id); {c['only_a']} only in A, {c['only_b']} only in B "
-        f"(left out); {c['unscored_in_one']} scored in one run only (left out of SDS); "
-        f"paired bootstrap, {result['iters']} resamples, seed {result['seed']}\n",
+        f"(left out); {c['unscored_in_one']} scored in one run only (left out of SDS, BPB, Brier); "
+        f"paired bootstrap, {result['iters']} resamples, seed {result['seed']}; better: the run with the higher "
+        "SDS/acc, the lower BPB/Brier, where the interval excludes 0\n",
     )
     return "\n".join(text)

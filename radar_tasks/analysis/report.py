@@ -6,8 +6,8 @@ Files under `out_dir`:
   report.html          the same content in one self-contained page, with interactive figures and the per-item
                        drill-down (`html.write_html`; `report-items.js` beside it when the drill-down is large)
   results.csv          the results JSONs, tidy: one row per run x task (or group) x metric, with stderr and n
-  summary.csv          M3-Bench levels per run (category, subset, ability, overall) x metric (sds, acc):
-                       value, stderr, 95% CI (bootstrap from per-item logs, else ±1.96 stderr), n, chance
+  summary.csv          M3-Bench levels per run (category, subset, ability, overall) x metric (sds, acc, bpb,
+                       brier): value, stderr, 95% CI (bootstrap from per-item logs, else ±1.96 stderr), n, chance
   asymmetry.csv        per run: perception and reasoning SDS, their chance levels, gap, gap_raw
   asymmetry_steps.csv  between consecutive runs of a series: deltas, rates, rate_ratio, delta_gap
   signal.csv           signal checks per series x level x task x metric
@@ -384,6 +384,8 @@ def report_context(
                 _score_ci(cell(r, "overall", "overall", "acc")),
                 _score_ci(cell(r, "ability", "perception", "acc")),
                 _score_ci(cell(r, "ability", "reasoning", "acc")),
+                _score_ci(cell(r, "overall", "overall", "bpb")),
+                _score_ci(cell(r, "overall", "overall", "brier")),
                 ov["n"] if ov and ov["n"] is not None else "–",
             )
         )
@@ -398,6 +400,8 @@ def report_context(
             "acc overall",
             "acc perception",
             "acc reasoning",
+            "BPB overall",
+            "Brier overall",
             "scored items",
         ),
         score_rows,

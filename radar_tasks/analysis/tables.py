@@ -228,6 +228,9 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
         )
     metrics = [m for m in mean_metrics() if any(m in by_key[k].values for k in keys)]
     rng = np.random.default_rng(seed)
+    # sds and acc draw from `rng` as they always did; every other metric from a stream of its own (its intervals
+    # leave theirs unchanged)
+    rng_of = {m: rng if m in CHANCE else np.random.default_rng([seed, i]) for i, m in enumerate(metrics)}
     reps: dict[str, dict] = {m: {} for m in metrics}
     chance: dict[str, dict] = {m: {} for m in metrics}
     counts: dict[str, dict] = {m: {} for m in metrics}
@@ -237,7 +240,7 @@ def summarize(run: Run, iters: int = 1000, seed: int = 0, level_ci: float = 0.95
             for m in metrics:
                 x = item_values(leaf.items, m)
                 chance[m][k] = CHANCE[m](leaf.items) if m in CHANCE else math.nan
-                reps[m][k] = sds.bootstrap_means(x, iters, rng)
+                reps[m][k] = sds.bootstrap_means(x, iters, rng_of[m])
                 counts[m][k] = int(x.size)
                 own = float(x.mean()) if x.size else math.nan
                 if m not in leaf.values:

@@ -69,6 +69,24 @@ def answers(scored, scores, score: str) -> list[tuple[float, bool]]:
     return out
 
 
+def nll_sums(scored, scores, texts) -> list[tuple[float | None, int | None]]:
+    """Per candidate of a request: the summed NLL in nats (the likelihood core's mean NLL x its token count, under
+    either score sign) and the UTF-8 bytes of the continuation as scored (`texts`, one per scored candidate, in
+    order: the prompt style's joiner and the candidate), which give its bits per byte; (None, None) for a candidate
+    a quirk left out."""
+    if len(scores) != sum(scored) or len(texts) != len(scores):
+        raise ValueError(f"{len(scores)} scores and {len(texts)} texts for {sum(scored)} scored candidates")
+    pairs = iter(zip(scores, texts))
+    out = []
+    for keep in scored:
+        if not keep:
+            out.append((None, None))
+            continue
+        score, text = next(pairs)
+        out.append((score.nll * score.n_tokens, len(text.encode("utf-8"))))
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- presets
 # `protocol=paper`: what each reference script sets, by family style. Explicit model_args override every key, so
 # each quirk below can be turned off on its own (e.g. `protocol=paper,mmmu_two_letters=false`).

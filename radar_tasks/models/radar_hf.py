@@ -168,7 +168,8 @@ class RadarHF(lmms):
 
     def load_question(self, task, split, doc_id, context: str, doc_to_visual, continuations: list):
         """One lmms-eval question, from its doc to what the scorer takes: `(Question, (scored, continuations,
-        prompt, skipped, place))`; the Question is None for an item that is not scored at all (`skipped` says why).
+        prompt, skipped, place, texts))`; the Question is None for an item that is not scored at all (`skipped` says
+        why). `texts`: the continuations as scored (the prompt style's joiner and the candidate), of the scored ones.
 
         The function background workers run (`models.pipeline`): the doc from lmms-eval's `task_dict`, then the
         question (`questions.QuestionMaker`). `continuations` may hold callables (doc_to_target of loglikelihood
@@ -182,7 +183,8 @@ class RadarHF(lmms):
         )
         question, scored, skipped = self.questions.make(doc, context, doc_to_visual, continuations)
         prompt = question.context if question is not None else None
-        return question, (scored, continuations, prompt, skipped, place)
+        texts = list(question.continuations) if question is not None else None
+        return question, (scored, continuations, prompt, skipped, place, texts)
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
@@ -214,7 +216,7 @@ class RadarHF(lmms):
             tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress,
             contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions,
         ):
-            for i, (scored, continuations, prompt, skipped, place), scores in scored_questions:
+            for i, (scored, continuations, prompt, skipped, place, texts), scores in scored_questions:
                 (task, _, doc_id, context), (_, members) = items[i]
                 if scores is None:  # not scored at all (`load_question` says why)
                     progress.update(1)
@@ -230,13 +232,18 @@ class RadarHF(lmms):
                 # what is returned, under either score sign
                 non_finite += 0 if skipped else sum(not math.isfinite(loss) for loss, _ in answers)
                 kept = scored or (True,) * len(members)
-                for (index, _), continuation, answer, keep in zip(members, continuations, answers, kept):
+                sums = [(None, None)] * len(members) if skipped else protocol.nll_sums(kept, scores, texts)
+                for (index, _), continuation, answer, keep, (nll_sum, n_bytes) in zip(
+                    members, continuations, answers, kept, sums
+                ):
                     self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
                     # GenerationResult keeps the tuple intact through lmms-eval's output stringification; the
                     # tuple carries what the per-item record shows (metrics/items.py)
                     candidate = prompts.strip_delimiter(continuation) if isinstance(continuation, str) else None
                     results[index] = GenerationResult(
-                        text=CandidateResult(answer, candidate, prompt or context, skipped, dropped=not keep)
+                        text=CandidateResult(
+                            answer, candidate, prompt or context, skipped, not keep, nll_sum=nll_sum, n_bytes=n_bytes
+                        )
                     )
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value

@@ -13,8 +13,9 @@ lmms-eval's own extension points:
   `m` + SE_SUFFIX whose aggregation is the bootstrap standard error of `m` (`sds_se`, `acc_se`,
   `sds_perception_se`, ...);
 - group scores and their stderrs: a group aggregation sees only its leaves' values, so each leaf value carries its
-  (subset, category) (`items.LeafScore`); groups average subsets unweighted (`items.group_mean`) and combine the
-  leaves' `*_se` values into the standard error of that mean (`group_se`). Group `*_stderr` keys stay "N/A".
+  (subset, category) and its number of values (`items.LeafScore`); groups average subsets unweighted
+  (`items.group_mean`) and combine the leaves' `*_se` values into the standard error of that mean (`group_se`,
+  a leaf of one value counting as fixed: `items.group_stderr`). Group `*_stderr` keys stay "N/A".
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ GROUP_SE = "group_se"  # the group aggregation of the `*_se` metrics
 _MEANS = [m for m in catalogue.METRICS if m.aggregation is catalogue.MEAN]
 # What the `*_se` aggregations read of an item record: its place and the field of every mean (`items.mean_values`)
 SE_FIELDS = items.PLACE + tuple(m.value for m in _MEANS)
+_LOGGED: set[str] = set()  # the warnings given once
 
 
 # ---------------------------------------------------------------------------------------------- per-doc hooks
@@ -100,6 +102,10 @@ def process_results(doc: dict, results) -> dict:
     message = items.non_finite_warning(doc, record)
     if message:
         logger.warning(message)
+    reason = items.bpb_missing(record)
+    if reason and reason not in _LOGGED:  # once per loaded copy of this file (lmms-eval loads one per reference)
+        _LOGGED.add(reason)
+        logger.warning(reason)
     values = items.metric_values(doc, record)
     se = {key + SE_SUFFIX: {f: v[f] for f in SE_FIELDS if f in v} for key, v in values.items() if isinstance(v, dict)}
     return {**values, **se}
@@ -143,6 +149,7 @@ globals().update(LEAF_AGGREGATIONS)
 
 
 def group_se(stderrs, sizes, weight_by_size: bool = False) -> float:
-    """A group's `*_se`: the standard error of its unweighted mean over subsets, from the leaves' `*_se`."""
+    """A group's `*_se`: the standard error of its unweighted mean over subsets, from the leaves' `*_se` (the
+    package's group `*_stderr`: `items.group_stderr`, NaN where it has none)."""
     se = items.group_stderr(stderrs)
     return math.nan if se is None else se

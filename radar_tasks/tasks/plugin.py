@@ -6,9 +6,9 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
 2. makes the M3-Bench task folder discoverable with no flag: lmms-eval 0.7.3 has no plugin hook for tasks
    (LMMS_EVAL_PLUGINS adds its task folder too late), so `TaskManager.initialize_tasks` is wrapped to index our
    folder after the built-in tasks and any `--include_path` (those win on a name clash);
-3. registers the SDS aggregations by name (`radar_sds`, `radar_acc`, `radar_count`) for anyone's task YAML;
-4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean
-   (`install_stderr_hooks`);
+3. registers the catalogue's aggregations by name (`radar_sds`, `radar_acc`, `radar_bpb`, ...) for anyone's task YAML;
+4. gives those aggregations their bootstrap stderrs and M3-Bench groups the stderr of their unweighted mean,
+   leaves of one item included (`install_stderr_hooks`);
 5. checks a run's data and radar_hf model args before its model loads, and records what it scored with in the
    results JSON (`install_preflight`): lmms-eval loads the model before the tasks, retries a failing dataset
    load five times, and its CLI turns any exception into a traceback and exit status 0;
@@ -64,29 +64,46 @@ def _wrap_initialize_tasks() -> None:
 def install_stderr_hooks() -> None:
     """Give our aggregations bootstrap stderrs, and M3-Bench groups the stderr of their unweighted mean.
 
-    lmms-eval 0.7.3 computes stderrs only for a fixed list of built-in aggregations, and pools group stderrs as
-    if groups were size-weighted. Both hooks wrap the original and change nothing for other aggregations/tasks.
+    lmms-eval 0.7.3 computes stderrs only for a fixed list of built-in aggregations, pools group stderrs as if
+    groups were size-weighted, and gives a group "N/A" as soon as one leaf has no stderr (a leaf of one item never
+    has one). The first hook wraps `stderr_for_metric`; the group stderrs are rewritten after lmms-eval computed
+    the groups (`_wrap_group_results`, on `lmms_eval.evaluator`). Both change nothing for other aggregations/tasks.
     """
     from lmms_eval import evaluator_utils as eu
 
-    from radar_tasks.metrics import items
+    if not getattr(eu.stderr_for_metric, "radar_hook", False):
+        original_stderr = eu.stderr_for_metric
 
-    if getattr(eu.stderr_for_metric, "radar_hook", False):
+        def stderr_for_metric(metric, bootstrap_iters: int):
+            own = getattr(metric, "radar_stderr", None)
+            if own is not None and bootstrap_iters > 0:
+                return lambda values: own(values, bootstrap_iters)
+            return original_stderr(metric, bootstrap_iters)
+
+        stderr_for_metric.radar_hook = True
+        eu.stderr_for_metric = stderr_for_metric
+    _on_evaluator(_wrap_group_results)
+
+
+def _wrap_group_results(evaluator) -> None:
+    """Wrap `lmms_eval.evaluator.consolidate_group_results` (the name `evaluate` calls, once): after it, every
+    M3-Bench group's stderrs come from its leaves (`metrics.lmms.group_stderrs`, with lmms-eval's own map of each
+    group to its leaves, the function's fourth result)."""
+    original = evaluator.consolidate_group_results
+    if getattr(original, "radar_hook", False):
         return
-    original_stderr, original_pooled = eu.stderr_for_metric, eu.pooled_sample_stderr
 
-    def stderr_for_metric(metric, bootstrap_iters: int):
-        own = getattr(metric, "radar_stderr", None)
-        if own is not None and bootstrap_iters > 0:
-            return lambda values: own(values, bootstrap_iters)
-        return original_stderr(metric, bootstrap_iters)
+    def consolidate_group_results(results, versions, task_dict, *args, **kwargs):
+        out = original(results, versions, task_dict, *args, **kwargs)
+        if not args and not kwargs:  # the top-level call: every group is done
+            from radar_tasks.metrics import lmms as lmms_metrics
 
-    def pooled_sample_stderr(stderrs, sizes):
-        combined = items.group_stderr(stderrs)
-        return original_pooled(stderrs, sizes) if combined is None else combined
+            lmms_metrics.group_stderrs(out[0], out[3])
+        return out
 
-    stderr_for_metric.radar_hook = True
-    eu.stderr_for_metric, eu.pooled_sample_stderr = stderr_for_metric, pooled_sample_stderr
+    consolidate_group_results.radar_hook = True
+    consolidate_group_results.__wrapped__ = original
+    evaluator.consolidate_group_results = consolidate_group_results
 
 
 def _wrap_simple_evaluate(evaluator) -> None:
@@ -138,14 +155,25 @@ def _wrap_simple_evaluate(evaluator) -> None:
 
 
 def install_preflight() -> None:
-    """Wrap `lmms_eval.evaluator.simple_evaluate` with the pre-flight check (`radar_tasks.tasks.preflight`).
+    """Wrap `lmms_eval.evaluator.simple_evaluate` with the pre-flight check (`radar_tasks.tasks.preflight`)."""
+    _on_evaluator(_wrap_simple_evaluate)
+
+
+_PENDING: list = []  # wraps of `lmms_eval.evaluator` waiting for the module to be imported
+
+
+def _on_evaluator(wrap) -> None:
+    """Apply `wrap(lmms_eval.evaluator)` now, or once that module is imported.
 
     This module is loaded while `lmms_eval.evaluator` is still being imported (it imports `lmms_eval.models`), so
-    the wrap waits for the first TaskManager, which the CLI builds before it calls `evaluator.simple_evaluate`.
+    a wrap waits for the first TaskManager, which the CLI builds before it calls `evaluator.simple_evaluate`.
     """
+    if wrap not in _PENDING:
+        _PENDING.append(wrap)
     evaluator = sys.modules.get("lmms_eval.evaluator")
     if evaluator is not None and hasattr(evaluator, "simple_evaluate"):
-        _wrap_simple_evaluate(evaluator)
+        for pending in _PENDING:  # each wrap applies once (it marks what it wrapped)
+            pending(evaluator)
         return
     from lmms_eval.tasks import TaskManager
 
@@ -157,7 +185,8 @@ def install_preflight() -> None:
         original_init(self, *args, **kwargs)
         module = sys.modules.get("lmms_eval.evaluator")
         if module is not None and hasattr(module, "simple_evaluate"):
-            _wrap_simple_evaluate(module)
+            for pending in _PENDING:
+                pending(module)
 
     __init__.radar_preflight = True
     TaskManager.__init__ = __init__
