@@ -317,8 +317,9 @@ def test_figures_have_titles_and_axis_labels(real_runs):
     assert [t.get_text() for t in radar.axes[0].get_xticklabels()] == SUBSETS
     assert len([line for line in radar.axes[0].get_lines() if line.get_label() in ("a", "b")]) == 2
     dev = figs["development"]
-    assert [ax.get_xlabel() for ax in dev.axes] == ["tokens seen", "tokens seen"]
-    assert [ax.get_ylabel() for ax in dev.axes] == ["SDS", "accuracy"]
+    # one panel per mean metric the runs report (radar_hf's logs carry bpb and brier)
+    assert [ax.get_xlabel() for ax in dev.axes] == ["tokens seen"] * 4
+    assert [ax.get_ylabel() for ax in dev.axes] == ["SDS", "accuracy", "BPB", "Brier"]
 
 
 def test_scaling_and_strategy_figures_with_labels(real_runs, tmp_path):

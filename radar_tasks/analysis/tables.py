@@ -24,7 +24,7 @@ METRICS = ("sds", "acc")  # in every summary; the catalogue's other mean metrics
 SIGNAL_Z = stats.Z95  # "above chance": more than 1.96 standard errors above
 SIGNAL_MIN_SPREAD = 1.0  # "noisy": the spread across the series is smaller than the mean stderr
 MONOTONIC_MIN_RUNS = 3  # Kendall tau is judged from 3 runs on
-METRIC_NAMES = {"sds": "SDS", "acc": "accuracy"}  # display names; any other metric: its name in capitals
+METRIC_NAMES = {"sds": "SDS", "acc": "accuracy", "brier": "Brier"}  # display names; any other: its name in capitals
 
 
 def mean_metrics() -> list[str]:
