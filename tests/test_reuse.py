@@ -110,3 +110,49 @@ def test_a_warning_is_said_once_per_process_inside_in_loop_calls(loguru_messages
     once.warning(message)  # outside the in-loop calls (the CLI, a sweep): said every time
     once.warning(message)
     assert loguru_messages.count(message) == 3
+
+
+def test_task_building_inside_reusing_tasks_reads_the_same_configs_index_and_rows(tmp_path, monkeypatch):
+    """`plugin.reusing_tasks` speeds up what lmms-eval reads to build our tasks (YAML through libyaml, the task
+    index rows without a datasets builder): the same task index, the same configs, the same one-row datasets."""
+    import datasets
+    import datasets.config
+    from lmms_eval import utils as lmms_utils
+    from lmms_eval.api import task as lmms_task
+    from lmms_eval.tasks import TaskManager
+
+    from radar_tasks.task_yamls import TASK_DIR
+    from radar_tasks.tasks import plugin
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    manager = TaskManager.__new__(TaskManager)  # its YAML indexing alone, not a whole index
+    manager.logger = __import__("loguru").logger
+    yamls = sorted(f for f in os.listdir(TASK_DIR) if f.endswith(".yaml"))
+    index_json = os.path.join(TASK_DIR, "_task_index.json")
+    fields = ["radar_mathvista", "radar_mmbench_ocr_lite", "radar_mmmu_pro_accounting_lite"]
+
+    def read():
+        configs = {f: lmms_utils.load_yaml_config(os.path.join(TASK_DIR, f), mode="full") for f in yamls}
+        rows = {
+            f: lmms_task.datasets.load_dataset(path="json", data_files={"test": index_json}, field=f) for f in fields
+        }
+        return manager._get_task_and_group(TASK_DIR), configs, rows
+
+    def comparable(value):  # `!function` hooks: the same function, not the same object
+        if isinstance(value, dict):
+            return {k: comparable(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [comparable(v) for v in value]
+        return (value.__module__, value.__qualname__) if callable(value) else value
+
+    index, configs, rows = read()
+    with plugin.reusing_tasks():
+        assert lmms_task.datasets is not datasets  # the shortcuts are in place inside ...
+        fast_index, fast_configs, fast_rows = read()
+    assert lmms_task.datasets is datasets and lmms_utils.yaml is __import__("yaml")  # ... and only there
+    assert fast_index == index and len(index) == len(yamls)
+    assert comparable(fast_configs) == comparable(configs)
+    for field in fields:
+        assert list(fast_rows[field]) == ["test"]
+        assert fast_rows[field]["test"].features == rows[field]["test"].features
+        assert fast_rows[field]["test"].to_list() == rows[field]["test"].to_list()

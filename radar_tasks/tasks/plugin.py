@@ -24,6 +24,7 @@ This module is the one place that changes lmms-eval's behaviour (2, 4, 5, 6 and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections import OrderedDict
@@ -59,12 +60,104 @@ def reusing_tasks():
     come from memory: `m3bench.load_category`). lmms-eval rebuilds every request from the docs on each call. Also
     turns `reuse_task_index` on for the process."""
     global _reusing
+    import yaml
+    from lmms_eval import utils as lmms_utils
+    from lmms_eval.api import task as lmms_task
+
     reuse_task_index()
     _reusing += 1
+    # module attributes of lmms-eval swapped for the block (each only where it is the module we expect)
+    swaps = [(lmms_task, "datasets", _datasets_module(), _TaskIndexRows())]
+    if getattr(yaml, "__with_libyaml__", False):
+        swaps.append((lmms_utils, "yaml", yaml, _LibYaml()))
+    swaps = [swap for swap in swaps if getattr(swap[0], swap[1]) is swap[2]]
+    for module, name, _, replacement in swaps:
+        setattr(module, name, replacement)
     try:
         yield
     finally:
         _reusing -= 1
+        for module, name, original, _ in swaps:
+            setattr(module, name, original)
+
+
+@functools.cache
+def _c_full_loader() -> type:
+    """libyaml's full loader, with the file name its Python counterpart keeps (lmms-eval's `!function` reads it)."""
+    import yaml
+
+    class CFullLoader(yaml.CFullLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.name = getattr(stream, "name", "<unicode string>")
+
+    return CFullLoader
+
+
+class _LibYaml:
+    """`yaml` as lmms-eval's YAML reader sees it inside `reusing_tasks`: its full loader, with libyaml's C parser
+    (the same constructors and resolver: the same configs, parsed ~10x faster; reading our task YAMLs in pure
+    Python is most of the first call's task building)."""
+
+    def __getattr__(self, name):
+        import yaml
+
+        return getattr(yaml, name)
+
+    def add_constructor(self, tag, constructor, Loader=None):
+        import yaml
+
+        yaml.add_constructor(tag, constructor, Loader=Loader)
+        if Loader is None:  # lmms-eval's `!function`: on the C full loader too
+            yaml.add_constructor(tag, constructor, Loader=_c_full_loader())
+
+    def full_load(self, stream):
+        import yaml
+
+        return yaml.load(stream, Loader=_c_full_loader())
+
+
+def _datasets_module():
+    import datasets
+
+    return datasets
+
+
+@functools.cache
+def _task_index_rows(stamp: tuple) -> dict:
+    """Our task index (`_task_index.json`: task name -> its rows), read once per version of the file."""
+    import json
+
+    with open(os.path.join(TASK_DIR, "_task_index.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+class _TaskIndexRows:
+    """`datasets` as lmms-eval's task module sees it inside `reusing_tasks`: `load_dataset` of a row of our task
+    index (`dataset_path: json`, the `data_files` of our template, `field: <task>`) is that row as a one-row
+    dataset, from the file read once, instead of a datasets builder per task (its cache lookup costs more than the
+    rest of building a task; the row only names the category, whose records `process_docs` puts in its place).
+    Anything else goes to `datasets` itself."""
+
+    def __getattr__(self, name):
+        return getattr(_datasets_module(), name)
+
+    def load_dataset(self, path=None, name=None, **kwargs):
+        datasets = _datasets_module()
+        files, field = kwargs.get("data_files"), kwargs.get("field")
+        index = os.path.join(TASK_DIR, "_task_index.json")
+        ours = (
+            path == "json"
+            and name is None
+            and isinstance(field, str)
+            and isinstance(files, dict)
+            and all(isinstance(f, str) and os.path.realpath(f) == os.path.realpath(index) for f in files.values())
+        )
+        if not ours:
+            return datasets.load_dataset(path=path, name=name, **kwargs)
+        stat = os.stat(index)
+        rows = _task_index_rows((stat.st_size, stat.st_mtime_ns))[field]
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split in files})
 
 
 def _reusable_key(given: dict, checked) -> tuple | None:
