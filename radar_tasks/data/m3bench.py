@@ -373,12 +373,23 @@ def content_key(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _column(records, name: str) -> list:
+    """One column of records as Python values, read from the arrow table (`records[name]` would copy the features
+    for every read, most of what a cached category costs)."""
+    if getattr(records, "_indices", None) is not None:
+        return records[name]
+    return records.data.column(name).to_pylist()
+
+
+def validated_images(records) -> list[tuple[str, str]]:
+    """(image path, stamp when validated) of every image the records name."""
+    pairs = zip(_column(records, "images"), _column(records, "image_stamps"))
+    return [pair for paths, stamps in pairs for pair in zip(paths, stamps)]
+
+
 def changed_images(records) -> list[str]:
     """Image files of (cached) records that are no longer the files validated: missing, or another size / mtime."""
-    changed = []
-    for paths, stamps in zip(records["images"], records["image_stamps"]):
-        changed += [p for p, s in zip(paths, stamps) if image_stamp(Path(p)) != s]
-    return changed
+    return [p for p, s in validated_images(records) if image_stamp(Path(p)) != s]
 
 
 def _generate(root: Path, subset: str, category: str, files: list[Path], key: str):
@@ -438,7 +449,8 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
     if kept is not None:
         return kept
     records = _generate(root_path, subset, category, files, key)
-    changed = changed_images(records)
+    images = validated_images(records)
+    changed = [p for p, s in images if image_stamp(Path(p)) != s]
     if changed:
         from loguru import logger
 
@@ -449,16 +461,13 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
             f"{taxonomy.task_name(subset, category)} again"
         )
         records = _generate(root_path, subset, category, files, key + _stamps_key(changed))
-    _LOADED[where] = (key, _image_stamps(records), records)
+        images = validated_images(records)
+    _LOADED[where] = (key, images, records)
     return records
 
 
 def _stamps_key(paths: list[str]) -> str:
     return hashlib.sha256("\0".join(f"{p}\0{image_stamp(Path(p))}" for p in paths).encode()).hexdigest()
-
-
-def _image_stamps(records) -> list[tuple[str, str]]:
-    return [pair for paths, stamps in zip(records["images"], records["image_stamps"]) for pair in zip(paths, stamps)]
 
 
 def data_fingerprint(root: str | os.PathLike | None = None, subsets: list[str] | None = None) -> str:
