@@ -12,9 +12,10 @@ this process, as a training loop does. Printed for each call:
   bar redrawn in place is one line);
 * the scores' digest: every metric of every task the same in every call (`same`), as a fresh process gives them.
 
-lmms-eval and torch are imported before the first call (printed apart: a training job has imported torch and
-transformers long before its first evaluation, and lmms-eval's import is paid once per process); the datasets cache
-is a fresh folder under --work, so the first call also validates and caches the categories it reads.
+lmms-eval, torch and `radar_tasks.inloop` are imported before the first call (printed apart: a training job has
+imported torch and transformers long before its first evaluation, and these imports are paid once per process).
+The datasets cache is a fresh folder under --work, so the first call also validates and caches the categories it
+reads; `--warm` keeps the data, model and cache of an earlier run (a job whose cache is already filled).
 
     python benchmarks/bench_inloop.py --work /tmp/bench-inloop                  # radar_mmm_lite, three calls
     python benchmarks/bench_inloop.py --work /tmp/bench-inloop --profile 3      # + cProfile of the third call
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import radar_tasks
+    import radar_tasks.inloop
     from radar_tasks.demo.fixture import make_fixture
     from radar_tasks.demo.tiny_models import build_tiny_model
 

@@ -315,9 +315,6 @@ def evaluate(
     # M3-Bench tasks only (the usual case): index our task folder alone, not lmms-eval's 3,500 YAML files (the first
     # call of a process would spend most of its time there)
     ours = all(taxonomy.leaves_of(name) for name in names)
-    manager = TaskManager(
-        "WARNING", include_path=str(TASK_DIR) if ours else None, include_defaults=not ours, model_name="radar_hf"
-    )
     with (
         _preserved(module),
         environment(RADAR_M3BENCH_DIR=root),
@@ -326,6 +323,9 @@ def evaluate(
         _log_lines(verbose),
         quiet_progress(not verbose),
     ):
+        manager = TaskManager(  # inside `reusing_tasks`: the index of an earlier call is reused
+            "WARNING", include_path=TASK_DIR if ours else None, include_defaults=not ours, model_name="radar_hf"
+        )
         lm = wrapper.from_model(module, processor, batch_size=batch_size, **radar_hf_args)
         lm.gather_parameters = gather_parameters
         lm.prepared_cache = _prepared_cache(module, processor, lm.settings, keep_prepared_mb)

@@ -253,6 +253,32 @@ def test_repeated_calls_are_quiet_and_give_the_numbers_of_a_fresh_process(tiny_s
     assert first["scores"]["radar_seephys"]["skipped"] >= 1
 
 
+def test_a_changed_file_is_read_again_by_the_next_call(tiny_series, fixture_root, tmp_path, monkeypatch):
+    """The task objects kept between calls belong to the data they were built from: an item removed from one
+    category's json file shows in the next call, whose other categories come from memory (not read again)."""
+    import shutil
+
+    import radar_tasks
+    from radar_tasks.data import m3bench
+
+    bench = tmp_path / "M3-Bench"
+    shutil.copytree(fixture_root, bench)
+    model, processor = _load(tiny_series / "step_200")
+    tasks = ["radar_mathvista", "radar_wiki_animal"]
+    before = radar_tasks.evaluate(model, processor, tasks, data_dir=bench)
+    read = []
+    original = m3bench._generate
+    monkeypatch.setattr(m3bench, "_generate", lambda r, s, c, *a: read.append(c) or original(r, s, c, *a))
+    [path] = (bench / "mathematical_reasoning").glob("*.json")
+    data = json.loads(path.read_text())
+    data.pop(next(iter(data)))
+    path.write_text(json.dumps(data))
+    after = radar_tasks.evaluate(model, processor, tasks, data_dir=bench)
+    assert read == ["mathvista"]  # read and validated again: the changed category only
+    assert (before["radar_mathvista"]["items"], after["radar_mathvista"]["items"]) == (len(data) + 1, len(data))
+    assert after["radar_wiki_animal"] == before["radar_wiki_animal"]
+
+
 def test_the_first_evaluate_of_a_process_is_checked_before_scoring(tiny_checkpoint, fixture_root, tmp_path):
     """In a fresh process (no TaskManager built yet), bad data stops `evaluate` with the pre-flight's one-line
     InputError, not with lmms-eval's retries ending in a RetryError."""
