@@ -84,7 +84,8 @@ def main(checkpoint: str, out_dir: str, tasks: str, mode: str) -> None:
 
     inloop.InLoopRadarHF.loglikelihood = counted
     scores = radar_tasks.evaluate(model, processor, tasks, log_samples=True)
-    out = {"scores": scores, **record, "training": (model.module if mode == "ddp" else model).training}
+    out = {"scores": scores, **record, "structures": list(record["structures"])}  # the evaluation's forwards
+    out["training"] = (model.module if mode == "ddp" else model).training
     out["loss_after"] = train_step(model, processor)
     if mode == "fsdp":
         record.update(structures=[], peak_parameter_bytes=0)
