@@ -16,7 +16,9 @@ lmms-eval loads every `lmms_eval.models` entry point when `lmms_eval.models` is 
    process), the task index is built once per include path instead of once per TaskManager (~9 s each here);
 7. on request (`reusing_tasks`, by the in-loop evaluator), the task objects themselves (YAML configs, docs, the
    validated records behind them) are built once and reused by later `simple_evaluate` calls that ask for the same
-   M3-Bench tasks of the same data (its fingerprint); and `quiet_progress` turns lmms-eval's progress bars off.
+   M3-Bench tasks of the same data (its fingerprint), and built faster the first time (YAML through libyaml, our
+   task-index rows without a datasets builder: the same configs and rows); `quiet_progress` turns lmms-eval's
+   progress bars off.
 Set RADAR_TASKS_NO_DISCOVERY=1 to skip 2 (then use `--include_path $(radar-tasks task-dir)`).
 This module is the one place that changes lmms-eval's behaviour (2, 4, 5, 6 and 7, all wrapping the original).
 """
@@ -177,8 +179,7 @@ class _TaskIndexRows:
 
 def _reusable_key(given: dict, checked) -> tuple | None:
     """The task-dict key of a `simple_evaluate` call, or None when its tasks are not reused (outside
-    `reusing_tasks`, a task
-    that is not one of our M3-Bench tasks, no data)."""
+    `reusing_tasks`, a task that is not one of our M3-Bench tasks, no data)."""
     from radar_tasks import taxonomy
     from radar_tasks.tasks import preflight
 
