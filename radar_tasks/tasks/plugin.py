@@ -219,6 +219,16 @@ def _wrap_get_task_dict(evaluator) -> None:
     evaluator.get_task_dict = get_task_dict
 
 
+def _drop_requests(task_dict) -> None:
+    """Forget the requests (and responses) of every task of a kept task dict: lmms-eval builds them again on each
+    call, and between calls they would only hold memory (a full M3-Bench's are tens of MB)."""
+    for value in (task_dict or {}).values():
+        if isinstance(value, dict):
+            _drop_requests(value)
+        elif hasattr(value, "_instances"):
+            value._instances = None
+
+
 def _disabled_bar(*args, **kwargs):
     from tqdm import tqdm
 
@@ -334,6 +344,10 @@ def _wrap_simple_evaluate(evaluator) -> None:
             try:
                 results = original(*args, **kwargs)
             finally:
+                if _task_key is not None:  # the kept tasks keep their docs, not this call's requests and responses
+                    for key, task_dict in _TASK_DICTS.items():
+                        if key[:-1] == _task_key:
+                            _drop_requests(task_dict)
                 _task_key = None
         except Exception as exc:
             error = cause_of(exc)
