@@ -96,6 +96,39 @@ def test_workers_give_the_same_results_in_the_same_order(tiny_checkpoint, task_d
     assert runs[2] == runs[0]  # exact float equality, request by request
 
 
+def test_kept_questions_give_the_same_results_without_preparing_them_again(tiny_checkpoint, task_dict, monkeypatch):
+    """In-loop calls: a fresh wrapper per call shares one `PreparedCache`. The second call prepares nothing, starts
+    no worker, loads only the questions its fresh scorer needs whole (its first-batch check) and returns the first
+    call's results exactly; a cache too small for every question keeps the first ones it sees."""
+    requests = [r for r in requests_of(task_dict) if r.args[4] in ("radar_seephys", "radar_wiki_animal")]
+    questions = len({(r.args[4], r.args[3]) for r in requests})
+    cache = pipeline.PreparedCache(max_bytes=2**30)
+    loaded = []
+    original = RadarHF.load_question
+
+    def counted(self, task, split, doc_id, *args):
+        loaded.append((task, doc_id))
+        return original(self, task, split, doc_id, *args)
+
+    monkeypatch.setattr(RadarHF, "load_question", counted)
+    runs = []
+    for _ in range(2):
+        model = wrapper(tiny_checkpoint("qwen2_vl"), task_dict, num_workers="2", batch_size="3")
+        model.prepared_cache = cache
+        loaded.clear()
+        runs.append([r.text for r in model.loglikelihood(requests)])
+    assert runs[1] == runs[0]
+    assert len(cache) == questions and cache.hits == questions
+    assert model.pipeline_stats["kept"] == questions and model.pipeline_stats["workers"] == 0
+    assert 0 < len(loaded) <= 2  # the first-batch check's question of each kind (with images, without)
+    small = pipeline.PreparedCache(max_bytes=cache.bytes // 2)
+    for _ in range(2):
+        model = wrapper(tiny_checkpoint("qwen2_vl"), task_dict, num_workers="0", batch_size="3")
+        model.prepared_cache = small
+        assert [r.text for r in model.loglikelihood(requests)] == runs[0]
+    assert 1 <= len(small) < questions and small.hits == len(small) and small.bytes <= cache.bytes // 2
+
+
 @pytest.mark.parametrize("arch", ["qwen2_vl", "internvl", "llava_onevision", "idefics3", "llava"])
 def test_image_processing_does_not_depend_on_the_thread_count(tiny_loaded, arch):
     """Workers run torch on one thread, the main process on several: the pixel values must not differ."""

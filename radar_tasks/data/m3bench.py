@@ -373,12 +373,23 @@ def content_key(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _column(records, name: str) -> list:
+    """One column of records as Python values, read from the arrow table (`records[name]` would copy the features
+    for every read, most of what a cached category costs)."""
+    if getattr(records, "_indices", None) is not None:
+        return records[name]
+    return records.data.column(name).to_pylist()
+
+
+def validated_images(records) -> list[tuple[str, str]]:
+    """(image path, stamp when validated) of every image the records name."""
+    pairs = zip(_column(records, "images"), _column(records, "image_stamps"))
+    return [pair for paths, stamps in pairs for pair in zip(paths, stamps)]
+
+
 def changed_images(records) -> list[str]:
     """Image files of (cached) records that are no longer the files validated: missing, or another size / mtime."""
-    changed = []
-    for paths, stamps in zip(records["images"], records["image_stamps"]):
-        changed += [p for p, s in zip(paths, stamps) if image_stamp(Path(p)) != s]
-    return changed
+    return [p for p, s in validated_images(records) if image_stamp(Path(p)) != s]
 
 
 def _generate(root: Path, subset: str, category: str, files: list[Path], key: str):
@@ -408,17 +419,38 @@ def _generate(root: Path, subset: str, category: str, files: list[Path], key: st
             datasets.enable_progress_bars()
 
 
+# (root, subset, category, datasets cache) -> (content key, [(image, stamp)], records): what this process loaded
+_LOADED: dict[tuple[str, str, str, str], tuple[str, list[tuple[str, str]], object]] = {}
+
+
+def _kept(where: tuple, key: str):
+    """The records this process already loaded for `where`, if its json bytes (`key`) and images are unchanged."""
+    kept = _LOADED.get(where)
+    if kept is None or kept[0] != key or any(image_stamp(Path(p)) != s for p, s in kept[1]):
+        return None
+    return kept[2]
+
+
 def load_category(subset: str, category: str, root: str | os.PathLike | None = None):
     """The validated records of one category as a `datasets.Dataset`, cached by datasets after the first read.
 
     The cache key is the content of the json files; a cached category whose images changed since they were
-    validated (deleted, replaced) is validated again, under a key that also holds the images' new stamps.
+    validated (deleted, replaced) is validated again, under a key that also holds the images' new stamps. Within a
+    process a category is read and validated once: later calls with the same json bytes and image stamps get the
+    same records from memory (the pre-flight check and the tasks' `process_docs` then share one load).
     """
+    import datasets.config
+
     root_path = resolve_root(root)
     files = category_files(root_path, subset, category)
     key = content_key(files)
+    where = (str(root_path.absolute()), subset, category, str(datasets.config.HF_DATASETS_CACHE))
+    kept = _kept(where, key)
+    if kept is not None:
+        return kept
     records = _generate(root_path, subset, category, files, key)
-    changed = changed_images(records)
+    images = validated_images(records)
+    changed = [p for p, s in images if image_stamp(Path(p)) != s]
     if changed:
         from loguru import logger
 
@@ -428,9 +460,14 @@ def load_category(subset: str, category: str, root: str | os.PathLike | None = N
             + f" changed since validated: validating "
             f"{taxonomy.task_name(subset, category)} again"
         )
-        key += hashlib.sha256("\0".join(f"{p}\0{image_stamp(Path(p))}" for p in changed).encode()).hexdigest()
-        records = _generate(root_path, subset, category, files, key)
+        records = _generate(root_path, subset, category, files, key + _stamps_key(changed))
+        images = validated_images(records)
+    _LOADED[where] = (key, images, records)
     return records
+
+
+def _stamps_key(paths: list[str]) -> str:
+    return hashlib.sha256("\0".join(f"{p}\0{image_stamp(Path(p))}" for p in paths).encode()).hexdigest()
 
 
 def data_fingerprint(root: str | os.PathLike | None = None, subsets: list[str] | None = None) -> str:

@@ -15,13 +15,14 @@ iteration ends, fails or is interrupted (and on their own if the main process di
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +202,71 @@ class Prepared:
         return self
 
 
+def _nbytes(value) -> int:
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    return int(getattr(value, "nbytes", 0))  # numpy arrays (pickled by value); anything else: not counted
+
+
+def prepared_bytes(prepared: Prepared) -> int:
+    """The tensor bytes a kept `Prepared` holds: the prompt's processor outputs (pixel values, ids, grids) and
+    every candidate's ids. Python objects around them (a few hundred bytes per question) are not counted."""
+    tokenized = prepared.tokenized
+    if tokenized is None:
+        return 0
+    return sum(_nbytes(v) for v in tokenized.encoding.values()) + sum(_nbytes(f) for f in tokenized.full_ids)
+
+
+class PreparedCache:
+    """Prepared questions kept across `QuestionPipeline` runs, by key, within `max_bytes` (`prepared_bytes`).
+
+    What a question's preparation gives (its doc, images, prompt, processor outputs and candidate ids) depends on the
+    data, the processor and the settings, never on the weights: the in-loop evaluator keeps one cache per model,
+    processor and settings, and its later calls score kept questions without preparing them again. The question
+    itself (its decoded images) is not kept: the rare question the scorer needs whole is loaded again.
+
+    Evaluations ask for the same questions in the same order, so a least-recently-used policy would evict each
+    entry just before its next use when the questions do not all fit: once full, a question is kept only in place
+    of entries the latest run did not use (stale: data that changed), else not kept. `hits` and `misses` count
+    lookups; `bytes` is what is kept.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.bytes = self.hits = self.misses = 0
+        self._entries: dict[Hashable, tuple[Prepared, int, int]] = {}  # key -> (prepared, bytes, run last used)
+        self._run = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def begin_run(self) -> None:
+        self._run += 1
+
+    def get(self, key: Hashable) -> Prepared | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries[key] = (entry[0], entry[1], self._run)
+        return entry[0]
+
+    def put(self, key: Hashable, prepared: Prepared) -> bool:
+        """Keep `prepared` (without its question) under `key` if it fits; True if kept."""
+        size = prepared_bytes(prepared)
+        if size > self.max_bytes:
+            return False
+        stale = [k for k, (_, _, run) in self._entries.items() if run < self._run]
+        while self.bytes + size > self.max_bytes and stale:
+            self.bytes -= self._entries.pop(stale.pop())[1]
+        if self.bytes + size > self.max_bytes:
+            return False
+        self._entries[key] = (dataclasses.replace(prepared, question=None), size, self._run)
+        self.bytes += size
+        return True
+
+
 @dataclass
 class QuestionPipeline:
     """Questions `0 .. n-1` scored by `scorer`, in order, with their host work done ahead in `num_workers` workers.
@@ -210,7 +276,12 @@ class QuestionPipeline:
     it comes back with scores None. The main process scores windows
     of `window` questions (the scorer orders and batches within one) while the workers prepare the next window.
     `stats`: questions, workers, host_s (seconds of load + prepare, summed over the processes that ran them),
-    wait_s (main process waiting for prepared questions), score_s (main process scoring).
+    wait_s (main process waiting for prepared questions), score_s (main process scoring), kept (questions taken
+    from `cache`).
+
+    `cache` with `key(i)` (None: question i is not kept): questions prepared by an earlier run under the same key
+    are taken from the cache, in their place in the order, and only the others go to the workers; the windows,
+    batches and numbers are those of a run that prepares them all.
     """
 
     scorer: SharedPrefixScorer
@@ -219,8 +290,17 @@ class QuestionPipeline:
     num_workers: int = 0
     window: int = 64
     pin_memory: bool = False
+    cache: PreparedCache | None = None
+    key: Callable[[int], Hashable | None] | None = None
     stats: dict = field(
-        default_factory=lambda: {"questions": 0, "workers": 0, "host_s": 0.0, "wait_s": 0.0, "score_s": 0.0}
+        default_factory=lambda: {
+            "questions": 0,
+            "workers": 0,
+            "host_s": 0.0,
+            "wait_s": 0.0,
+            "score_s": 0.0,
+            "kept": 0,
+        }
     )
 
     def __post_init__(self):
@@ -239,17 +319,46 @@ class QuestionPipeline:
         keep = self.num_workers == 0 or (needed and question.processor is None)
         return Prepared(i, extra, tokenized, question if keep else None)
 
+    def _kept(self) -> tuple[list, dict[int, Prepared]]:
+        """The key of every question and the questions the cache holds, by index."""
+        if self.cache is None or self.key is None:
+            return [None] * self.n, {}
+        self.cache.begin_run()
+        keys = [self.key(i) for i in range(self.n)]
+        found = {i: self.cache.get(k) for i, k in enumerate(keys) if k is not None}
+        return keys, {i: dataclasses.replace(p, index=i) for i, p in found.items() if p is not None}
+
+    def _in_order(self, keys: list, kept: dict[int, Prepared], prepared: Iterator) -> Iterator:
+        """`(Prepared, seconds)` for every index in order: kept ones from the cache, the others from `prepared`
+        (which kept them, when their key allows)."""
+        for i in range(self.n):
+            if i in kept:
+                self.stats["kept"] += 1
+                yield kept[i], 0.0
+                continue
+            item = next(prepared)
+            if keys[i] is not None:
+                self.cache.put(keys[i], item[0])
+            yield item
+
     def scored(self, progress: Callable[[int], Any] | None = None) -> Iterator[tuple[int, Any, list]]:
         """`(index, extra, scores)` per question, in index order; `progress(n)`: n more questions scored."""
-        workers = min(self.num_workers, self.n)
+        keys, kept = self._kept()
+        todo = [i for i in range(self.n) if i not in kept]
+        workers = min(self.num_workers, len(todo))
         self.stats["workers"] = workers
         with OrderedMap(
-            self._prepare, self.n, num_workers=workers, depth=self.window, pin_memory=self.pin_memory
+            lambda j: self._prepare(todo[j]),
+            len(todo),
+            num_workers=workers,
+            depth=self.window,
+            pin_memory=self.pin_memory,
         ) as prepared:
+            ordered = self._in_order(keys, kept, prepared)
             window: list[Prepared] = []
             while True:
                 start = time.perf_counter()
-                item = next(prepared, None)
+                item = next(ordered, None)
                 self.stats["wait_s"] += time.perf_counter() - start
                 if item is not None:
                     window.append(item[0])

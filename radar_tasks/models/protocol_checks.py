@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from loguru import logger
-
-from radar_tasks.models import protocol
+from radar_tasks.models import once, protocol
 from radar_tasks.models.args import ModelArgs
 
 _TEMPLATE_WARNED: set[str] = set()  # checkpoints already warned about a non-base Qwen2-VL chat template
@@ -28,7 +26,7 @@ def check_loaded(settings: ModelArgs, model_type: str | None, processor) -> Mode
     if style == "raw" and (
         settings.llava_mmmu_one_distractor or settings.internvl_reverse_images or settings.mmmu_two_letters
     ):
-        logger.warning(
+        once.warning(
             "radar_hf: llava_mmmu_one_distractor / internvl_reverse_images / mmmu_two_letters act "
             "only with a non-raw prompt_style; ignored"
         )
@@ -38,14 +36,14 @@ def check_loaded(settings: ModelArgs, model_type: str | None, processor) -> Mode
         )
         if problem and name not in _TEMPLATE_WARNED:  # once per checkpoint (in-loop: every eval)
             _TEMPLATE_WARNED.add(name)
-            logger.warning(
+            once.warning(
                 f"radar_hf: protocol=paper: the chat template of {name} is not a Qwen2-VL "
                 f"base template: it {problem}. The Qwen2-VL script would score that prompt; "
                 "prompt_style qwen2vl_base scores images then the question, as with the base "
                 "checkpoint"
             )
     if settings.protocol == "paper" and model_type == "llava_onevision":
-        logger.warning(
+        once.warning(
             "radar_hf: protocol=paper on a transformers LlavaOnevision model: its image tokens (anyres "
             "tiles + newline embeddings) are not the reference's 729 flat tokens per image; convert "
             "the projector checkpoint to LlavaForConditionalGeneration and use "
@@ -54,7 +52,7 @@ def check_loaded(settings: ModelArgs, model_type: str | None, processor) -> Mode
     image_processor = getattr(processor, "image_processor", None)
     for key, value in settings.processor_kwargs.items():
         if not kwarg_applied(key, value, (processor, image_processor)):
-            logger.warning(
+            once.warning(
                 f"radar_hf: processor_kwargs {key}={value!r} does not show on the processor of "
                 f"{name} (it may have been ignored)"
             )

@@ -7,12 +7,11 @@ This is all the per-question host work before the scorer, in one place: backgrou
 
 from __future__ import annotations
 
-from loguru import logger
 from PIL import Image
 
 from radar_tasks import prompts
 from radar_tasks.data import images as images_io
-from radar_tasks.models import control_tokens, likelihood, prefix_sharing, protocol
+from radar_tasks.models import control_tokens, likelihood, once, prefix_sharing, protocol
 from radar_tasks.models.loading import LoadedModel
 
 BLANK_GREY = (128, 128, 128)  # `images=blank`: the colour of every image
@@ -88,7 +87,7 @@ class QuestionMaker:
             )
         elif style != "raw" and not self._warned_raw_fallback:
             self._warned_raw_fallback = True
-            logger.warning(
+            once.warning(
                 f"radar_hf: prompt_style {style} needs M3-Bench records; this task's docs "
                 "are not: using its own prompt (raw)"
             )

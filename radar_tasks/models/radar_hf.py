@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from radar_tasks import prompts
 from radar_tasks.metrics.items import CandidateResult
-from radar_tasks.models import prefix_sharing, protocol
+from radar_tasks.models import once, prefix_sharing, protocol
 from radar_tasks.models.args import ModelArgs, check_model_args, keyword_signature
 from radar_tasks.models.loading import LoadedModel
 from radar_tasks.models.pipeline import QuestionPipeline, resolve_num_workers
@@ -43,6 +43,10 @@ def latest_instance():
 
 class RadarHF(lmms):
     is_simple = True  # lmms-eval runs multiple_choice only with simple models
+    progress_bar = True  # radar_hf's bar over the questions (rank 0)
+    log_level = "INFO"  # of its lines on the model and on each call's scoring
+    # questions prepared by earlier calls (`pipeline.PreparedCache`): the in-loop evaluator keeps one per model
+    prepared_cache = None
 
     @staticmethod
     def kwargs_from(arg_string, additional_config: dict | None = None) -> dict:
@@ -91,11 +95,12 @@ class RadarHF(lmms):
         self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
         self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
         if self.rank == 0:
-            logger.info(
+            logger.log(
+                self.log_level,
                 f"radar_hf: {self.settings.pretrained} on {self.device} ({self.loaded.dtype}), "
                 f"world size {self.world_size}, prompt_style {self.settings.prompt_style}, "
                 f"score {self.settings.score}, num_workers {self.num_workers}, "
-                f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}"
+                f"image processor {type(getattr(self.processor, 'image_processor', None)).__name__}",
             )
 
     # help() and inspect show the model args as keywords: the declaration's (models.args.ModelArgs)
@@ -148,11 +153,19 @@ class RadarHF(lmms):
     def batch_size(self):
         return self.settings.batch_size
 
+    def scoring_model(self):
+        """What the scorer calls for every forward: the model (a subclass may coordinate the forwards of ranks)."""
+        return self.model
+
+    def finish_scoring(self) -> None:
+        """Called when this rank has scored all of its questions, before the ranks gather their outcomes (a
+        subclass whose forwards are collectives answers the other ranks' forwards here until all are done)."""
+
     @functools.cached_property
     def scorer(self) -> prefix_sharing.SharedPrefixScorer:
         """Scores batches of questions: shared prefix (default) or one forward per candidate (share_prefix=false)."""
         return prefix_sharing.SharedPrefixScorer(
-            self.model,
+            self.scoring_model(),
             self.processor,
             device=self.device,
             dtype=self.loaded.dtype,
@@ -186,6 +199,18 @@ class RadarHF(lmms):
         texts = list(question.continuations) if question is not None else None
         return question, (scored, continuations, prompt, skipped, place, texts)
 
+    def question_key(self, task, split, doc_id, context: str, doc_to_visual, continuations: list):
+        """What a prepared question is kept under across calls (`prepared_cache`): its task and doc, its prompt and
+        candidates, and the record's files (json source, image paths and stamps); None for a question not kept (not
+        one of our M3-Bench records, or a candidate given as a function)."""
+        if doc_to_visual is None or not all(isinstance(c, str) for c in continuations):
+            return None
+        doc = self.task_dict[task][split][doc_id]
+        if not isinstance(doc, dict) or "image_stamps" not in doc:
+            return None
+        files = (doc.get("id"), doc.get("source_file"), tuple(doc["images"]), tuple(doc["image_stamps"]))
+        return (task, split, doc_id, context, tuple(continuations), files)
+
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         # Group the candidates of one question (same doc, same context): they are scored together, on one prefill
         # of the prompt and its images (prefix_sharing). lmms-eval shards by doc, so a question never spans ranks.
@@ -201,6 +226,10 @@ class RadarHF(lmms):
             (task, split, doc_id, context), (visual, members) = items[i]
             return self.load_question(task, split, doc_id, context, visual, [c for _, c in members])
 
+        def key(i: int):
+            (task, split, doc_id, context), (visual, members) = items[i]
+            return self.question_key(task, split, doc_id, context, visual, [c for _, c in members])
+
         results: list = [None] * len(requests)
         non_finite = 0
         pipeline = QuestionPipeline(
@@ -210,10 +239,14 @@ class RadarHF(lmms):
             num_workers=self.num_workers,
             window=self._window(),
             pin_memory=self.device.type == "cuda",
+            cache=self.prepared_cache,
+            key=key if self.prepared_cache is not None else None,
         )
         # closing: an error here, in this loop, ends the workers at once too
         with (
-            tqdm(total=len(items), disable=self.rank != 0, desc="radar_hf", unit="question") as progress,
+            tqdm(
+                total=len(items), disable=self.rank != 0 or not self.progress_bar, desc="radar_hf", unit="question"
+            ) as progress,
             contextlib.closing(pipeline.scored(progress=progress.update)) as scored_questions,
         ):
             for i, (scored, continuations, prompt, skipped, place, texts), scores in scored_questions:
@@ -245,16 +278,18 @@ class RadarHF(lmms):
                             answer, candidate, prompt or context, skipped, not keep, nll_sum=nll_sum, n_bytes=n_bytes
                         )
                     )
+        self.finish_scoring()
         for key, value in pipeline.stats.items():
             self.pipeline_stats[key] = value if key == "workers" else self.pipeline_stats.get(key, 0) + value
         self._sharing = gathered(self._outcome(), self.world_size)
         timing = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in pipeline.stats.items())
-        logger.info(
+        logger.log(
+            self.log_level,
             f"radar_hf rank {self.rank}/{self.world_size}: questions scored {self.scorer.stats}; "
-            f"host preparation {timing}"
+            f"host preparation {timing}",
         )
         if non_finite:  # returned as is (the metric reports them), but say so once
-            logger.warning(
+            once.warning(
                 f"radar_hf: {non_finite} of {len(requests)} continuations got a non-finite {self.settings.score} score"
             )
         return results
@@ -264,7 +299,7 @@ class RadarHF(lmms):
 
     def _log_not_scored(self, place: str, reason: str) -> None:
         self.not_scored += 1
-        logger.warning(f"radar_hf: {place}: not scored, counted as skipped: {reason}")
+        once.warning(f"radar_hf: {place}: not scored, counted as skipped: {reason}")
 
     def run_metadata(self) -> dict:
         """What the results JSON records of this wrapper's run (under `radar_tasks.model`)."""

@@ -24,6 +24,14 @@ def gathered(outcome: dict, world_size: int) -> dict:
     """`outcome` summed over the ranks: a collective when `world_size` > 1 (every rank calls it once per run)."""
     if world_size == 1:
         return outcome
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # the process group itself: accelerate's state may count one process where another library started the
+        # group (the transformers Trainer under DeepSpeed on CPU), and its gather would then fail
+        outcomes = [None] * dist.get_world_size()
+        dist.all_gather_object(outcomes, outcome)
+        return summed(outcomes)
     from accelerate.utils import gather_object
 
     return summed(gather_object([outcome]))

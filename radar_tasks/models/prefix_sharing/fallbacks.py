@@ -8,7 +8,8 @@ import math
 from collections import Counter
 
 import torch
-from loguru import logger
+
+from radar_tasks.models import once
 
 # the first shared question of a run is checked against the reference: max |difference| of nll and mean logit allowed
 # (measured on the tiny models: <= 1e-6 in float32, <= 1.1e-3 in bfloat16)
@@ -34,19 +35,19 @@ class FallbackTracker:
         self.reason = None  # why sharing is off for the whole model
         if self.share_prefix and unsupported:
             self.reason = unsupported
-            logger.warning(f"prefix sharing off: {unsupported}; scoring one forward per candidate")
+            once.warning(f"prefix sharing off: {unsupported}; scoring one forward per candidate")
             self.share_prefix = False
 
     def switch_off(self, reason: str) -> None:
         """No more sharing in this run (every later question goes one forward per candidate)."""
         self.reason = reason
         self.share_prefix = False
-        logger.warning(f"prefix sharing off for this run: {reason}; scoring one forward per candidate")
+        once.warning(f"prefix sharing off for this run: {reason}; scoring one forward per candidate")
 
     def question(self, reason: str) -> None:
         """One question goes the per-candidate way, for `reason`."""
         if not self.question_fallbacks[reason]:
-            logger.warning(
+            once.warning(
                 f"prefix sharing: {reason}: such questions are scored one forward per candidate "
                 "(counted in the results JSON, radar_tasks.prefix_sharing)"
             )
@@ -56,7 +57,7 @@ class FallbackTracker:
         """A batch whose prompts do not collate runs one prefill per question."""
         reason = "prompts not batchable (one prefill per question)"
         if not self.question_fallbacks[reason]:
-            logger.warning(f"prefix sharing: prompts not batchable ({err}); one prefill per question")
+            once.warning(f"prefix sharing: prompts not batchable ({err}); one prefill per question")
         self.question_fallbacks[reason] += n_questions
 
     def first_batch(self, batch: list, run_batch, reference):

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from loguru import logger
 
-from radar_tasks.models import likelihood
+from radar_tasks.models import likelihood, once
 from radar_tasks.models.likelihood import ContinuationScore, build_prompt, image_placeholder
 
 # config attributes holding the ids of image / video tokens (never padding; never after the shared prefix)
@@ -152,7 +151,7 @@ class Preparer:
                 exact = self._exact_ids(processor, prompt, images, q.continuations)
                 self.checked_tokens.add(kind)
                 if any(not torch.equal(a, b) for a, b in zip(prep.full_ids, exact)):
-                    logger.warning(
+                    once.warning(
                         f"prefix sharing: the candidate ids derived from the text-only tokenisation differ from the "
                         f"processor's with images ({type(self.processor).__name__}); tokenising every candidate "
                         f"with the processor from now on"
