@@ -23,7 +23,8 @@ with the CPU idle, which is what the host sees of an accelerator. Printed per ru
 Commands (the data, models, caches and outputs go under --work, never into the repository):
 
     python benchmarks/bench_pipeline.py check --work /tmp/bench      # the check: 400 Wiki questions,
-        # 1600x1200 JPEGs to ~64 visual tokens, batches of 8, 50 ms per forward: T1 (num_workers=0), T2 (auto), P
+        # 1600x1200 JPEGs to ~64 visual tokens, batches of 8, 50 ms per forward: T1 (num_workers=0), T2 (the
+        # workers `auto` starts on an accelerator: the simulated device stands for one), P
     python benchmarks/bench_pipeline.py run --work /tmp/bench --tasks radar_mmm --workers 0,auto
     python benchmarks/bench_pipeline.py scale --work /tmp/bench       # 1K vs 15K items: time / question, memory
     python benchmarks/bench_pipeline.py run --work /tmp/bench --config qwen2-vl-2b --device cuda --dtype bfloat16
@@ -396,7 +397,12 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=FULL_SIZE, help="size of the synthetic M3-Bench")
     parser.add_argument("--tasks", default=None, help="lmms-eval tasks (check: radar_wiki_animal; else radar_mmm)")
     parser.add_argument("--limit", type=int, default=None, help="lmms-eval --limit (check: 400)")
-    parser.add_argument("--workers", default="0,auto", help="num_workers values, one run each")
+    parser.add_argument(
+        "--workers",
+        default=None,
+        help="num_workers values, one run each (default 0,auto; check: 0 and the count auto gives on an accelerator, "
+        "since on a CPU device auto is 0)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--simulate-device-ms", type=float, default=None, help="check: 50; else 0")
     parser.add_argument("--max-pixels", type=int, default=CHECK_MAX_PIXELS, help="Qwen2-VL processor max_pixels")
@@ -416,9 +422,13 @@ def main(argv=None) -> int:
     if args.command == "check":
         args.tasks, args.limit = args.tasks or "radar_wiki_animal", args.limit or 400
         args.simulate_device_ms = 50.0 if args.simulate_device_ms is None else args.simulate_device_ms
+        from radar_tasks.models.pipeline import resolve_num_workers
+
+        args.workers = args.workers or f"0,{resolve_num_workers('auto', device_type='cuda')}"
         runs = series(args, data_root(args.work, args.items), "check")
         return 0 if check(runs[:2]) else 1
     args.tasks = args.tasks or "radar_mmm"
+    args.workers = args.workers or "0,auto"
     args.simulate_device_ms = args.simulate_device_ms or 0.0
     if args.command == "run":
         series(args, data_root(args.work, args.items), "run")

@@ -5,6 +5,7 @@ Speed is measured by `benchmarks/bench_pipeline.py`, not here: these tests make 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import random
@@ -149,19 +150,21 @@ def test_image_processing_does_not_depend_on_the_thread_count(tiny_loaded, arch)
 
 def test_num_workers_arg(tiny_checkpoint, task_dict, monkeypatch):
     cpus = pipeline.available_cpus()
-    assert resolve_num_workers("auto") == max(1, min(pipeline.AUTO_MAX_WORKERS, cpus - 1))  # one CPU for the model
-    assert resolve_num_workers("auto", processes=cpus * 2) == 1  # data parallel: the CPUs are shared, at least one
+    on_gpu = functools.partial(resolve_num_workers, device_type="cuda")
+    assert on_gpu("auto") == max(1, min(pipeline.AUTO_MAX_WORKERS, cpus - 1))  # one CPU for the model
+    assert on_gpu("auto", processes=cpus * 2) == 1  # data parallel: the CPUs are shared, at least one
+    # on a CPU device the forwards take every core: no worker unless asked for
+    assert resolve_num_workers("auto", device_type="cpu") == 0 and resolve_num_workers(2, device_type="cpu") == 2
     # the model arg is checked once, by its parser (models.args); resolve_num_workers counts what that lets through
-    assert resolve_num_workers(model_args.workers("0")) == 0 and resolve_num_workers(3) == 3
+    assert on_gpu(model_args.workers("0")) == 0 and on_gpu(3) == 3
     for bad in ("-1", "many", 1.5):
         with pytest.raises(ValueError, match="num_workers"):
             model_args.check_model_args({"pretrained": str(tiny_checkpoint("qwen2_vl")), "num_workers": bad})
     assert 1 <= cpus <= len(os.sched_getaffinity(0))
     monkeypatch.setattr(pipeline, "_cgroup_cpu_quota", lambda: 1.5)  # a container allowed one and a half CPUs
-    assert pipeline.available_cpus() == 1 and resolve_num_workers("auto") == 1
+    assert pipeline.available_cpus() == 1 and on_gpu("auto") == 1
     monkeypatch.undo()
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus * 2))
-    assert wrapper(tiny_checkpoint("qwen2_vl"), task_dict).num_workers == 1
+    assert wrapper(tiny_checkpoint("qwen2_vl"), task_dict).num_workers == 0  # the tests' wrappers run on the CPU
 
 
 def test_a_failing_question_raises_its_own_error_and_no_worker_is_left(tiny_checkpoint, task_dict):

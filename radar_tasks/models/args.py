@@ -350,10 +350,10 @@ class ModelArgs:
         workers,
         "auto, or an integer >= 0",
         "background processes that prepare the next questions (images, processor, candidate ids) while the model "
-        "scores; `auto`: the CPUs this process may use (affinity, cgroup quota), shared among the data-parallel "
-        "processes of the machine, less one for the process driving the model, at least 1 and at most 8 "
-        "(`pipeline.AUTO_MAX_WORKERS`); `0`: "
-        "everything in the main process, in turn (the reference, for debugging)",
+        "scores; `auto`: on an accelerator, the CPUs this process may use (affinity, cgroup quota), shared among the "
+        "data-parallel processes of the machine, less one for the process driving the model, at least 1 and at most "
+        "8 (`pipeline.AUTO_MAX_WORKERS`); on a CPU device 0 (the forwards use every core); `0`: everything in the "
+        "main process, in turn",
         default="auto",
     )
     image_processor: str = arg(

@@ -68,12 +68,16 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def resolve_num_workers(value: int | str, processes: int = 1) -> int:
-    """The `num_workers` model arg, as `models.args` checked it (`auto` or an integer >= 0), as a count: `auto` = the
-    CPUs this process may use, shared among the `processes` evaluation processes of this machine (data parallel),
-    less one for the process itself (it drives the model: launches, collation, lmms-eval's bookkeeping), at least 1
-    and at most `AUTO_MAX_WORKERS`."""
+def resolve_num_workers(value: int | str, processes: int = 1, *, device_type: str) -> int:
+    """The `num_workers` model arg, as `models.args` checked it (`auto` or an integer >= 0), as a count. `auto` on an
+    accelerator = the CPUs this process may use, shared among the `processes` evaluation processes of this machine
+    (data parallel), less one for the process itself (it drives the model: launches, collation, lmms-eval's
+    bookkeeping), at least 1 and at most `AUTO_MAX_WORKERS`. `auto` on a CPU device (`device_type` "cpu") = 0: the
+    forwards already use every core through torch's intra-op threads, and a worker would only take cores from them
+    (measured on a 2-core machine: one worker made a full-size run 26% slower, docs/speed.md)."""
     if value == "auto":
+        if device_type == "cpu":
+            return 0
         return max(1, min(AUTO_MAX_WORKERS, available_cpus() // max(1, processes) - 1))
     return int(value)
 

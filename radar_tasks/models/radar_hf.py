@@ -90,7 +90,7 @@ class RadarHF(lmms):
         self.loaded = LoadedModel.load(ModelArgs.of(model_args), device) if loaded is None else loaded
         self.questions = QuestionMaker(self.loaded)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        self.num_workers = resolve_num_workers(self.settings.num_workers, local_processes)
+        self.num_workers = resolve_num_workers(self.settings.num_workers, local_processes, device_type=self.device.type)
         self.pipeline_stats: dict = {}  # host preparation timings summed over loglikelihood calls (pipeline)
         self._sharing = None  # prefix-sharing outcome of all ranks (loglikelihood)
         self.not_scored = 0  # questions left unscored by the wrapper (too long, control tokens in their text)
