@@ -17,14 +17,17 @@ the language model; the vision tower is saved K-fold on top); the model FLOPs of
 tower's part; the achieved FLOP/s, the matmul peak and their ratio (MFU); memory; the largest score difference
 between the two paths (|nll| and |mean logit| of every candidate, with equal token counts). `--bare` adds the
 bare model forward on the prompt (no cache, the last position's logits: the plain model at the same size) with
-its MFU; `--profile`, torch.profiler's table of one more shared scoring. Then the totals, and last:
+its MFU; `--profile`, torch.profiler's table of one more shared scoring. With N >= 2, a batched pass: all
+questions in one call on the shared path with radar_hf's `batch_size=--batch-size` (default auto: the token
+budget), its prefill batches and parity (the padded prefill and the packed continuations at real size). Then the
+totals, and last:
 
     config C: parity D, speedup S (limit L), mfu M, peak MEM
 
-(parity: the largest difference over all questions; speedup: summed per-candidate time / summed shared time;
-limit: sum K(P+C) / sum (P+KC); mfu: summed FLOPs / sum of shared time x matmul peak; peak: bytes, the process's
-peak RSS on CPU (model included), `torch.cuda.max_memory_allocated` on CUDA). Exit status 1 when a question went
-the per-candidate way on the shared path (a fallback: then nothing shared was measured).
+(parity: the largest difference over all questions and the batched pass; speedup: summed per-candidate time /
+summed shared time; limit: sum K(P+C) / sum (P+KC); mfu: summed FLOPs / sum of shared time x matmul peak; peak:
+bytes, the process's peak RSS on CPU (model included), `torch.cuda.max_memory_allocated` on CUDA). Exit status 1
+when a question went the per-candidate way on the shared path (a fallback: then nothing shared was measured).
 
 What is counted: `torch.utils.flop_counter.FlopCounterMode` over one more shared scoring of the question (timed
 apart: the counter slows execution), i.e. the FLOPs of the matrix products the model runs (linear layers,
@@ -537,13 +540,31 @@ def measure(i: int, model, shared, docs, score: dict, scores: dict, device, dtyp
     return row
 
 
+def batched(shared, docs, reference: list, recorded_scores: list, device, args) -> dict:
+    """All questions in one `loglikelihood` call on the shared path, batched as `--batch-size` says (the prompts
+    right-padded into one prefill, the packed continuations): its parity against the per-candidate scores."""
+    recorded_scores.clear()
+    before = shared.scorer.stats["prefill_batches"]
+    requests = [r for i in range(len(docs)) for r in requests_of(docs, i)]
+    seconds, _, _ = timed(lambda: shared.loglikelihood(requests), device)
+    parity = max(difference(ours, ref) for ours, ref in zip(recorded_scores, reference))
+    print(
+        f"batched: the {len(docs)} questions in one call, batch_size {args.batch_size}: "
+        f"{shared.scorer.stats['prefill_batches'] - before} prefill batch(es), {seconds:.2f} s, parity {parity:.2e}",
+        flush=True,
+    )
+    return {"parity": parity}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, choices=list(SPECS))
     parser.add_argument("--questions", type=int, default=2, help="synthetic questions (the second has two images)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--batch-size", default="1", help="radar_hf batch_size of the shared path")
+    parser.add_argument(
+        "--batch-size", default="auto", help="radar_hf batch_size of the shared path (the batched pass, N >= 2)"
+    )
     parser.add_argument("--num-workers", default="0", help="radar_hf num_workers (background preparation)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--bare", action="store_true", help="also time the bare model forward on each prompt")
@@ -601,9 +622,13 @@ def main(argv=None) -> int:
             scores[False].clear()
             score = {share: lambda w=w, i=i: w.loglikelihood(requests_of(docs, i)) for share, w in wrappers.items()}
             rows.append(measure(i, model, shared, docs, score, scores, device, dtype, args))
+            rows[-1]["reference_scores"] = scores[False][0]
+        if len(docs) > 1:
+            rows.append(batched(shared, docs, [r["reference_scores"] for r in rows], scores[True], device, args))
     outcome = shared.scorer.outcome()
     print(f"prefix sharing outcome: {outcome}")
     parity = max(r["parity"] for r in rows)
+    rows = [r for r in rows if "k" in r]  # the questions (not the batched pass)
     speedup = sum(r["reference"] for r in rows) / sum(r["shared"] for r in rows)
     limit = sum(r["k"] * (r["p"] + r["c"]) for r in rows) / sum(r["p"] + r["k"] * r["c"] for r in rows)
     mfu = sum(r["flops"] for r in rows) / sum(r["shared"] * r["peak"] for r in rows)

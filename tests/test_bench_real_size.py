@@ -40,3 +40,6 @@ def test_smoke_run_ends_with_the_summary_line():
     questions = [line for line in lines if line.startswith("question ")]
     assert [q.split(":")[0] for q in questions] == ["question 1", "question 2"]
     assert "1 image(s)" in questions[0] and "2 image(s)" in questions[1]
+    # and both in one call: the tiny prompts fit one prefill batch of the `auto` token budget
+    batched = next(line for line in lines if line.startswith("batched: "))
+    assert "batch_size auto: 1 prefill batch(es)" in batched
