@@ -499,10 +499,12 @@ def measure(i: int, model, shared, docs, score: dict, scores: dict, device, dtyp
     n_images, encoding = prompt_encoding(shared, docs, i)
     ids = encoding["input_ids"][0]
     visual, p = int((ids == model.config.image_token_id).sum()), len(ids)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     peak = matmul_peak(device, dtype)  # right before the timed scoring: on a shared CPU the load varies
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     t_shared, cpu_shared, _ = timed(score[True], device)
+    memory = peak_memory(device)  # CUDA: of the shared scoring alone; CPU: the process's so far
     t_reference, cpu_reference, _ = timed(score[False], device)
     with flop_counter() as counter:
         score[True]()
@@ -519,7 +521,7 @@ def measure(i: int, model, shared, docs, score: dict, scores: dict, device, dtyp
         f"{cpu_reference:.1f} s), speedup {t_reference / t_shared:.2f} (cpu {cpu_reference / cpu_shared:.2f}; "
         f"FLOP limit {row['limit']:.2f}) | shared-path model FLOPs {flops:.3e} (vision tower "
         f"{vision_flops(counter, model):.3e}), {flops / t_shared / 1e9:.1f} GFLOP/s, matmul peak {peak / 1e9:.1f} "
-        f"GFLOP/s, mfu {flops / t_shared / peak:.2f} | peak memory {peak_memory(device) / 2**30:.2f} GiB "
+        f"GFLOP/s, mfu {flops / t_shared / peak:.2f} | peak memory {memory / 2**30:.2f} GiB "
         f"| parity {row['parity']:.2e}",
         flush=True,
     )
