@@ -26,8 +26,9 @@ totals, and last:
 
 (parity: the largest difference over all questions and the batched pass; speedup: summed per-candidate time /
 summed shared time; limit: sum K(P+C) / sum (P+KC); mfu: summed FLOPs / sum of shared time x matmul peak; peak:
-bytes, the process's peak RSS on CPU (model included), `torch.cuda.max_memory_allocated` on CUDA). Exit status 1
-when a question went the per-candidate way on the shared path (a fallback: then nothing shared was measured).
+bytes, the process's peak RSS on CPU (model included), on CUDA the largest `torch.cuda.max_memory_allocated` of
+a shared scoring (model included)). Exit status 1 when a question went the per-candidate way on the shared path
+(a fallback: then nothing shared was measured).
 
 What is counted: `torch.utils.flop_counter.FlopCounterMode` over one more shared scoring of the question (timed
 apart: the counter slows execution), i.e. the FLOPs of the matrix products the model runs (linear layers,
@@ -513,6 +514,7 @@ def measure(i: int, model, shared, docs, score: dict, scores: dict, device, dtyp
     k = len(ref)
     c = sum(s.n_tokens for s in ref) / k
     row = {"p": p, "k": k, "c": c, "shared": t_shared, "reference": t_reference, "flops": flops, "peak": peak}
+    row["memory"] = memory
     row["parity"] = difference(ours, ref)
     row["limit"] = k * (p + c) / (p + k * c)
     print(
@@ -636,7 +638,7 @@ def main(argv=None) -> int:
     mfu = sum(r["flops"] for r in rows) / sum(r["shared"] * r["peak"] for r in rows)
     print(
         f"config {args.config}: parity {parity:.2e}, speedup {speedup:.2f} (limit {limit:.2f}), mfu {mfu:.3f}, "
-        f"peak {peak_memory(device):.3e}"
+        f"peak {max(r['memory'] for r in rows) if device.type == 'cuda' else peak_memory(device):.3e}"
     )
     # exit status 1 where any question went the per-candidate way: then the run measured nothing shared
     fell_back = outcome["run_fallback"] or outcome["per_candidate"] or outcome["question_fallbacks"]
