@@ -491,7 +491,7 @@ def profiled(fn, device, rows: int = 25) -> str:
     with profile(activities=activities) as prof:
         fn()
         sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
