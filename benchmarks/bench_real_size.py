@@ -364,20 +364,26 @@ def sync(device: torch.device) -> None:
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s: the best of a few n x n matmuls (after one untimed); n = 2048 on CPU (its rate is reached there),
-    8192 on CUDA."""
-    n, repeats = (8192, 20) if device.type == "cuda" else (2048, 5)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    best = float("inf")
-    for i in range(repeats + 1):
+    """FLOP/s: the best of a few n x n matmuls. n doubles from 256 while one takes under 50 ms, up to 2048 on CPU
+    (where its rate is reached) and 8192 on CUDA, so that a dtype the device computes slowly (bfloat16 on a CPU
+    without bfloat16 instructions) does not take minutes."""
+    n_max, repeats = (8192, 20) if device.type == "cuda" else (2048, 5)
+
+    def seconds(a, b) -> float:
         sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
         sync(device)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+        return time.perf_counter() - start
+
+    n = 256
+    while True:
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        seconds(a, b)  # untimed: first-call costs
+        if n >= n_max or seconds(a, b) > 0.05:
+            break
+        n *= 2
+    return 2 * n**3 / min(seconds(a, b) for _ in range(repeats))
 
 
 def _attention_flops(is_causal_at: int):
