@@ -321,11 +321,17 @@ _BUILDERS = {
 }
 
 
-def build_tiny_model(out_dir, arch: str, seed: int = 0) -> Path:
-    """Write a tiny random-weight checkpoint of `arch` (one of TINY_ARCHS) and its processor to `out_dir`."""
+def tiny_config_and_processor(arch: str):
+    """`(config, processor)` of the tiny `arch` (one of TINY_ARCHS), in memory: the tiny sizes, the trained tokenizer,
+    the family's token ids and chat template (benchmarks build real sizes around the tokenizer)."""
     if arch not in _BUILDERS:
         raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(TINY_ARCHS)}")
-    config, processor = _BUILDERS[arch]()
+    return _BUILDERS[arch]()
+
+
+def build_tiny_model(out_dir, arch: str, seed: int = 0) -> Path:
+    """Write a tiny random-weight checkpoint of `arch` (one of TINY_ARCHS) and its processor to `out_dir`."""
+    config, processor = tiny_config_and_processor(arch)
     return save_random_checkpoint(config, processor, out_dir, seed)
 
 
