@@ -467,7 +467,7 @@ def prompt_encoding(radar, docs, doc_id) -> tuple[int, dict]:
 
     context, _, visual, _, task, split = requests_of(docs, doc_id)[0].args
     question, _ = radar.load_question(task, split, doc_id, context, visual, [])
-    placeholder = likelihood.image_placeholder(radar.model_type, radar.processor)
+    placeholder = likelihood.image_placeholder(radar.loaded.model_type, radar.processor)
     prompt = likelihood.build_prompt(question.context, len(question.images), placeholder)
     return len(question.images), likelihood.encode(radar.processor, prompt, question.images)
 
@@ -620,8 +620,8 @@ def main(argv=None) -> int:
     shared = wrappers[True]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_real_size_") as folder:
-        docs = make_docs(Path(folder), processor.tokenizer, shared.prompt_style, args.questions)
-        warm = make_docs(Path(folder), processor.tokenizer, shared.prompt_style, 1, seed=99, size=WARM_UP_SIZE)
+        docs = make_docs(Path(folder), processor.tokenizer, shared.settings.prompt_style, args.questions)
+        warm = make_docs(Path(folder), processor.tokenizer, shared.settings.prompt_style, 1, seed=99, size=WARM_UP_SIZE)
         for w in wrappers.values():
             w.task_dict = {TASK: {SPLIT: docs}, "warm_up": {SPLIT: warm}}
         seconds, _, _ = timed(lambda: shared.loglikelihood(requests_of(warm, 0, "warm_up")), device)
