@@ -52,13 +52,16 @@ class FixedDraw:
         return self.first
 
 
-def records(root: Path, subset: str, draw=None) -> list[dict]:
-    """Every record of `subset` in the released layout, with m3bench's own draw or a fixed one."""
+def records(root: Path, subset: str, draw=None, limit: int | None = None) -> list[dict]:
+    """Every record of `subset` in the released layout, with m3bench's own draw or a fixed one; with `limit`, the
+    first `limit` records, those with an options block first (the same items under every draw)."""
     out = []
     for category in taxonomy.categories(subset):
         for path in m3bench.category_files(root, subset, category):
             for qid, item in m3bench.read_json(path, root).items():
                 out.append(m3bench.normalize_item(root, path, subset, category, qid, item, draw or m3bench._Draw()))
+    if limit is not None:
+        out = sorted(out, key=lambda doc: not doc["options_text"])[:limit]
     return out
 
 
@@ -93,9 +96,10 @@ def subset_sds(docs, ps) -> float:
     return statistics.fmean(statistics.fmean(v) for v in by_category.values())
 
 
-def ab_draw(wrapper, root) -> dict:
-    ours = records(root, "mmmu_pro")
-    first, last = records(root, "mmmu_pro", FixedDraw(True)), records(root, "mmmu_pro", FixedDraw(False))
+def ab_draw(wrapper, root, limit: int | None = None) -> dict:
+    ours = records(root, "mmmu_pro", limit=limit)
+    first = records(root, "mmmu_pro", FixedDraw(True), limit)
+    last = records(root, "mmmu_pro", FixedDraw(False), limit)
     p_ours, p_first, p_last = (probabilities(wrapper, docs) for docs in (ours, first, last))
     blocks = [i for i, doc in enumerate(ours) if doc["options_text"]]
     diffs = [abs(p_first[i] - p_last[i]) for i in blocks]
@@ -115,10 +119,10 @@ def ab_draw(wrapper, root) -> dict:
     }
 
 
-def transparency(wrappers: dict[str, RadarHF], root, script_conversion: str) -> dict:
+def transparency(wrappers: dict[str, RadarHF], root, script_conversion: str, limit: int | None = None) -> dict:
     out = {}
     for subset in ("mmmu_pro", "seephys"):
-        docs = records(root, subset)
+        docs = records(root, subset, limit=limit)
         ps = {conv: probabilities(w, docs) for conv, w in wrappers.items()}
         ref = ps[script_conversion]
         for conv, p in ps.items():
@@ -140,6 +144,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", default=None, help="JSON results (default: <work>/paper_deviations.json)")
+    parser.add_argument("--items", type=int, default=None, help="smoke: the first N items of each subset")
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -158,12 +163,13 @@ def main(argv=None) -> None:
         paper = RadarHF(**common)
         results[family] = {
             "model": str(folder),
-            "ab_draw_paper": ab_draw(paper, plain),  # two letters, as the scripts
-            "ab_draw_every_letter": ab_draw(RadarHF(**common, mmmu_two_letters="false"), plain),
+            "ab_draw_paper": ab_draw(paper, plain, args.items),  # two letters, as the scripts
+            "ab_draw_every_letter": ab_draw(RadarHF(**common, mmmu_two_letters="false"), plain, args.items),
             "transparency": transparency(
                 {c: paper if c == script else RadarHF(**common, image_conversion=c) for c in CONVERSIONS},
                 transparent,
                 script,
+                args.items,
             ),
             "script_conversion": script,
         }

@@ -32,6 +32,7 @@ import sys
 from collections import OrderedDict
 
 from radar_tasks.task_yamls import TASK_DIR
+from radar_tasks.tasks import builtin_index
 
 _INDEX_CACHE: dict | None = None  # None: off (lmms-eval's own behaviour); else (include path, defaults) -> index
 # (task names, data root and fingerprint, task manager settings, task type) -> task dict, the most recent
@@ -263,7 +264,8 @@ def quiet_progress(quiet: bool = True):
 
 def _wrap_initialize_tasks() -> None:
     """Wrap `TaskManager.initialize_tasks` (once): index our task folder after lmms-eval's own and any
-    `--include_path` (unless RADAR_TASKS_NO_DISCOVERY is set), and reuse indexes when `reuse_task_index` asked."""
+    `--include_path` (unless RADAR_TASKS_NO_DISCOVERY is set), lmms-eval's own folder through the on-disk
+    cache (`builtin_index`), and reuse indexes when `reuse_task_index` asked."""
     from lmms_eval.tasks import TaskManager
 
     if getattr(TaskManager.initialize_tasks, "radar_tasks", False):
@@ -274,7 +276,15 @@ def _wrap_initialize_tasks() -> None:
         key = (repr(include_path), include_defaults, bool(os.environ.get("RADAR_TASKS_NO_DISCOVERY")))
         if _INDEX_CACHE is not None and key in _INDEX_CACHE:
             return dict(_INDEX_CACHE[key])
-        index = original(self, include_path=include_path, include_defaults=include_defaults)
+        # lmms-eval's own folder first, its entries winning over an --include_path's, as `original` merges them
+        index = original(self, include_path=include_path, include_defaults=False)
+        if include_defaults:
+            import lmms_eval.tasks
+
+            builtin = builtin_index.cached_index(
+                os.path.dirname(lmms_eval.tasks.__file__) + "/", self._get_task_and_group
+            )
+            index = {**index, **builtin}
         if include_defaults and not os.environ.get("RADAR_TASKS_NO_DISCOVERY"):
             index = {**self._get_task_and_group(TASK_DIR), **index}
         if _INDEX_CACHE is not None:
