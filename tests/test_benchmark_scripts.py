@@ -38,7 +38,8 @@ def test_synthetic_m3bench_and_report_size(tmp_path, capsys):
     # report_size reads every item of the folder the way the tasks do: the released layout, readable
     script("report_size").main([str(root), str(tmp_path / "size"), "--checkpoints", "2"])
     out = capsys.readouterr().out
-    assert "81 items x 2 checkpoints" in out  # 40 items spread over the files, at least one each and (tmp_path / "size" / "report" / "report.html").stat().st_size > 0
+    assert "81 items x 2 checkpoints" in out  # 40 items spread over the files, at least one each
+    assert (tmp_path / "size" / "report" / "report.html").stat().st_size > 0
 
 
 def test_bench_prefix_sharing(capsys):
