@@ -96,12 +96,17 @@ def log_cause(log: str | os.PathLike) -> str | None:
 
 
 def lmms_eval_args(
-    model_args: str, tasks: str, output_path: str | os.PathLike, extra: Sequence[str] = (), log_samples: bool = True
+    model_args: str,
+    tasks: str,
+    output_path: str | os.PathLike,
+    extra: Sequence[str] = (),
+    log_samples: bool = True,
+    model: str = "radar_hf",
 ) -> list[str]:
     """The lmms-eval CLI arguments of a radar_hf run (with per-item logs unless `log_samples` is false)."""
     return [
         "--model",
-        "radar_hf",
+        model,
         "--model_args",
         model_args,
         "--tasks",

@@ -32,6 +32,14 @@ def pytest_unconfigure(config):
     shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with `slow` tests first, each module's tests in their order: with `-n 2 --dist loadscope` (the
+    README's command) the workers start on the long lmms-eval runs and the short tests fill in at the end, instead
+    of one worker finishing a long module alone."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: order kept within each group
+
+
 @pytest.fixture
 def loguru_messages():
     """The warnings (and worse) loguru logs while the test runs (loguru does not reach pytest's caplog).

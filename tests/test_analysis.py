@@ -1,6 +1,7 @@
 """`radar-tasks report` / `compare` on result folders of real lmms-eval runs of the fixture with tiny models.
 
-Three lmms-eval processes run once per session, concurrently (one torch thread each):
+Three lmms-eval runs, once per session, through lmms-eval's CLI entry point in this process (`runner.run_in_process`,
+as a sweep runs them):
   A: tiny qwen2_vl, seed 0, `radar_mmbench,radar_wiki_animal,radar_mathvista,radar_spatial` (4 subsets, one group)
   B: the same architecture, seed 1 (another "checkpoint"), the same tasks
   C: seed 1, `radar_wiki_animal,radar_mathvista --limit 2` (items present in one run only)
@@ -13,10 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,40 +26,12 @@ from radar_tasks.analysis.report import analyse, draw_figures, write_report
 from radar_tasks.analysis.runs import RunError, load_runs
 from radar_tasks.cli import main as radar_main
 from radar_tasks.results import find_results
+from radar_tasks.runner import run_in_process
 
 pytestmark = pytest.mark.slow
 
 TASKS = "radar_mmbench,radar_wiki_animal,radar_mathvista,radar_spatial"
 SUBSETS = ["mmbench", "mathvista", "spatial", "wiki_animal"]
-
-
-def _lmms_eval(model: Path, tasks: str, out: Path, data: Path, hf_cache: Path, extra=()) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        "--model",
-        "radar_hf",
-        "--model_args",
-        f"pretrained={model},device=cpu,dtype=float32",
-        "--tasks",
-        tasks,
-        "--output_path",
-        str(out),
-        "--log_samples",
-        *extra,
-    ]
-    env = {
-        **os.environ,
-        "RADAR_M3BENCH_DIR": str(data),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(hf_cache),
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    with open(out.with_suffix(".log"), "w") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="session")
@@ -79,15 +49,10 @@ def real_runs(tmp_path_factory) -> dict[str, Path]:
         "b": (m1, TASKS, ()),
         "c": (m1, "radar_wiki_animal,radar_mathvista", ("--limit", "2")),
     }
-    procs = {k: _lmms_eval(m, t, root / f"out-{k}", data, root / f"hf-{k}", x) for k, (m, t, x) in plan.items()}
-    for p in procs.values():
-        p.wait(timeout=600)
     outs = {}
-    for k in plan:
-        out = root / f"out-{k}"
-        if not list(out.rglob("*_results.json")):  # the lmms-eval CLI exits 0 on failure: read the files
-            pytest.fail(f"lmms-eval run {k} wrote no results:\n{out.with_suffix('.log').read_text()[-5000:]}")
-        outs[k] = out
+    for k, (model, tasks, extra) in plan.items():
+        outs[k] = root / f"out-{k}"
+        run_in_process(f"pretrained={model},device=cpu,dtype=float32", tasks, outs[k], data, extra)
     # a copy of B without its per-item logs (as a run without --log_samples)
     nologs = root / "out-b-nologs"
     shutil.copytree(outs["b"], nologs, ignore=shutil.ignore_patterns("*_samples_*.jsonl"))

@@ -12,14 +12,12 @@ the one model-arg table) and is tested in-process: tests/test_m3bench.py, test_i
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmms_cli
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -90,27 +88,9 @@ CASES = [
 
 
 def run_cli(model_args: str, out: Path, data: Path | None, cache: Path, extra=()) -> tuple[int, str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        "--model",
-        "radar_hf",
-        "--model_args",
-        model_args,
-        "--tasks",
-        TASK,
-        "--output_path",
-        str(out),
-        "--log_samples",
-        *extra,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)}
-    env.pop("RADAR_M3BENCH_DIR", None)
-    if data is not None:
-        env["RADAR_M3BENCH_DIR"] = str(data)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout + proc.stderr
+    return lmms_cli.run(
+        model_args, TASK, out, data=data, env={"HF_DATASETS_CACHE": str(cache)}, extra=extra, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,25 @@
 process unless MPI is set up); what works without MPI is
 `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ...` (torchrun underneath, gloo backend),
 or `torchrun --nproc_per_node 2 -m lmms_eval ...`. This test runs the former and checks that it really ran on two
-ranks. The CLI exits 0 on failure: the results files are what is checked.
+ranks; the one-process reference runs lmms-eval's CLI entry point in the test process. The CLI exits 0 on failure:
+the results files are what is checked.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
+import lmms_cli
 import pytest
 
 from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.demo.tiny_models import build_tiny_model
-from radar_tasks.runner import results_json
+from radar_tasks.runner import run_in_process
 
 pytestmark = pytest.mark.slow
 # mathvista has 5 items: the ranks get 3 and 2 (lmms-eval then pads the shorter rank with copies of a request);
@@ -36,28 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run(launcher: list[str], out: Path, data: Path, model: Path, env_extra: dict) -> tuple[dict, str]:
-    cmd = [
-        *launcher,
-        "--model",
-        "radar_hf",
-        "--model_args",
-        f"pretrained={model},device=cpu,dtype=float32",
-        "--tasks",
-        ",".join(TASKS),
-        "--output_path",
-        str(out),
-        "--log_samples",
-    ]
-    env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env_extra}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    log = proc.stdout + proc.stderr
-    try:
-        return json.loads(results_json(out).read_text()), log
-    except FileNotFoundError:
-        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
 
 
 def samples(out: Path, task: str) -> dict:
@@ -81,7 +59,9 @@ def test_two_processes_match_one(tmp_path):
     (tmp_path / "tmp").mkdir()
     # torch's elastic launcher keeps its logs in a temporary folder: this test's, not /tmp
     cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "TMPDIR": str(tmp_path / "tmp")}
-    single, single_log = run([sys.executable, "-m", "lmms_eval"], tmp_path / "one", data, model, cache)
+    args = lmms_cli.model_args(model)
+    single = json.loads(run_in_process(args, ",".join(TASKS), tmp_path / "one", data, threads=1).read_text())
+    single_log = (tmp_path / "one" / "lmms_eval.log").read_text()
     launcher = [
         *ACCELERATE,
         "launch",
@@ -99,7 +79,10 @@ def test_two_processes_match_one(tmp_path):
         "-m",
         "lmms_eval",
     ]
-    double, double_log = run(launcher, tmp_path / "two", data, model, {**cache, "ACCELERATE_USE_CPU": "true"})
+    env = {**cache, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    double, double_log = lmms_cli.run_for_results(
+        args, ",".join(TASKS), tmp_path / "two", data=data, env=env, launcher=launcher, timeout=600
+    )
 
     # it really ran on two ranks, which split the questions between them (a question is never split: the sum of
     # questions scored over the ranks is the single-process count, and no rank scored them all)

@@ -246,8 +246,8 @@ def check_pip(argv: list[str], command: str, checkpoint: Path) -> None:
 
 
 def check_python(argv: list[str], command: str, checkpoint: Path, markers: set[str]) -> None:
-    """`python -m pytest` with -q / -x / -m <registered markers> / tests/ paths; `python -m <a module of this
-    package>`; `python <script>` of this repo."""
+    """`python -m pytest` with -q / -x / -n <workers> / -m <registered markers> / tests/ paths; `python -m <a module
+    of this package>`; `python <script>` of this repo."""
     if argv[1:2] == ["-m"] and argv[2:3] != ["pytest"]:
         module = argv[2] if len(argv) > 2 else ""
         assert module.startswith("radar_tasks.") and importlib.util.find_spec(module), f"`{command}`: no module"
@@ -257,7 +257,11 @@ def check_python(argv: list[str], command: str, checkpoint: Path, markers: set[s
         return
     words = iter(argv[3:])
     for word in words:
-        if word == "-m":
+        if word == "-n":  # pytest-xdist's workers
+            count = next(words, "")
+            assert count == "auto" or count.isdigit(), f"`{command}`: -n {count}"
+            assert importlib.util.find_spec("xdist"), f"`{command}`: pytest-xdist is not installed"
+        elif word == "-m":
             expression = next(words, "")
             used = set(re.findall(r"\w+", expression)) - {"and", "or", "not"}
             assert expression and used <= markers, f"`{command}`: unregistered markers {used - markers}"

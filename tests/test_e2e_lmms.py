@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import lmms_cli
 import numpy as np
 import pytest
 
 from radar_tasks import taxonomy
 from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.demo.tiny_models import build_tiny_model
-from radar_tasks.runner import results_json
 from radar_tasks.summary import format_table
 
 pytestmark = pytest.mark.slow
@@ -48,32 +47,11 @@ def grow_mmbench_category(root: Path, category: str, extra: int) -> None:
     (folder / f"MMBench_{category}_{len(items)}_pretrained_mllm_eval.json").write_text(json.dumps(items, indent=1))
 
 
-def run_lmms_eval(tasks, out, data, model, extra=(), env=None, launcher=(sys.executable, "-m", "lmms_eval")):
-    cmd = [
-        *launcher,
-        "--model",
-        "radar_hf",
-        "--model_args",
-        f"pretrained={model},device=cpu,dtype=float32",
-        "--tasks",
-        tasks,
-        "--output_path",
-        str(out),
-        "--log_samples",
-        *extra,
-    ]
-    full_env = {**os.environ, "RADAR_M3BENCH_DIR": str(data), "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900)
-    log = proc.stdout + proc.stderr
-    try:
-        return json.loads(results_json(out).read_text()), log
-    except FileNotFoundError:
-        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{log[-6000:]}")
+def run_lmms_eval(tasks, out, data, model, extra=(), env=None):
+    return lmms_cli.run_for_results(lmms_cli.model_args(model), tasks, out, data=data, extra=extra, env=env)
 
 
-def samples(out: Path, task: str) -> list[dict]:
-    [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
-    return [json.loads(line) for line in path.read_text().splitlines()]
+samples = lmms_cli.samples
 
 
 @pytest.fixture(scope="module")
@@ -210,25 +188,8 @@ def test_include_path_without_automatic_discovery(setup, tmp_path):
 
 def test_missing_subset_folder_fails_loudly(setup, tmp_path):
     _, model, _ = setup
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lmms_eval",
-            "--model",
-            "radar_hf",
-            "--model_args",
-            f"pretrained={model},device=cpu",
-            "--tasks",
-            "radar_wiki_plant",
-            "--output_path",
-            str(tmp_path / "out"),
-        ],
-        env={**os.environ, "RADAR_M3BENCH_DIR": str(tmp_path / "nowhere")},
-        capture_output=True,
-        text=True,
-    )
-    assert "is not a folder" in proc.stdout + proc.stderr
+    _, log = lmms_cli.run(lmms_cli.model_args(model), "radar_wiki_plant", tmp_path / "out", data=tmp_path / "nowhere")
+    assert "is not a folder" in log
     assert not list((tmp_path / "out").rglob("*_results.json"))
 
 

@@ -1,42 +1,40 @@
 """The exported task folder through the real lmms-eval CLI (`--include_path`, our discovery off, the exported dataset,
-no M3-Bench release in sight) gives our package's numbers: every metric of every task and every item's
-probability within 1e-9, for `radar_mmm` and the lite MMMU-Pro (whose leaves select a sample of their category).
-One run of each side, shared by the tests of this module."""
+no M3-Bench release in sight: a subprocess, so that nothing of this process's plugin is in it) gives our package's
+numbers: every metric of every task and group of `radar_mmm` and every item's probability within 1e-9. The package
+side runs lmms-eval's CLI entry point in this process (`runner.run_in_process`), with the lite MMMU-Pro beside
+(its group stderr; that the exported lite leaves select the package's docs is tests/test_export.py's). One run of
+each side, shared by the tests of this module: the exported side costs a `datasets` load per config (~2 s each)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import lmms_cli
 import numpy as np
 import pytest
 
 from radar_tasks import taxonomy
-from radar_tasks.runner import lmms_eval_args, results_json
+from radar_tasks.runner import run_in_process
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-9
-TASKS = "radar_mmm,radar_mmmu_pro_lite"
+TASKS = "radar_mmm,radar_mmmu_pro_lite"  # the package side
+EXPORTED_TASKS = "radar_mmm"
 LEAF_TASKS = [taxonomy.task_name(s, c) for s, c in taxonomy.leaf_tasks()]
 
 
-def run(out: Path, model: str, env: dict, extra=(), tasks=TASKS, model_args="") -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        *lmms_eval_args(f"pretrained={model},device=cpu,dtype=float32{model_args}", tasks, out, extra),
-    ]
-    base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
-    proc = subprocess.run(cmd, env={**base, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True, timeout=1200)
-    try:
-        return json.loads(results_json(out).read_text())
-    except FileNotFoundError:
-        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+def run(out: Path, model: str, env: dict, extra=(), tasks=EXPORTED_TASKS, more_args="") -> dict:
+    """The exported side: stock lmms-eval in a subprocess, our discovery off, no M3-Bench root."""
+    return lmms_cli.run_for_results(
+        lmms_cli.model_args(model, more_args),
+        tasks,
+        out,
+        env={"RADAR_TASKS_NO_DISCOVERY": "1", **env},
+        extra=extra,
+        timeout=1200,
+    )[0]
 
 
 def items(out: Path, tasks) -> dict[tuple[str, str], dict]:
@@ -54,10 +52,9 @@ def runs(exported, tiny_checkpoint, tmp_path_factory):
     root, _, tasks = exported
     work = tmp_path_factory.mktemp("parity")
     model = str(tiny_checkpoint("qwen2_vl"))
-    cache = {"HF_DATASETS_CACHE": str(work / "hf-cache")}
-    package = run(work / "package", model, {"RADAR_M3BENCH_DIR": str(root), **cache})
+    package = json.loads(run_in_process(lmms_cli.model_args(model), TASKS, work / "package", root).read_text())
     upstream = run(
-        work / "exported", model, {"RADAR_TASKS_NO_DISCOVERY": "1", **cache}, extra=["--include_path", str(tasks)]
+        work / "exported", model, {"HF_DATASETS_CACHE": str(work / "hf-cache")}, extra=["--include_path", str(tasks)]
     )
     return package, upstream, work
 
@@ -80,7 +77,8 @@ def _close(a, b) -> bool:
 def test_every_metric_of_every_task_and_group_matches(runs):
     """Scores and counts equal; our bootstrap `m_stderr` is the export's `m_se` (its `m_stderr` is N/A)."""
     package, upstream, _ = runs
-    ours, theirs = package["results"], upstream["results"]
+    theirs = upstream["results"]
+    ours = {task: metrics for task, metrics in package["results"].items() if "_lite" not in task}
     assert set(theirs) == set(ours)
     compared = 0
     for task, metrics in ours.items():
@@ -104,12 +102,11 @@ def test_every_metric_of_every_task_and_group_matches(runs):
 
 
 def test_every_item_probability_matches(runs):
-    package, _, work = runs
-    leaves = sorted(package["configs"])
-    assert set(LEAF_TASKS) < set(leaves) and any(t.endswith("_lite") for t in leaves)
+    _, upstream, work = runs
+    leaves = sorted(upstream["configs"])
+    assert set(leaves) == set(LEAF_TASKS)
     ours, theirs = items(work / "package", leaves), items(work / "exported", leaves)
-    assert set(theirs) == set(ours)
-    assert len([k for k in ours if k[0] in LEAF_TASKS]) == 132 and len(ours) > 132
+    assert set(theirs) == set(ours) and len(ours) == 132
     for key, record in ours.items():
         other = theirs[key]
         if record["p"] is None:
@@ -155,37 +152,16 @@ def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
     task as a string): each item's SDS is exactly 1/K, with the exported folder alone."""
     _, _, tasks = exported
     out = tmp_path / "dummy"
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        "--model",
-        "dummy",
-        "--include_path",
-        str(tasks),
-        "--tasks",
+    code, log = lmms_cli.run(
+        "",
         "radar_wiki_animal,radar_mmmu_pro_math",
-        "--output_path",
-        str(out),
-        "--log_samples",
-    ]
-    base = {k: v for k, v in os.environ.items() if k != "RADAR_M3BENCH_DIR"}
-    proc = subprocess.run(
-        cmd,
-        env={
-            **base,
-            "HF_HUB_OFFLINE": "1",
-            "RADAR_TASKS_NO_DISCOVERY": "1",
-            "HF_DATASETS_CACHE": str(tmp_path / "hf-cache"),
-        },
-        capture_output=True,
-        text=True,
+        out,
+        model="dummy",
+        env={"RADAR_TASKS_NO_DISCOVERY": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
+        extra=["--include_path", str(tasks)],
         timeout=1200,
     )
-    try:
-        results = json.loads(results_json(out).read_text())["results"]
-    except FileNotFoundError:
-        pytest.fail(f"lmms-eval wrote no results (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+    results = lmms_cli.results(out, code, log)["results"]
     for task in ("radar_wiki_animal", "radar_mmmu_pro_math"):
         [path] = sorted(out.rglob(f"*_samples_{task}.jsonl"))
         logged = [json.loads(line)["sds"] for line in path.read_text().splitlines()]
@@ -195,7 +171,7 @@ def test_a_stock_lmms_eval_model_runs_the_exported_folder(exported, tmp_path):
         # a wrapper's plain results: the Brier score of a uniform p is 1 - 1/K; no bits per byte (no NLL sum)
         assert all(r["brier"] == pytest.approx(1 - 1 / r["n_candidates"], abs=1e-12) for r in logged)
         assert all(r["bpb"] is None for r in logged) and math.isnan(results[task]["bpb,none"])
-    assert "no summed NLL" in proc.stdout + proc.stderr  # why bpb is left out, said
+    assert "no summed NLL" in log  # why bpb is left out, said
 
 
 def test_protocol_paper_reads_the_exported_records_as_the_release(exported, tiny_checkpoint, tmp_path):
@@ -204,21 +180,14 @@ def test_protocol_paper_reads_the_exported_records_as_the_release(exported, tiny
     the released files (MMMU-Pro and SeePhys hold RGBA, palette and grayscale PNGs)."""
     root, _, tasks = exported
     model, tasks_arg = str(tiny_checkpoint("qwen2_vl")), "radar_mmmu_pro_art_theory,radar_mmmu_pro_math,radar_seephys"
-    cache = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
-    run(
-        tmp_path / "package",
-        model,
-        {"RADAR_M3BENCH_DIR": str(root), **cache},
-        tasks=tasks_arg,
-        model_args=",protocol=paper",
-    )
+    run_in_process(lmms_cli.model_args(model, "protocol=paper"), tasks_arg, tmp_path / "package", root)
     run(
         tmp_path / "exported",
         model,
-        {"RADAR_TASKS_NO_DISCOVERY": "1", **cache},
+        {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
         extra=["--include_path", str(tasks)],
         tasks=tasks_arg,
-        model_args=",protocol=paper",
+        more_args="protocol=paper",
     )
     leaves = tasks_arg.split(",")
     ours, theirs = items(tmp_path / "package", leaves), items(tmp_path / "exported", leaves)

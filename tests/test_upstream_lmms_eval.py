@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import lmms_cli
 import pytest
 
 pytestmark = pytest.mark.upstream
@@ -206,40 +206,28 @@ def cli_run(toy_dir, tmp_path_factory):
     )
     out = work / "out"
     env = {
-        **os.environ,
         "LMMS_EVAL_PLUGINS": "toy_plugin",
         "PYTHONPATH": f"{work}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "HF_HUB_OFFLINE": "1",
         "RADAR_TASKS_NO_DISCOVERY": "1",
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lmms_eval",
-            "--model",
-            "dummy",
-            "--include_path",
-            str(toy_dir),
-            "--tasks",
-            "toy_plugin_task,toy_broken",
-            "--output_path",
-            str(out),
-        ],
+    code, log = lmms_cli.run(
+        "",
+        "toy_plugin_task,toy_broken",
+        out,
+        model="dummy",
         env=env,
-        capture_output=True,
-        text=True,
+        extra=["--include_path", str(toy_dir)],
         timeout=600,
     )
-    return proc, out
+    return code, log, out
 
 
 @pytest.mark.slow
 def test_4_the_cli_exits_0_when_the_evaluation_fails(cli_run):
-    proc, out = cli_run
-    assert "Error during evaluation" in proc.stdout + proc.stderr
+    code, log, out = cli_run
+    assert "Error during evaluation" in log
     assert not list(out.rglob("*_results.json"))
-    assert proc.returncode == 0, fixed(
+    assert code == 0, fixed(
         4, "the CLI exits non-zero when the evaluation fails", "the results-file checks of the demo, runner and tests"
     )
 
@@ -248,10 +236,10 @@ def test_4_the_cli_exits_0_when_the_evaluation_fails(cli_run):
 def test_6_lmms_eval_plugins_tasks_are_not_found(cli_run):
     from lmms_eval.tasks import TaskManager
 
-    proc, out = cli_run
+    _, log, out = cli_run
     plugin_tasks = out.parent / "toy_plugin" / "tasks"
     assert "toy_plugin_task" in TaskManager(include_path=str(plugin_tasks), include_defaults=False).all_tasks
-    assert "Tasks were not found: toy_plugin_task" in proc.stdout + proc.stderr, fixed(
+    assert "Tasks were not found: toy_plugin_task" in log, fixed(
         6, "a task of an LMMS_EVAL_PLUGINS package is found", "the TaskManager wrap in radar_tasks.tasks.plugin"
     )
 
