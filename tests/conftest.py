@@ -28,6 +28,13 @@ for _var, _folder in (
     os.environ[_var] = os.path.join(SESSION_CACHE, _folder)
 
 
+# The suite's subprocesses (lmms-eval runs, torchrun, the demo) keep bytecode where the environment turned it off
+# (PYTHONDONTWRITEBYTECODE=1 on this project's machines): each would compile this package again, and lmms-eval
+# executes an exported task folder's utils.py once per `!function` of every task (docs/UPSTREAM.md #10).
+os.environ["PYTHONDONTWRITEBYTECODE"] = ""
+os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(SESSION_CACHE, "pycache")  # in the session's folder, too
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 

@@ -38,11 +38,9 @@ def run(
     """`launcher` + lmms-eval's arguments (per-item logs on) in a subprocess: (exit status, stdout + stderr).
 
     The child sees this environment without RADAR_M3BENCH_DIR and RADAR_TASKS_NO_DISCOVERY (`data`: the M3-Bench
-    root it gets; `env`: set on top), no hub access, and bytecode caching on."""
+    root it gets; `env`: set on top), and no hub access."""
     base = {k: v for k, v in os.environ.items() if k not in ("RADAR_M3BENCH_DIR", "RADAR_TASKS_NO_DISCOVERY")}
-    # bytecode kept (where the environment turned it off): lmms-eval executes a task folder's utils.py again for
-    # every `!function` of every task (docs/UPSTREAM.md #10), compiling it each time without a cache
-    base.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONDONTWRITEBYTECODE": ""})
+    base.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     if data is not None:
         base["RADAR_M3BENCH_DIR"] = str(data)
     cmd = [*launcher, *lmms_eval_args(model_args, tasks, out, extra, model=model)]
