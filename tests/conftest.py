@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,12 +40,43 @@ def pytest_unconfigure(config):
     shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
+# Scheduling under `-n 2 --dist loadscope` (the README's command). Modules that share an expensive session fixture
+# form one unit, so that one worker builds it (not each); the longest units go first, so that no worker is left
+# finishing a long unit alone at the end. A wrong entry here only costs time.
+SHARED_UNITS = {"test_sweep": "tiny_sweep", "test_inloop": "tiny_sweep", "test_report_html": "tiny_sweep"}
+LONGEST_FIRST = ["test_export_parity", "test_bad_input_lmms", "tiny_sweep", "test_e2e_lmms", "test_benchmark_scripts"]
+
+
+def _unit(module_name: str) -> str:
+    return SHARED_UNITS.get(module_name, module_name)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Modules with `slow` tests first, each module's tests in their order: with `-n 2 --dist loadscope` (the
-    README's command) the workers start on the long lmms-eval runs and the short tests fill in at the end, instead
-    of one worker finishing a long module alone."""
+    """The longest units first, then the other modules with `slow` tests, then the rest; each module's tests in
+    their order."""
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: order kept within each group
+
+    def rank(item):
+        unit = _unit(item.module.__name__)
+        first = LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, item.module.__name__ not in slow_modules
+
+    items.sort(key=rank)  # stable: the order within a module is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None  # another mode asked for: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the units in the order above, not by their number of tests
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _unit(Path(nodeid.split("::", 1)[0]).stem)
+
+    return Units(config, log)
 
 
 @pytest.fixture

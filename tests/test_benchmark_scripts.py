@@ -1,12 +1,13 @@
 """Every script under benchmarks/ runs in a smoke mode (tiny model or no model, a question or a few items, seconds),
 so a renamed function cannot break one unseen. In this process where the script allows (lmms-eval and torch are
 imported once per session); no timing assertion: the scripts measure, these tests only run them.
-bench_inloop and bench_real_size have their own files (test_bench_inloop.py, test_bench_real_size.py)."""
+bench_inloop has its own file (test_bench_inloop.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def script(name: str):
 
 
 def test_every_benchmark_script_has_a_smoke_test():
-    tested = {"bench_inloop", "bench_real_size", *SMOKE}
+    tested = {"bench_inloop", *SMOKE}
     assert {p.stem for p in BENCHMARKS.glob("*.py")} == tested
 
 
@@ -68,4 +69,39 @@ def test_bench_pipeline(tmp_path, capsys):
     assert "run num_workers=1:" in out, out[-2000:]
 
 
-SMOKE = {"synthetic_m3bench", "report_size", "bench_prefix_sharing", "paper_deviations", "bench_pipeline"}
+NUMBER = r"([0-9.]+(?:e[+-]?[0-9]+)?)"
+LAST_LINE = re.compile(
+    rf"config (\S+): parity {NUMBER}, speedup {NUMBER} \(limit {NUMBER}\), mfu {NUMBER}, peak {NUMBER}"
+)
+
+
+def test_bench_real_size_ends_with_the_summary_line(capsys):
+    """A tiny model through the real-size script's path (two questions, the second with two images); no timing
+    assertion: only the last line's shape and the numbers that do not depend on speed."""
+    assert script("bench_real_size").main(["--config", "tiny-qwen2-vl", "--questions", "2"]) == 0  # 1: a fallback
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = LAST_LINE.fullmatch(lines[-1])
+    assert match, lines[-1]
+    config, parity, speedup, limit, mfu, peak = match.groups()
+    assert config == "tiny-qwen2-vl"
+    assert float(parity) <= 1e-5  # float32: the two paths agree (measured <= 1e-6)
+    assert 1 < float(limit) < 4  # K(P+C)/(P+KC) with K = 4 and P, C > 0
+    assert float(speedup) > 0 and float(mfu) > 0
+    assert float(peak) > 2**20  # bytes
+    # one line per question, the second with two images
+    questions = [line for line in lines if line.startswith("question ")]
+    assert [q.split(":")[0] for q in questions] == ["question 1", "question 2"]
+    assert "1 image(s)" in questions[0] and "2 image(s)" in questions[1]
+    # and both in one call: the tiny prompts fit one prefill batch of the `auto` token budget
+    batched = next(line for line in lines if line.startswith("batched: "))
+    assert "batch_size auto: 1 prefill batch(es)" in batched
+
+
+SMOKE = {
+    "synthetic_m3bench",
+    "report_size",
+    "bench_prefix_sharing",
+    "paper_deviations",
+    "bench_pipeline",
+    "bench_real_size",
+}

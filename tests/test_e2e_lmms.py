@@ -1,6 +1,9 @@
 """End to end through the `lmms-eval` CLI, as a user runs it: discovery, every score level, per-item logs.
 
-The CLI exits 0 even when the evaluation fails, so every test reads the result files.
+The runs go through lmms-eval's CLI entry point in this process (`runner.run_in_process`, as a sweep runs it; the
+same arguments, the same code); the CLI's process-level behaviour (exit status, printed line) has its own tests
+(`test_missing_subset_folder_fails_loudly` here, tests/test_bad_input_lmms.py). The CLI exits 0 even when the
+evaluation fails, so every test reads the result files.
 """
 
 from __future__ import annotations
@@ -8,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import lmms_cli
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 
 from radar_tasks import taxonomy
+from radar_tasks.cli import main as radar_cli
 from radar_tasks.demo.fixture import make_fixture
 from radar_tasks.demo.tiny_models import build_tiny_model
+from radar_tasks.runner import environment, run_in_process
 from radar_tasks.summary import format_table
 
 pytestmark = pytest.mark.slow
@@ -48,7 +51,10 @@ def grow_mmbench_category(root: Path, category: str, extra: int) -> None:
 
 
 def run_lmms_eval(tasks, out, data, model, extra=(), env=None):
-    return lmms_cli.run_for_results(lmms_cli.model_args(model), tasks, out, data=data, extra=extra, env=env)
+    """lmms-eval's CLI entry point in this process, with `env` set during the run: (results JSON, its log)."""
+    with environment(**(env or {})):
+        path = run_in_process(lmms_cli.model_args(model), tasks, out, data, extra)
+    return json.loads(path.read_text()), (Path(out) / "lmms_eval.log").read_text()
 
 
 samples = lmms_cli.samples
@@ -170,11 +176,10 @@ def test_mixed_with_another_suite_and_include_path(setup, tmp_path):
     assert "sds,none" in res["toy_text_mc"], log[-3000:]
 
 
-def test_include_path_without_automatic_discovery(setup, tmp_path):
+def test_include_path_without_automatic_discovery(setup, tmp_path, capsys):
     data, model, _ = setup
-    task_dir = subprocess.run(
-        [sys.executable, "-m", "radar_tasks.cli", "task-dir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    assert radar_cli(["task-dir"]) == 0
+    task_dir = capsys.readouterr().out.strip()
     results, log = run_lmms_eval(
         "radar_wiki_plant",
         tmp_path / "out",
