@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def script(name: str):
     """benchmarks/<name>.py as a module (its folder on sys.path, as when run: the scripts import their siblings)."""
-    import sys
-
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"bench_script_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does: a dataclass with string annotations looks its module up
     spec.loader.exec_module(module)
     return module
 
