@@ -113,20 +113,24 @@ def visual_gain(runs: Sequence[Run], metrics: Sequence[str], iters: int = 1000, 
                     "series": with_images.series,
                     "x": field_name,
                     "x_value": x,
-                    "level": r["level"],
-                    "name": r["name"],
-                    "metric": r["metric"],
+                    **_where(r),
                     "with_images": r["a"],
                     "without": r["b"],
                     "gain": r["diff"],
-                    "ci_low": r["ci_low"],
-                    "ci_high": r["ci_high"],
-                    "p_value": r["p_value"],
-                    "n_items": r["n_items"],
-                    "excludes_zero": excludes_zero(r),
+                    **_interval(r),
                 }
             )
     return rows, notes
+
+
+def _where(r: dict) -> dict:
+    """The level, name and metric of a paired comparison's row."""
+    return {"level": r["level"], "name": r["name"], "metric": r["metric"]}
+
+
+def _interval(r: dict) -> dict:
+    """Its confidence interval, p-value, item count and whether the interval leaves zero out."""
+    return {**{k: r[k] for k in ("ci_low", "ci_high", "p_value", "n_items")}, "excludes_zero": excludes_zero(r)}
 
 
 def consecutive(runs: Sequence[Run], metrics: Sequence[str], iters: int = 1000, seed: int = 0):
@@ -150,17 +154,11 @@ def consecutive(runs: Sequence[Run], metrics: Sequence[str], iters: int = 1000, 
                         "x": field_name,
                         "x_from": x0,
                         "x_to": x1,
-                        "level": r["level"],
-                        "name": r["name"],
-                        "metric": r["metric"],
+                        **_where(r),
                         "before": r["b"],
                         "after": r["a"],
                         "delta": r["diff"],
-                        "ci_low": r["ci_low"],
-                        "ci_high": r["ci_high"],
-                        "p_value": r["p_value"],
-                        "n_items": r["n_items"],
-                        "excludes_zero": excludes_zero(r),
+                        **_interval(r),
                     }
                 )
     return rows, notes
