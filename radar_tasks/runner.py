@@ -103,7 +103,8 @@ def lmms_eval_args(
     log_samples: bool = True,
     model: str = "radar_hf",
 ) -> list[str]:
-    """The lmms-eval CLI arguments of a radar_hf run (with per-item logs unless `log_samples` is false)."""
+    """The lmms-eval CLI arguments of a run of `model` (radar_hf unless given; per-item logs unless `log_samples` is
+    false)."""
     return [
         "--model",
         model,
