@@ -488,57 +488,60 @@ is more than 1.96 standard errors below it, else `at chance`), or when its sprea
 warning."""
 
 
+def series_cells(runs: list[Run], summary: list[dict], levels):
+    """Per series, (level, name) of `levels` and summary metric, the summary cell of each of the series' runs:
+    (series, members, xs, x field name, level, name, metric, cells), leaving out a combination no run has."""
+    names = list(dict.fromkeys((r["level"], r["name"]) for r in summary if r["level"] in levels))
+    for series, members in series_of(runs).items():
+        xs, field_name, _ = progress(members)
+        for level, name in names:
+            for metric in summary_metrics(summary):
+                cells = [lookup(summary, r.label, level, name, metric) for r in members]
+                if any(c is not None for c in cells):
+                    yield series, members, xs, field_name, level, name, metric, cells
+
+
 def signal_checks(
     runs: list[Run], summary: list[dict], levels=("subset", "ability", "overall", "category")
 ) -> list[dict]:
     rows = []
-    names = []
-    for r in summary:
-        if r["level"] in levels and (r["level"], r["name"]) not in names:
-            names.append((r["level"], r["name"]))
-    for series, members in series_of(runs).items():
-        xs, field_name, _ = progress(members)
-        for level, name in names:
-            for m in summary_metrics(summary):
-                cells = [lookup(summary, r.label, level, name, m) for r in members]
-                if all(c is None for c in cells):
-                    continue
-                vals = [c["value"] if c else math.nan for c in cells]
-                ses = [c["stderr"] if c else math.nan for c in cells]
-                chs = [c["chance"] if c else math.nan for c in cells]
-                zs = [stats.z_above(v, ch, se) for v, ch, se in zip(vals, chs, ses)]
-                known = [z for z in zs if not math.isnan(z)]
-                tau = stats.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
-                p_tau = stats.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
-                spread = stats.spread_over_stderr(vals, ses)
-                flags = []
-                if known and not any(z > SIGNAL_Z for z in known):
-                    flags.append("below chance" if min(known) < -SIGNAL_Z else "at chance")
-                if math.isfinite(spread) and spread < SIGNAL_MIN_SPREAD:
-                    flags.append("noisy")
-                no_signal = bool(flags)
-                improving = tau if higher_is_better(m) else -tau
-                if len(members) >= MONOTONIC_MIN_RUNS and math.isfinite(tau) and improving <= 0:
-                    flags.append("not monotonic")
-                rows.append(
-                    {
-                        "series": series,
-                        "level": level,
-                        "name": name,
-                        "metric": m,
-                        "runs": len(members),
-                        "x": field_name,
-                        "first": vals[0],
-                        "last": vals[-1],
-                        "chance": chs[-1],
-                        "z_last": zs[-1],
-                        "runs_above_chance": sum(z > SIGNAL_Z for z in known) if known else None,
-                        "kendall_tau": tau,
-                        "tau_p": p_tau,
-                        "mean_stderr": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
-                        "spread_over_stderr": spread,
-                        "no_signal": no_signal,
-                        "flags": ", ".join(flags),
-                    }
-                )
+    for series, members, xs, field_name, level, name, m, cells in series_cells(runs, summary, levels):
+        vals = [c["value"] if c else math.nan for c in cells]
+        ses = [c["stderr"] if c else math.nan for c in cells]
+        chs = [c["chance"] if c else math.nan for c in cells]
+        zs = [stats.z_above(v, ch, se) for v, ch, se in zip(vals, chs, ses)]
+        known = [z for z in zs if not math.isnan(z)]
+        tau = stats.kendall_tau(xs, vals) if len(members) >= 2 else math.nan
+        p_tau = stats.kendall_tau_pvalue(xs, vals) if len(members) >= 2 else math.nan
+        spread = stats.spread_over_stderr(vals, ses)
+        flags = []
+        if known and not any(z > SIGNAL_Z for z in known):
+            flags.append("below chance" if min(known) < -SIGNAL_Z else "at chance")
+        if math.isfinite(spread) and spread < SIGNAL_MIN_SPREAD:
+            flags.append("noisy")
+        no_signal = bool(flags)
+        improving = tau if higher_is_better(m) else -tau
+        if len(members) >= MONOTONIC_MIN_RUNS and math.isfinite(tau) and improving <= 0:
+            flags.append("not monotonic")
+        rows.append(
+            {
+                "series": series,
+                "level": level,
+                "name": name,
+                "metric": m,
+                "runs": len(members),
+                "x": field_name,
+                "first": vals[0],
+                "last": vals[-1],
+                "chance": chs[-1],
+                "z_last": zs[-1],
+                "runs_above_chance": sum(z > SIGNAL_Z for z in known) if known else None,
+                "kendall_tau": tau,
+                "tau_p": p_tau,
+                "mean_stderr": float(np.nanmean(ses)) if any(math.isfinite(s) for s in ses) else math.nan,
+                "spread_over_stderr": spread,
+                "no_signal": no_signal,
+                "flags": ", ".join(flags),
+            }
+        )
     return rows

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from radar_tasks.analysis import stats
-from radar_tasks.analysis.runs import Run, progress, series_of
-from radar_tasks.analysis.tables import CHANCE, SIGNAL_Z, display_name, higher_is_better, lookup, summary_metrics
+from radar_tasks.analysis.runs import Run
+from radar_tasks.analysis.tables import CHANCE, SIGNAL_Z, display_name, higher_is_better, series_cells
 
 LEVELS = ("subset", "ability", "overall")
 
@@ -27,41 +27,34 @@ Takeoff (per series, subset, ability and overall, per metric):
 
 def takeoff(runs: list[Run], summary: list[dict], levels=LEVELS) -> list[dict]:
     """One row per series x (level, name) x metric: the takeoff checkpoint (its label and x) or why there is none."""
-    names = list(dict.fromkeys((r["level"], r["name"]) for r in summary if r["level"] in levels))
     rows = []
-    for series, members in series_of(runs).items():
-        xs, field_name, _ = progress(members)
-        for level, name in names:
-            for metric in summary_metrics(summary):
-                cells = [lookup(summary, r.label, level, name, metric) for r in members]
-                if all(c is None for c in cells):
-                    continue
-                values = [c["value"] if c else math.nan for c in cells]
-                stderrs = [c["stderr"] if c else math.nan for c in cells]
-                if metric in CHANCE:
-                    reference, against = [c["chance"] if c else math.nan for c in cells], "chance"
-                else:
-                    reference, against = [values[0]] * len(values), "first checkpoint"
-                sign = 1.0 if higher_is_better(metric) else -1.0
-                zs = [stats.z_above(sign * v, sign * ref, se) for v, ref, se in zip(values, reference, stderrs)]
-                start = stats.takeoff_index(zs, SIGNAL_Z)
-                known = any(math.isfinite(z) for z in zs)
-                rows.append(
-                    {
-                        "series": series,
-                        "level": level,
-                        "name": name,
-                        "metric": metric,
-                        "reference": against,
-                        "runs": len(members),
-                        "x": field_name,
-                        "takeoff": members[start].label if start is not None else None,
-                        "takeoff_x": xs[start] if start is not None else math.nan,
-                        "runs_from_takeoff": len(members) - start if start is not None else 0,
-                        "z_last": zs[-1],
-                        "status": "takeoff" if start is not None else "not yet" if known else "unknown",
-                    }
-                )
+    for series, members, xs, field_name, level, name, metric, cells in series_cells(runs, summary, levels):
+        values = [c["value"] if c else math.nan for c in cells]
+        stderrs = [c["stderr"] if c else math.nan for c in cells]
+        if metric in CHANCE:
+            reference, against = [c["chance"] if c else math.nan for c in cells], "chance"
+        else:
+            reference, against = [values[0]] * len(values), "first checkpoint"
+        sign = 1.0 if higher_is_better(metric) else -1.0
+        zs = [stats.z_above(sign * v, sign * ref, se) for v, ref, se in zip(values, reference, stderrs)]
+        start = stats.takeoff_index(zs, SIGNAL_Z)
+        known = any(math.isfinite(z) for z in zs)
+        rows.append(
+            {
+                "series": series,
+                "level": level,
+                "name": name,
+                "metric": metric,
+                "reference": against,
+                "runs": len(members),
+                "x": field_name,
+                "takeoff": members[start].label if start is not None else None,
+                "takeoff_x": xs[start] if start is not None else math.nan,
+                "runs_from_takeoff": len(members) - start if start is not None else 0,
+                "z_last": zs[-1],
+                "status": "takeoff" if start is not None else "not yet" if known else "unknown",
+            }
+        )
     return rows
 
 
